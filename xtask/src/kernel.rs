@@ -1,0 +1,188 @@
+//! `cargo xtask kernel`: the Rust-enabled test kernel, built from Debian's linux-source-6.12.
+//!
+//! The build directory is named by a hash of everything that decides its contents (kernel
+//! source version, toolchain versions, config fragments), so an unchanged input never
+//! rebuilds and a changed one never reuses a stale tree.
+
+use crate::env::{chroot_cmd, in_root, run_logged, step, Paths};
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// A kernel flavour.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// The normal test kernel.
+    Test,
+    /// The sanitizer kernel (KASAN, lockdep, kmemleak, ...).
+    Debug,
+}
+
+impl Flavor {
+    fn name(self) -> &'static str {
+        match self {
+            Flavor::Test => "test",
+            Flavor::Debug => "debug",
+        }
+    }
+
+    fn fragments(self) -> &'static [&'static str] {
+        match self {
+            Flavor::Test => &["scripts/kernel.config"],
+            Flavor::Debug => &["scripts/kernel.config", "scripts/kernel-debug.config"],
+        }
+    }
+}
+
+const SOURCE_PKG: &str = "linux-source-6.12";
+const BUILT_STAMP: &str = ".dm-remap-built";
+
+/// The versions setup recorded (package -> version).
+fn recorded_version(paths: &Paths, pkg: &str) -> Result<String> {
+    let text = std::fs::read_to_string(paths.cache.join("versions.txt"))
+        .context("no versions.txt in the cache: run `cargo xtask setup` first")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(pkg).and_then(|r| r.strip_prefix(' ')))
+        .map(str::to_string)
+        .with_context(|| format!("versions.txt does not list {pkg}: run `cargo xtask setup`"))
+}
+
+/// The unpacked kernel source tree.
+pub fn source_dir(paths: &Paths) -> Result<PathBuf> {
+    let v = recorded_version(paths, SOURCE_PKG)?;
+    Ok(paths.cache.join(format!("src/{SOURCE_PKG}_{v}")))
+}
+
+/// The build directory for a flavour, by content hash of its inputs.
+pub fn build_dir(paths: &Paths, flavor: Flavor) -> Result<PathBuf> {
+    let mut h = Sha256::new();
+    for pkg in [SOURCE_PKG, "rustc", "rust-src", "bindgen", "clang", "lld"] {
+        h.update(pkg);
+        h.update(recorded_version(paths, pkg)?);
+    }
+    for f in flavor.fragments() {
+        let text = std::fs::read(paths.repo.join(f)).with_context(|| format!("reading {f}"))?;
+        h.update(f);
+        h.update(&text);
+    }
+    let hex = format!("{:x}", h.finalize());
+    Ok(paths.cache.join(format!("kernel/{}-{}", flavor.name(), &hex[..16])))
+}
+
+/// Returns the build directory of a built kernel, or an error telling how to build it.
+pub fn built(paths: &Paths, flavor: Flavor) -> Result<PathBuf> {
+    let dir = build_dir(paths, flavor)?;
+    if !dir.join(BUILT_STAMP).exists() {
+        bail!("the {} kernel is not built: run `cargo xtask kernel{}`", flavor.name(),
+            if flavor == Flavor::Debug { " --debug" } else { "" });
+    }
+    Ok(dir)
+}
+
+/// Builds the kernel unless an identical build exists.
+pub fn kernel(paths: &Paths, flavor: Flavor) -> Result<PathBuf> {
+    let src = unpack_source(paths)?;
+    let out = build_dir(paths, flavor)?;
+    if out.join(BUILT_STAMP).exists() {
+        step(format!("{} kernel is up to date ({})", flavor.name(), out.display()));
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&out)?;
+    let o = format!("O={}", out.display());
+    let jobs = format!("-j{}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    step(format!("configuring the {} kernel in {}", flavor.name(), out.display()));
+    in_root(paths, &src, "make", &[&o, "LLVM=1", "-s", "tinyconfig"])?;
+    let mut merge: Vec<String> = vec![
+        "-m".into(),
+        "-O".into(),
+        out.display().to_string(),
+        out.join(".config").display().to_string(),
+        src.join("kernel/configs/kvm_guest.config").display().to_string(),
+    ];
+    merge.extend(flavor.fragments().iter().map(|f| paths.repo.join(f).display().to_string()));
+    let merge: Vec<&str> = merge.iter().map(String::as_str).collect();
+    let mut c = chroot_cmd(paths, &src, "scripts/kconfig/merge_config.sh")?;
+    run_logged(c.args(&merge), &out.join("merge_config.log"), "merge_config")?;
+    in_root(paths, &src, "make", &[&o, "LLVM=1", "-s", "olddefconfig"])?;
+    check_config(paths, flavor, &out)?;
+    step(format!("building the {} kernel (about 7 min on 2 cores; log in {}/build.log)", flavor.name(), out.display()));
+    let log = out.join("build.log");
+    let mut c = chroot_cmd(paths, &src, "make")?;
+    c.args([o.as_str(), "LLVM=1", jobs.as_str()]);
+    if let Err(e) = run_logged(&mut c, &log, "kernel build") {
+        // A fixdep race has been seen once on an incremental build here; a second make
+        // finishes it. A real error fails again and is reported.
+        step(format!("kernel build failed ({e:#}); retrying once"));
+        let mut c = chroot_cmd(paths, &src, "make")?;
+        c.args([o.as_str(), "LLVM=1", jobs.as_str()]);
+        run_logged(&mut c, &log, "kernel build")?;
+    }
+    std::fs::write(out.join(BUILT_STAMP), "")?;
+    remove_stale(paths, flavor, &out);
+    step(format!("{} kernel built: {}", flavor.name(), out.join("arch/x86/boot/bzImage").display()));
+    Ok(out)
+}
+
+/// Every `CONFIG_X=y` / `# CONFIG_X is not set` line of the fragments must hold in .config.
+fn check_config(paths: &Paths, flavor: Flavor, out: &Path) -> Result<()> {
+    let config = std::fs::read_to_string(out.join(".config"))?;
+    let have: std::collections::HashSet<&str> = config.lines().collect();
+    let mut lost = Vec::new();
+    for f in flavor.fragments() {
+        for line in std::fs::read_to_string(paths.repo.join(f))?.lines() {
+            let line = line.trim();
+            let wanted_off = line.starts_with("# CONFIG_") && line.ends_with(" is not set");
+            if line.starts_with("CONFIG_") || wanted_off {
+                let sym = line.trim_start_matches("# ").split(['=', ' ']).next().unwrap_or("");
+                let ok = if wanted_off {
+                    !config.lines().any(|l| l.starts_with(&format!("{sym}=")))
+                } else {
+                    have.contains(line)
+                };
+                if !ok {
+                    lost.push(line.to_string());
+                }
+            }
+        }
+    }
+    if !lost.is_empty() {
+        bail!("these kernel options did not survive olddefconfig (a dependency is missing): {}", lost.join(", "));
+    }
+    Ok(())
+}
+
+/// Removes older builds of the same flavour (they are 300+ MB each).
+fn remove_stale(paths: &Paths, flavor: Flavor, keep: &Path) {
+    let Ok(dir) = std::fs::read_dir(paths.cache.join("kernel")) else { return };
+    let prefix = format!("{}-", flavor.name());
+    for e in dir.flatten() {
+        let p = e.path();
+        if p != keep && e.file_name().to_string_lossy().starts_with(&prefix) {
+            step(format!("removing stale kernel build {}", p.display()));
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
+
+/// Unpacks Debian's kernel source tarball into the cache, once per version.
+fn unpack_source(paths: &Paths) -> Result<PathBuf> {
+    let dir = source_dir(paths)?;
+    let stamp = dir.join(".dm-remap-unpacked");
+    if stamp.exists() {
+        return Ok(dir);
+    }
+    step(format!("unpacking {SOURCE_PKG} into {}", dir.display()));
+    let tmp = dir.with_extension("partial");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    let tarball = format!("/usr/src/{SOURCE_PKG}.tar.xz");
+    in_root(paths, &tmp, "tar", &["-xJf", &tarball, "--strip-components=1"])?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::rename(&tmp, &dir)?;
+    std::fs::write(&stamp, "")?;
+    Ok(dir)
+}
