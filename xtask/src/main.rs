@@ -1,11 +1,15 @@
 //! `cargo xtask`: build automation for dm-remap, as plain Rust.
 
+mod cpio;
 mod env;
 mod kernel;
+mod module;
 mod setup;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use kernel::Flavor;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, boot and test dm-remap")]
@@ -24,23 +28,74 @@ enum Cmd {
         #[arg(long)]
         debug: bool,
     },
+    /// Build dm-remap.ko against the test kernel (setup and kernel first if needed).
+    Build {
+        /// Build against the sanitizer kernel.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Boot the VM with the module loaded and run a command in it (a shell if none).
+    Vm {
+        /// Use the sanitizer kernel.
+        #[arg(long)]
+        debug: bool,
+        /// Seconds before the VM is killed.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// The command to run in the guest.
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
 }
 
 fn main() {
-    if let Err(e) = real_main() {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match real_main() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn real_main() -> Result<()> {
+fn flavor(debug: bool) -> Flavor {
+    if debug {
+        Flavor::Debug
+    } else {
+        Flavor::Test
+    }
+}
+
+/// Everything a VM boot needs, built or reused: root, kernel, module.
+fn prepare(paths: &env::Paths, flavor: Flavor) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    setup::setup(paths)?;
+    let kdir = kernel::kernel(paths, flavor)?;
+    let ko = module::build(paths, flavor)?;
+    Ok((kdir, ko))
+}
+
+fn real_main() -> Result<i32> {
     let cli = Cli::parse();
     let paths = env::Paths::new()?;
     match cli.cmd {
-        Cmd::Setup => setup::setup(&paths),
+        Cmd::Setup => setup::setup(&paths).map(|_| 0),
         Cmd::Kernel { debug } => {
             setup::setup(&paths)?;
-            kernel::kernel(&paths, if debug { kernel::Flavor::Debug } else { kernel::Flavor::Test }).map(|_| ())
+            kernel::kernel(&paths, flavor(debug)).map(|_| 0)
+        }
+        Cmd::Build { debug } => prepare(&paths, flavor(debug)).map(|_| 0),
+        Cmd::Vm { debug, timeout, cmd } => {
+            let (kernel, module) = prepare(&paths, flavor(debug))?;
+            let opts = vm::VmOptions {
+                kernel,
+                module,
+                extra: Vec::new(),
+                cmd: if cmd.is_empty() { None } else { Some(vm::shell_join(&cmd)) },
+                timeout,
+                icount: false,
+                append: String::new(),
+            };
+            Ok(vm::run(&paths, &opts)?.status)
         }
     }
 }

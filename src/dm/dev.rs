@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A device opened by a target through `dm_get_device`.
+
+use super::bindings;
+use core::ffi::CStr;
+
+/// An underlying block device of a target, released with `dm_put_device` on drop.
+pub(crate) struct Dev {
+    // INVARIANT: `dev` was returned by `dm_get_device(ti, ...)` and is released only by
+    // `drop`; `ti` outlives this value because targets drop their devices in `dtr` (or in
+    // a failing constructor), before device-mapper frees `ti`.
+    ti: *mut bindings::dm_target,
+    dev: *mut bindings::dm_dev,
+}
+
+// SAFETY: a `dm_dev` may be used from any CPU; `Dev` only reads it.
+unsafe impl Send for Dev {}
+// SAFETY: shared access only reads immutable fields of the `dm_dev` and its bdev.
+unsafe impl Sync for Dev {}
+
+impl Dev {
+    /// # Safety
+    /// `dev` must come from a successful `dm_get_device(ti, ...)`, and `ti` must outlive
+    /// the returned value. Ownership of the reference passes to it.
+    pub(super) unsafe fn from_raw(ti: *mut bindings::dm_target, dev: *mut bindings::dm_dev) -> Self {
+        Self { ti, dev }
+    }
+
+    pub(super) fn as_ptr(&self) -> *mut bindings::dm_dev {
+        self.dev
+    }
+
+    pub(super) fn bdev(&self) -> *mut bindings::block_device {
+        // SAFETY: `dev` is valid (type invariant).
+        unsafe { (*self.dev).bdev }
+    }
+
+    /// Size of the device in 512-byte sectors.
+    pub(crate) fn sectors(&self) -> u64 {
+        // SAFETY: the bdev of an open `dm_dev` is valid.
+        unsafe { bindings::dmr_bdev_nr_sectors(self.bdev()) }
+    }
+
+    /// The device's logical block size in bytes.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        // SAFETY: the bdev of an open `dm_dev` is valid.
+        unsafe { bindings::dmr_bdev_logical_block_size(self.bdev()) }
+    }
+
+    /// The device number as `(major, minor)`.
+    pub(crate) fn devno(&self) -> (u32, u32) {
+        // SAFETY: the bdev of an open `dm_dev` is valid.
+        let d = unsafe { bindings::dmr_bdev_dev(self.bdev()) };
+        // The kernel's dev_t layout: 12-bit major above a 20-bit minor.
+        (d >> 20, d & ((1 << 20) - 1))
+    }
+
+    /// The name device-mapper prints for the device in table lines (`major:minor`).
+    pub(crate) fn name(&self) -> &CStr {
+        // SAFETY: `name` is a NUL-terminated array inside the valid `dm_dev`.
+        unsafe { CStr::from_ptr((*self.dev).name.as_ptr()) }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // SAFETY: type invariant: `dev` is a reference of `ti`, put exactly once here.
+        unsafe { bindings::dm_put_device(self.ti, self.dev) };
+    }
+}

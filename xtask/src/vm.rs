@@ -1,0 +1,270 @@
+//! `cargo xtask vm`: boots the test kernel in QEMU (TCG) with an initramfs that holds the
+//! guest userland (from the build root), the module and the VM test runner.
+//!
+//! The guest's /init (tests/vm/init) loads dm-remap.ko, runs /cmd, and prints
+//! `@@DMREMAP-EXIT <status>@@` before rebooting; with `-no-reboot` QEMU then exits. The
+//! console is streamed and saved to target/vm/console.log.
+
+use crate::cpio::Cpio;
+use crate::env::{chroot_cmd, in_root_output, step, Paths};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Guest binaries taken from the build root, besides busybox.
+const GUEST_BINARIES: &[&str] = &[
+    "/usr/sbin/dmsetup",
+    "/usr/sbin/losetup",
+    "/usr/sbin/blockdev",
+    "/usr/bin/fio",
+    "/usr/sbin/mkfs.ext4",
+];
+
+const EXIT_MARKER: &str = "@@DMREMAP-EXIT ";
+
+/// How to boot.
+pub struct VmOptions {
+    /// Kernel build directory.
+    pub kernel: PathBuf,
+    /// The module to load at boot.
+    pub module: PathBuf,
+    /// Extra host files to put in the guest root: (guest path, host path).
+    pub extra: Vec<(String, PathBuf)>,
+    /// Shell command line run by /init; `None` runs an interactive shell.
+    pub cmd: Option<String>,
+    /// Seconds before the VM is killed.
+    pub timeout: u64,
+    /// Deterministic instruction-counting mode (one vCPU) for benchmarks.
+    pub icount: bool,
+    /// Extra kernel command line.
+    pub append: String,
+}
+
+/// The outcome of a boot.
+pub struct VmResult {
+    /// The guest command's exit status.
+    pub status: i32,
+    /// The whole console output.
+    pub console: String,
+}
+
+/// Quotes words for the guest's shell.
+pub fn shell_join(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=,+@%".contains(&b)) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Builds the initramfs for `opts` and returns its path.
+fn initramfs(paths: &Paths, opts: &VmOptions) -> Result<PathBuf> {
+    let root = paths.root();
+    let out_dir = paths.target().join("vm");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut files: BTreeMap<String, Entry> = BTreeMap::new();
+    for d in ["proc", "sys", "dev", "tmp", "run", "mnt", "root", "usr", "usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "etc"] {
+        files.insert(d.into(), Entry::Dir);
+    }
+    // Merged /usr, as in Debian.
+    for (l, t) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+        files.insert(l.into(), Entry::Link(t.into()));
+    }
+    // Busybox applets first; the real binaries below replace the ones they overlap.
+    let list = in_root_output(paths, Path::new("/"), "busybox", &["--list-full"])?;
+    for applet in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        files.insert(usr_path(applet), Entry::Link("/usr/bin/busybox".into()));
+    }
+    files.insert("usr/bin/busybox".into(), Entry::Host(root.join("usr/bin/busybox"), 0o755));
+    let mut elfs: Vec<String> = GUEST_BINARIES.iter().map(|s| s.to_string()).collect();
+    for (guest, host) in &opts.extra {
+        files.insert(guest.trim_start_matches('/').into(), Entry::Host(host.clone(), 0o755));
+        if is_dynamic_elf(host) {
+            elfs.push(host.display().to_string());
+        }
+    }
+    for b in GUEST_BINARIES {
+        files.insert(usr_path(b), Entry::Host(root.join(b.trim_start_matches('/')), 0o755));
+    }
+    // Shared libraries, as the build root's ldd resolves them, with symlinks resolved.
+    let args: Vec<&str> = elfs.iter().map(String::as_str).collect();
+    let ldd = in_root_output(paths, Path::new("/"), "ldd", &args)?;
+    let mut libs: Vec<String> = Vec::new();
+    // With several files, ldd heads each list with "<file>:"; those lines are not libraries.
+    for line in ldd.lines().filter(|l| !l.trim_end().ends_with(':')) {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            if !libs.iter().any(|l| l == p) {
+                libs.push(p.to_string());
+            }
+        }
+    }
+    let mut rp_args = vec!["-e"];
+    rp_args.extend(libs.iter().map(String::as_str));
+    let real = in_root_output(paths, Path::new("/"), "realpath", &rp_args)?;
+    for (lib, real) in libs.iter().zip(real.lines()) {
+        files.insert(usr_path(lib), Entry::Host(root.join(real.trim_start_matches('/')), 0o755));
+    }
+    files.insert("dm-remap.ko".into(), Entry::Host(opts.module.clone(), 0o644));
+    files.insert("init".into(), Entry::Host(paths.repo.join("tests/vm/init"), 0o755));
+    let cmd = opts.cmd.clone().unwrap_or_default();
+    files.insert("cmd".into(), Entry::Data(format!("{cmd}\n").into_bytes()));
+    files.insert("etc/passwd".into(), Entry::Data(b"root:x:0:0:root:/root:/bin/sh\n".to_vec()));
+
+    // The kernel's unpacker does not create missing parent directories.
+    let parents: Vec<String> = files
+        .keys()
+        .flat_map(|k| {
+            let parts: Vec<&str> = k.split('/').collect();
+            (1..parts.len()).map(move |i| parts[..i].join("/"))
+        })
+        .collect();
+    for p in parents {
+        files.entry(p).or_insert(Entry::Dir);
+    }
+    let mut cpio = Cpio::default();
+    cpio.dir("dev");
+    cpio.chardev("dev/console", 5, 1);
+    // Parents first: BTreeMap order puts "usr" before "usr/bin/...".
+    for (name, e) in &files {
+        match e {
+            Entry::Dir => cpio.dir(name),
+            Entry::Link(t) => cpio.symlink(name, t),
+            Entry::Data(d) => cpio.file(name, 0o755, d),
+            Entry::Host(p, perm) => {
+                let data = std::fs::read(p).with_context(|| format!("reading {} for the initramfs", p.display()))?;
+                cpio.file(name, *perm, &data);
+            }
+        }
+    }
+    let path = out_dir.join("initramfs.cpio");
+    let f = std::fs::File::create(&path)?;
+    cpio.write_to(std::io::BufWriter::new(f))?;
+    Ok(path)
+}
+
+enum Entry {
+    Dir,
+    Link(String),
+    Data(Vec<u8>),
+    Host(PathBuf, u32),
+}
+
+/// `/bin/x` -> `usr/bin/x` (merged /usr), without the leading slash.
+fn usr_path(p: &str) -> String {
+    let p = p.trim_start_matches('/');
+    for (from, to) in [("bin/", "usr/bin/"), ("sbin/", "usr/sbin/"), ("lib/", "usr/lib/"), ("lib64/", "usr/lib64/")] {
+        if let Some(rest) = p.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    p.to_string()
+}
+
+fn is_dynamic_elf(p: &Path) -> bool {
+    std::fs::read(p).map(|d| d.starts_with(b"\x7fELF") && d.windows(8).any(|w| w == b"ld-linux")).unwrap_or(false)
+}
+
+/// Boots the VM and waits for the guest command.
+pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
+    let initrd = initramfs(paths, opts)?;
+    let bzimage = opts.kernel.join("arch/x86/boot/bzImage");
+    let log_path = paths.target().join("vm/console.log");
+    let interactive = opts.cmd.is_none();
+    let mut append = String::from("console=ttyS0 panic=-1 quiet");
+    if !opts.append.is_empty() {
+        append.push(' ');
+        append.push_str(&opts.append);
+    }
+    let mut c = chroot_cmd(paths, &paths.repo, "qemu-system-x86_64")?;
+    c.args(["-accel", "tcg", "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"])
+        .args(["-m", "2048"])
+        .arg("-kernel")
+        .arg(&bzimage)
+        .arg("-initrd")
+        .arg(&initrd)
+        .arg("-append")
+        .arg(&append);
+    if opts.icount {
+        // Guest time counts instructions: fio's figures repeat to ~0.1% (needs one vCPU).
+        c.args(["-smp", "1", "-icount", "shift=0,sleep=off", "-cpu", "max"]);
+    } else {
+        c.args(["-smp", "2", "-cpu", "max"]);
+    }
+    c.stdin(if interactive { Stdio::inherit() } else { Stdio::null() });
+    c.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    // SAFETY: the closure only calls prctl(PR_SET_PDEATHSIG), which is async-signal-safe:
+    // QEMU dies with xtask, whatever kills xtask, so no VM is ever left behind.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        c.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    step(format!("booting the VM (timeout {} s, console log {})", opts.timeout, log_path.display()));
+    let mut child = c.spawn().context("cannot start QEMU")?;
+    let stdout = child.stdout.take().context("no QEMU stdout")?;
+    let console = Arc::new(Mutex::new(String::new()));
+    let status: Arc<Mutex<Option<i32>>> = Arc::new(Mutex::new(None));
+    let reader = {
+        let console = console.clone();
+        let status = status.clone();
+        let mut log = std::fs::File::create(&log_path)?;
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while r.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+                let text = String::from_utf8_lossy(&line).replace('\r', "");
+                let _ = log.write_all(text.as_bytes());
+                if let Some(rest) = text.trim().strip_prefix(EXIT_MARKER) {
+                    if let Ok(n) = rest.trim_end_matches('@').trim().parse() {
+                        *status.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
+                    }
+                } else {
+                    print!("{text}");
+                    let _ = std::io::stdout().flush();
+                }
+                console.lock().unwrap_or_else(|e| e.into_inner()).push_str(&text);
+                line.clear();
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(opts.timeout);
+    let timed_out = loop {
+        if child.try_wait()?.is_some() {
+            break false;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = reader.join();
+    let console = std::mem::take(&mut *console.lock().unwrap_or_else(|e| e.into_inner()));
+    if timed_out {
+        bail!("the VM did not finish within {} s and was killed; console in {}", opts.timeout, log_path.display());
+    }
+    let status = *status.lock().unwrap_or_else(|e| e.into_inner());
+    match status {
+        Some(status) => Ok(VmResult { status, console }),
+        None => bail!(
+            "the VM stopped without reporting the guest's exit status (kernel panic?); console in {}",
+            log_path.display()
+        ),
+    }
+}
