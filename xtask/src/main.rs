@@ -5,6 +5,7 @@ mod env;
 mod kernel;
 mod module;
 mod setup;
+mod test;
 mod vm;
 
 use anyhow::Result;
@@ -46,6 +47,17 @@ enum Cmd {
         #[arg(last = true)]
         cmd: Vec<String>,
     },
+    /// Run every test: host tests, then the integration tests in the VM.
+    Test {
+        /// Run only tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Run the VM tests on the sanitizer kernel.
+        #[arg(long)]
+        debug_kernel: bool,
+    },
+    /// Build everything, boot the VM and show the target at work.
+    Demo,
 }
 
 fn main() {
@@ -92,6 +104,21 @@ fn real_main() -> Result<i32> {
                 extra: Vec::new(),
                 cmd: if cmd.is_empty() { None } else { Some(vm::shell_join(&cmd)) },
                 timeout,
+                icount: false,
+                append: String::new(),
+            };
+            Ok(vm::run(&paths, &opts)?.status)
+        }
+        Cmd::Test { filter, debug_kernel } => test::test(&paths, filter.as_deref(), flavor(debug_kernel)),
+        Cmd::Demo => {
+            let (kernel, module) = prepare(&paths, Flavor::Test)?;
+            let runner = test::build_vmtest(&paths)?;
+            let opts = vm::VmOptions {
+                kernel,
+                module,
+                extra: vec![("usr/bin/vmtest".into(), runner)],
+                cmd: Some("vmtest demo".into()),
+                timeout: 600,
                 icount: false,
                 append: String::new(),
             };

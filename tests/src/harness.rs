@@ -1,0 +1,256 @@
+//! What every VM test stands on: commands, loop and dm devices that clean up after
+//! themselves (even when the test fails), direct I/O, and the kernel log.
+
+use anyhow::{bail, Context, Result};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::process::Command;
+
+/// Runs a program; returns its stdout, or fails with its stderr.
+pub fn cmd(prog: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(prog).args(args).output().with_context(|| format!("cannot run {prog}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{prog} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a program that is expected to fail; returns its stderr, or fails if it succeeded.
+pub fn cmd_fails(prog: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(prog).args(args).output().with_context(|| format!("cannot run {prog}"))?;
+    if out.status.success() {
+        bail!("`{prog} {}` succeeded but should have failed", args.join(" "));
+    }
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `dmsetup ARGS...`.
+pub fn dmsetup(args: &[&str]) -> Result<String> {
+    cmd("dmsetup", args)
+}
+
+/// A loop device over a sparse file in /tmp; detached and deleted on drop.
+pub struct LoopDev {
+    /// `/dev/loopN`.
+    pub path: String,
+    file: String,
+}
+
+impl LoopDev {
+    /// A new loop device of `bytes` bytes (zero-filled).
+    pub fn new(tag: &str, bytes: u64) -> Result<Self> {
+        let file = format!("/tmp/{tag}.img");
+        File::create(&file)?.set_len(bytes)?;
+        let path = match cmd("losetup", &["-f", "--show", &file]) {
+            Ok(p) => p.trim().to_string(),
+            Err(e) => {
+                let _ = std::fs::remove_file(&file);
+                return Err(e);
+            }
+        };
+        Ok(Self { path, file })
+    }
+
+    /// `major:minor` of the loop device.
+    pub fn devno(&self) -> Result<String> {
+        let name = self.path.trim_start_matches("/dev/");
+        Ok(std::fs::read_to_string(format!("/sys/block/{name}/dev"))?.trim().to_string())
+    }
+
+    /// Size in 512-byte sectors.
+    pub fn sectors(&self) -> Result<u64> {
+        Ok(cmd("blockdev", &["--getsz", &self.path])?.trim().parse()?)
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = cmd("losetup", &["-d", &self.path]);
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// A device-mapper device; removed on drop.
+pub struct DmDev {
+    /// The dm name.
+    pub name: String,
+    /// `/dev/mapper/<name>`.
+    pub path: String,
+}
+
+impl DmDev {
+    /// `dmsetup create NAME --table TABLE`.
+    pub fn create(name: &str, table: &str) -> Result<Self> {
+        dmsetup(&["create", name, "--table", table])?;
+        Ok(Self { name: name.into(), path: format!("/dev/mapper/{name}") })
+    }
+}
+
+impl Drop for DmDev {
+    fn drop(&mut self) {
+        if let Err(e) = dmsetup(&["remove", "--retry", &self.name]) {
+            eprintln!("cleanup: {e:#}");
+        }
+    }
+}
+
+/// Whether a dm device of this name exists.
+pub fn dm_exists(name: &str) -> bool {
+    dmsetup(&["info", name]).is_ok()
+}
+
+/// A buffer aligned for O_DIRECT (4 KiB), without unsafe code: an over-sized vector and
+/// the aligned window inside it.
+pub struct Aligned {
+    buf: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl Aligned {
+    /// A zeroed aligned buffer of `len` bytes.
+    pub fn new(len: usize) -> Self {
+        let buf = vec![0u8; len + 4096];
+        let off = buf.as_ptr().align_offset(4096);
+        Self { buf, off, len }
+    }
+
+    /// An aligned copy of `data`.
+    pub fn from(data: &[u8]) -> Self {
+        let mut a = Self::new(data.len());
+        a.as_mut().copy_from_slice(data);
+        a
+    }
+
+    /// The bytes.
+    pub fn as_ref(&self) -> &[u8] {
+        &self.buf[self.off..self.off + self.len]
+    }
+
+    /// The bytes, writable.
+    pub fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
+fn open_direct(path: &str, write: bool) -> std::io::Result<File> {
+    OpenOptions::new().read(true).write(write).custom_flags(libc::O_DIRECT).open(path)
+}
+
+/// Writes `data` at byte `offset` with O_DIRECT, then fsyncs.
+pub fn write_at(path: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    let f = open_direct(path, true)?;
+    f.write_all_at(Aligned::from(data).as_ref(), offset)?;
+    f.sync_all()
+}
+
+/// Reads `len` bytes at byte `offset` with O_DIRECT (so the device is really read).
+pub fn read_at(path: &str, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let f = open_direct(path, false)?;
+    let mut buf = Aligned::new(len);
+    f.read_exact_at(buf.as_mut(), offset)?;
+    Ok(buf.as_ref().to_vec())
+}
+
+/// Deterministic test data: distinct for each seed and position.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Fails unless `a == b`, showing both.
+pub fn expect_eq<T: PartialEq + std::fmt::Debug>(what: &str, a: T, b: T) -> Result<()> {
+    if a != b {
+        bail!("{what}: got {a:?}, expected {b:?}");
+    }
+    Ok(())
+}
+
+/// The kernel log, read record by record from /dev/kmsg.
+pub struct Kmsg {
+    f: File,
+}
+
+impl Kmsg {
+    /// Opens the log; the first `drain` returns everything logged since boot.
+    pub fn open() -> Result<Self> {
+        let f = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg")?;
+        Ok(Self { f })
+    }
+
+    /// The messages logged since the last call.
+    pub fn drain(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match self.f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let rec = String::from_utf8_lossy(&buf[..n]);
+                    // "prio,seq,time,flags;message\n[ continuation lines]"
+                    if let Some((_, msg)) = rec.split_once(';') {
+                        out.push(msg.lines().next().unwrap_or("").to_string());
+                    }
+                }
+                // EPIPE: records were overwritten before we read them; go on.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+/// Kernel log lines that fail any test: the kernel found a bug.
+pub fn is_kernel_bug(line: &str) -> bool {
+    const BAD: &[&str] = &[
+        "BUG:", "BUG ", "WARNING:", "Oops", "lockdep", "KASAN", "UBSAN", "Call Trace",
+        "circular locking", "panicked", "kmemleak", "general protection fault",
+        "INFO: task", "scheduling while atomic", "sleeping function called from invalid context",
+    ];
+    BAD.iter().any(|b| line.contains(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_bug_lines() {
+        assert!(is_kernel_bug("BUG: KASAN: slab-use-after-free in dm_remap_map+0x10"));
+        assert!(is_kernel_bug("WARNING: CPU: 0 PID: 1 at drivers/md/dm.c:123 foo"));
+        assert!(is_kernel_bug("Oops: general protection fault, probably for non-canonical address"));
+        assert!(is_kernel_bug("WARNING: possible circular locking dependency detected"));
+        assert!(!is_kernel_bug("device-mapper: table: 252:0: remap: Unknown feature argument (-22)"));
+        assert!(!is_kernel_bug("EXT4-fs (dm-0): mounted filesystem with ordered data mode"));
+    }
+
+    #[test]
+    fn pattern_is_deterministic_and_seeded() {
+        assert_eq!(pattern(1, 64), pattern(1, 64));
+        assert_ne!(pattern(1, 64), pattern(2, 64));
+        assert!(pattern(1, 4096).iter().any(|&b| b != 0));
+    }
+
+    #[test]
+    fn aligned_buffers_are_aligned() {
+        for len in [512, 4096, 12345] {
+            let a = Aligned::new(len);
+            assert_eq!(a.as_ref().as_ptr() as usize % 4096, 0);
+            assert_eq!(a.as_ref().len(), len);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! `vmtest`: dm-remap's integration tests, run inside the test VM.
+//!
+//! `vmtest [--filter SUBSTRING]` runs the tests in order. Each one sets up and tears down its
+//! own devices; each fails if the kernel log gained a bug report (BUG, WARNING, Oops, lockdep,
+//! KASAN, ...) while it ran. Results are printed as `--- PASS name` / `--- FAIL name: why`
+//! lines, which `cargo xtask test` counts, and a closing `vm: N passed, M failed` line.
+//!
+//! `vmtest demo` walks through the target at work for `cargo xtask demo`.
+
+mod demo;
+mod harness;
+mod t_foundation;
+
+use harness::{is_kernel_bug, Kmsg};
+use std::time::Instant;
+
+/// A test: its name and body.
+pub type Test = (&'static str, fn() -> anyhow::Result<()>);
+
+fn all_tests() -> Vec<Test> {
+    let mut v = Vec::new();
+    v.extend_from_slice(t_foundation::TESTS);
+    v
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("demo") {
+        if let Err(e) = demo::run() {
+            println!("demo failed: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let filter = match args.as_slice() {
+        [] => None,
+        [f, v] if f == "--filter" => Some(v.clone()),
+        _ => {
+            eprintln!("usage: vmtest [--filter SUBSTRING] | vmtest demo");
+            std::process::exit(2);
+        }
+    };
+    let tests: Vec<Test> =
+        all_tests().into_iter().filter(|(n, _)| filter.as_ref().map_or(true, |f| n.contains(f.as_str()))).collect();
+    let mut kmsg = match Kmsg::open() {
+        Ok(k) => k,
+        Err(e) => {
+            println!("vmtest: cannot open /dev/kmsg: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    // Anything the boot itself logged is not a test's doing, but it is still a kernel bug.
+    let boot_bugs: Vec<String> = kmsg.drain().into_iter().filter(|l| is_kernel_bug(l)).collect();
+    let (mut passed, mut failed) = (0, 0);
+    if !boot_bugs.is_empty() {
+        println!("--- FAIL boot: kernel reported a bug during boot:\n    {}", boot_bugs.join("\n    "));
+        failed += 1;
+    }
+    for (name, body) in tests {
+        println!("=== RUN {name}");
+        let start = Instant::now();
+        kmsg.drain();
+        let result = std::panic::catch_unwind(body);
+        let bugs: Vec<String> = kmsg.drain().into_iter().filter(|l| is_kernel_bug(l)).collect();
+        let verdict = match result {
+            Err(_) => Err("the test panicked".to_string()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Ok(Ok(())) if !bugs.is_empty() => Err(format!("kernel log gained:\n    {}", bugs.join("\n    "))),
+            Ok(Ok(())) => Ok(()),
+        };
+        let secs = start.elapsed().as_secs_f64();
+        match verdict {
+            Ok(()) => {
+                passed += 1;
+                println!("--- PASS {name} ({secs:.1}s)");
+            }
+            Err(why) => {
+                failed += 1;
+                println!("--- FAIL {name} ({secs:.1}s): {why}");
+            }
+        }
+    }
+    println!("vm: {passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
