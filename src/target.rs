@@ -6,7 +6,7 @@
 //! the main device unchanged; relocation comes with the remap engine.
 
 use crate::dm::{self, Args, Bio, CtrContext, CtrError, DeviceIterator, Dev, MapResult, StatusType, StatusWriter, Target};
-use crate::logic::{self, table::TableLine};
+use crate::logic::{self, args::TableLine};
 use core::ffi::CStr;
 use core::fmt::Write;
 

@@ -11,7 +11,10 @@
 // The items are the host crate's API; inside the kernel crate they are crate-private.
 #![allow(unreachable_pub)]
 
-pub mod table;
+pub mod args;
+pub mod crc32;
+pub mod format;
+pub mod remaps;
 
 /// Target version, as `dmsetup targets` shows it.
 pub const VERSION: [u32; 3] = [0, 1, 0];

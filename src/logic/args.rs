@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The table line: `<main_dev> <spare_dev> [<#feature_args> <feature_arg>...]`.
+//!
+//! Feature arguments, in the style of dm-integrity and dm-cache:
+//! `block_size <bytes>`, `read_retries <n>`, `format`.
+
+use crate::format::valid_block_size;
+use core::ffi::CStr;
+use core::fmt;
+
+/// Default relocation block size in bytes.
+pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
+/// Default number of retries of a failed read before the error is returned.
+pub const DEFAULT_READ_RETRIES: u32 = 2;
+/// Largest accepted `read_retries`.
+pub const MAX_READ_RETRIES: u32 = 16;
+/// Most arguments a table line may have.
+const MAX_ARGS: usize = 16;
+
+/// A feature argument, kept in the order given so the line prints back exactly.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Feature {
+    /// `block_size <bytes>`.
+    BlockSize,
+    /// `read_retries <n>`.
+    ReadRetries,
+    /// `format`.
+    Format,
+}
+
+/// A parsed table line. Devices are given as argument indices, so the caller can pass the
+/// original C strings to the device lookup.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct TableLine {
+    /// Index of the main device argument.
+    pub main: usize,
+    /// Index of the spare device argument.
+    pub spare: usize,
+    /// Relocation block size in bytes.
+    pub block_size: u32,
+    /// Retries of a failed read.
+    pub read_retries: u32,
+    /// Initialise a blank spare.
+    pub format: bool,
+    /// The `#feature_args` number, if the line had one.
+    pub feature_count: Option<u32>,
+    order: [Option<Feature>; 3],
+}
+
+/// Why a table line was refused.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum TableError {
+    /// Fewer than the two device arguments.
+    TooFewArgs,
+    /// More arguments than any valid line has.
+    TooManyArgs,
+    /// The feature-argument count is not a number.
+    BadFeatureCount,
+    /// The feature-argument count does not match the arguments that follow.
+    FeatureCountMismatch,
+    /// A feature argument this version does not know.
+    UnknownFeature,
+    /// The same feature twice.
+    DuplicateFeature,
+    /// A feature that takes a value has none.
+    MissingValue,
+    /// `block_size` is not a power of two from 512 to 65536.
+    BadBlockSize,
+    /// `read_retries` is not a number from 0 to 16.
+    BadReadRetries,
+}
+
+impl TableError {
+    /// The message for `ti->error`.
+    pub fn message(self) -> &'static CStr {
+        match self {
+            TableError::TooFewArgs => c"Invalid argument count: need <main_dev> <spare_dev>",
+            TableError::TooManyArgs => c"Too many arguments",
+            TableError::BadFeatureCount => c"Invalid number of feature arguments",
+            TableError::FeatureCountMismatch => c"Feature argument count does not match the arguments given",
+            TableError::UnknownFeature => c"Unknown feature argument",
+            TableError::DuplicateFeature => c"Duplicate feature argument",
+            TableError::MissingValue => c"Feature argument needs a value",
+            TableError::BadBlockSize => c"Invalid block_size: must be a power of two from 512 to 65536",
+            TableError::BadReadRetries => c"Invalid read_retries: must be 0 to 16",
+        }
+    }
+}
+
+impl TableLine {
+    /// Parses the arguments after the target name.
+    pub fn parse<'a>(args: impl Iterator<Item = &'a [u8]>) -> Result<Self, TableError> {
+        let mut v: [&[u8]; MAX_ARGS] = [&[]; MAX_ARGS];
+        let mut n = 0;
+        for a in args {
+            if n == MAX_ARGS {
+                return Err(TableError::TooManyArgs);
+            }
+            v[n] = a;
+            n += 1;
+        }
+        let v = &v[..n];
+        if n < 2 {
+            return Err(TableError::TooFewArgs);
+        }
+        let mut line = TableLine {
+            main: 0,
+            spare: 1,
+            block_size: DEFAULT_BLOCK_SIZE,
+            read_retries: DEFAULT_READ_RETRIES,
+            format: false,
+            feature_count: None,
+            order: [None; 3],
+        };
+        let Some(count) = v.get(2) else { return Ok(line) };
+        let count = parse_u32(count).ok_or(TableError::BadFeatureCount)?;
+        let features = &v[3..];
+        if count as usize != features.len() {
+            return Err(TableError::FeatureCountMismatch);
+        }
+        line.feature_count = Some(count);
+        let mut i = 0;
+        let mut seen = 0;
+        while i < features.len() {
+            let f = match features[i] {
+                b"block_size" => Feature::BlockSize,
+                b"read_retries" => Feature::ReadRetries,
+                b"format" => Feature::Format,
+                _ => return Err(TableError::UnknownFeature),
+            };
+            if line.order[..seen].contains(&Some(f)) {
+                return Err(TableError::DuplicateFeature);
+            }
+            line.order[seen] = Some(f);
+            seen += 1;
+            i += 1;
+            let mut value = || -> Result<&[u8], TableError> {
+                let val = features.get(i).ok_or(TableError::MissingValue)?;
+                i += 1;
+                Ok(val)
+            };
+            match f {
+                Feature::BlockSize => {
+                    let bs = parse_u32(value()?).ok_or(TableError::BadBlockSize)?;
+                    if !valid_block_size(bs) {
+                        return Err(TableError::BadBlockSize);
+                    }
+                    line.block_size = bs;
+                }
+                Feature::ReadRetries => {
+                    line.read_retries = parse_u32(value()?)
+                        .filter(|&r| r <= MAX_READ_RETRIES)
+                        .ok_or(TableError::BadReadRetries)?;
+                }
+                Feature::Format => line.format = true,
+            }
+        }
+        Ok(line)
+    }
+
+    /// The feature arguments as given (with a leading space), for `dmsetup table`.
+    pub fn features(&self) -> Features<'_> {
+        Features(self)
+    }
+}
+
+/// Displays the feature part of a table line exactly as it was loaded.
+pub struct Features<'a>(&'a TableLine);
+
+impl fmt::Display for Features<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = self.0;
+        let Some(count) = l.feature_count else { return Ok(()) };
+        write!(f, " {count}")?;
+        for feat in l.order.iter().flatten() {
+            match feat {
+                Feature::BlockSize => write!(f, " block_size {}", l.block_size)?,
+                Feature::ReadRetries => write!(f, " read_retries {}", l.read_retries)?,
+                Feature::Format => f.write_str(" format")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A decimal `u32` with no sign, no spaces and no leading `+`.
+pub fn parse_u32(s: &[u8]) -> Option<u32> {
+    parse_u64(s).and_then(|v| u32::try_from(v).ok())
+}
+
+/// A decimal `u64` with no sign, no spaces and no leading `+`.
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<TableLine, TableError> {
+        TableLine::parse(line.split_whitespace().map(str::as_bytes))
+    }
+
+    #[test]
+    fn defaults() {
+        let l = parse("/dev/loop0 /dev/loop1").unwrap();
+        assert_eq!((l.main, l.spare, l.block_size, l.read_retries, l.format), (0, 1, 4096, 2, false));
+        assert_eq!(l.features().to_string(), "");
+    }
+
+    #[test]
+    fn features_print_back_exactly() {
+        for f in ["", " 0", " 1 format", " 3 format block_size 512", " 5 read_retries 0 format block_size 65536"] {
+            let l = parse(&format!("7:0 7:1{f}")).unwrap();
+            assert_eq!(l.features().to_string(), f);
+        }
+        let l = parse("a b 5 read_retries 7 block_size 8192 format").unwrap();
+        assert_eq!((l.block_size, l.read_retries, l.format), (8192, 7, true));
+    }
+
+    #[test]
+    fn refusals() {
+        use TableError::*;
+        for (line, e) in [
+            ("", TooFewArgs),
+            ("/dev/loop0", TooFewArgs),
+            ("a b x", BadFeatureCount),
+            ("a b -1", BadFeatureCount),
+            ("a b 1", FeatureCountMismatch),
+            ("a b 2 format", FeatureCountMismatch),
+            ("a b 1 frobnicate", UnknownFeature),
+            ("a b 2 format format", DuplicateFeature),
+            ("a b 1 block_size", MissingValue),
+            ("a b 2 block_size 3000", BadBlockSize),
+            ("a b 2 block_size 256", BadBlockSize),
+            ("a b 2 block_size 131072", BadBlockSize),
+            ("a b 2 block_size 4k", BadBlockSize),
+            ("a b 2 read_retries 17", BadReadRetries),
+            ("a b 2 read_retries x", BadReadRetries),
+            ("a b 14 1 2 3 4 5 6 7 8 9 10 11 12 13 14", TooManyArgs),
+        ] {
+            assert_eq!(parse(line), Err(e), "{line:?}");
+            assert!(!e.message().to_bytes().is_empty());
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u32(b"0"), Some(0));
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967296"), None);
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u32(b"+1"), None);
+        assert_eq!(parse_u32(b""), None);
+    }
+}

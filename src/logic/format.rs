@@ -1,0 +1,518 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The on-disk format of the spare device (version 1), byte for byte in docs/format.md.
+//!
+//! ```text
+//! byte 0       superblock copy A (4 KiB)
+//! byte 4096    superblock copy B (4 KiB)
+//! byte 8192    remap log: `log_blocks` logical blocks, each with two 4 KiB slots
+//! pool_start   the pool of spare blocks, `pool_blocks` x `block_size` bytes
+//! ```
+//!
+//! The log is append-only and sized so that every pool block can be recorded once: a commit
+//! never rewrites the whole table. A commit writes the tail logical block into the slot that
+//! does *not* hold its last durable version, so a torn write leaves the previous version
+//! intact; the slot with the higher sequence number wins on load. All integers are
+//! little-endian; each 4 KiB unit ends with a CRC-32 of its first 4092 bytes.
+
+use crate::crc32::crc32;
+
+/// Size of a metadata unit (superblock copy or log slot).
+pub const META_BLOCK: usize = 4096;
+/// Sectors per metadata unit.
+pub const META_SECTORS: u64 = (META_BLOCK / 512) as u64;
+/// Byte offset of the CRC in a metadata unit; it covers the bytes before it.
+pub const CRC_OFFSET: usize = META_BLOCK - 4;
+/// Format version written and accepted.
+pub const VERSION: u32 = 1;
+/// Superblock magic.
+pub const SB_MAGIC: [u8; 8] = *b"DMREMAP\0";
+/// Log slot magic.
+pub const LOG_MAGIC: [u8; 8] = *b"DMRLOG\0\0";
+/// Byte offset of the log.
+pub const LOG_START: u64 = 2 * META_BLOCK as u64;
+/// Bytes of a log slot before its entries.
+pub const LOG_HEADER: usize = 48;
+/// Remap entries in one log block.
+pub const ENTRIES_PER_BLOCK: usize = (CRC_OFFSET - LOG_HEADER) / 16;
+/// Smallest and largest relocation block sizes.
+pub const MIN_BLOCK_SIZE: u32 = 512;
+/// See [`MIN_BLOCK_SIZE`].
+pub const MAX_BLOCK_SIZE: u32 = 65536;
+
+/// Where things are on the spare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Relocation block size in bytes.
+    pub block_size: u32,
+    /// Logical log blocks (each has two slots).
+    pub log_blocks: u32,
+    /// First sector of the pool.
+    pub pool_start: u64,
+    /// Spare blocks in the pool.
+    pub pool_blocks: u64,
+}
+
+impl Geometry {
+    /// The layout for a pool of `pool` blocks, if it fits in `spare_bytes`.
+    pub fn for_pool(pool: u64, block_size: u32, spare_bytes: u64) -> Option<Geometry> {
+        let bs = u64::from(block_size);
+        let log_blocks = pool.div_ceil(ENTRIES_PER_BLOCK as u64);
+        let log_end = LOG_START.checked_add(log_blocks.checked_mul(2 * META_BLOCK as u64)?)?;
+        let pool_start = log_end.div_ceil(bs).checked_mul(bs)?;
+        let end = pool_start.checked_add(pool.checked_mul(bs)?)?;
+        (end <= spare_bytes && log_blocks <= u64::from(u32::MAX)).then_some(Geometry {
+            block_size,
+            log_blocks: log_blocks as u32,
+            pool_start: pool_start / 512,
+            pool_blocks: pool,
+        })
+    }
+
+    /// Lays out a spare of `spare_bytes` bytes with the largest pool that fits, or `None` if
+    /// it cannot hold one pool block.
+    pub fn compute(spare_bytes: u64, block_size: u32) -> Option<Geometry> {
+        if !valid_block_size(block_size) {
+            return None;
+        }
+        let bs = u64::from(block_size);
+        // Each pool block costs its own bytes plus 2 x 4 KiB / ENTRIES_PER_BLOCK of log:
+        // estimate, then step to the exact maximum.
+        let per_block = bs * ENTRIES_PER_BLOCK as u64 + 2 * META_BLOCK as u64;
+        let mut pool = (u128::from(spare_bytes.saturating_sub(LOG_START)) * ENTRIES_PER_BLOCK as u128
+            / u128::from(per_block)) as u64;
+        while pool > 0 && Self::for_pool(pool, block_size, spare_bytes).is_none() {
+            pool -= 1;
+        }
+        while Self::for_pool(pool + 1, block_size, spare_bytes).is_some() {
+            pool += 1;
+        }
+        if pool == 0 {
+            return None;
+        }
+        Self::for_pool(pool, block_size, spare_bytes)
+    }
+
+    /// Sector of log slot `slot` (0 or 1) of logical block `index`.
+    pub fn log_slot_sector(index: u32, slot: u32) -> u64 {
+        LOG_START / 512 + (2 * u64::from(index) + u64::from(slot & 1)) * META_SECTORS
+    }
+
+    /// Sector of pool block `block`.
+    pub fn pool_sector(&self, block: u64) -> u64 {
+        self.pool_start + block * u64::from(self.block_size / 512)
+    }
+
+    /// Bytes of the spare this geometry uses.
+    pub fn end_bytes(&self) -> u64 {
+        self.pool_start * 512 + self.pool_blocks * u64::from(self.block_size)
+    }
+}
+
+/// A power of two between [`MIN_BLOCK_SIZE`] and [`MAX_BLOCK_SIZE`].
+pub fn valid_block_size(bs: u32) -> bool {
+    bs.is_power_of_two() && (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs)
+}
+
+/// The superblock (two copies, identical but for `seq`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Superblock {
+    /// Generation of this copy; the higher valid one wins.
+    pub seq: u64,
+    /// Identifies this format of the spare; every log slot carries it.
+    pub uuid: [u8; 16],
+    /// Length of the main device (target) in sectors at format time.
+    pub main_sectors: u64,
+    /// The layout.
+    pub geometry: Geometry,
+}
+
+/// Why a metadata unit was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// No magic: never written (or not ours).
+    NoMagic,
+    /// Magic present but the CRC does not match: torn or corrupt.
+    BadCrc,
+    /// A version this code does not know.
+    BadVersion,
+    /// CRC fine but a field is impossible (e.g. geometry that does not add up).
+    BadField,
+}
+
+fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+fn get_u32(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_le_bytes(a)
+}
+fn get_u64(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn seal(b: &mut [u8; META_BLOCK]) {
+    let c = crc32(&b[..CRC_OFFSET]);
+    put_u32(b, CRC_OFFSET, c);
+}
+
+fn check(b: &[u8; META_BLOCK], magic: &[u8; 8]) -> Result<(), DecodeError> {
+    if &b[..8] != magic {
+        return Err(DecodeError::NoMagic);
+    }
+    if crc32(&b[..CRC_OFFSET]) != get_u32(b, CRC_OFFSET) {
+        return Err(DecodeError::BadCrc);
+    }
+    Ok(())
+}
+
+impl Superblock {
+    /// Encodes into a 4 KiB unit.
+    pub fn encode(&self, b: &mut [u8; META_BLOCK]) {
+        b.fill(0);
+        b[..8].copy_from_slice(&SB_MAGIC);
+        put_u32(b, 8, VERSION);
+        put_u32(b, 12, self.geometry.block_size);
+        put_u64(b, 16, self.seq);
+        b[24..40].copy_from_slice(&self.uuid);
+        put_u64(b, 40, self.main_sectors);
+        put_u32(b, 48, self.geometry.log_blocks);
+        put_u64(b, 56, self.geometry.pool_start);
+        put_u64(b, 64, self.geometry.pool_blocks);
+        seal(b);
+    }
+
+    /// Decodes and validates a 4 KiB unit.
+    pub fn decode(b: &[u8; META_BLOCK]) -> Result<Superblock, DecodeError> {
+        check(b, &SB_MAGIC)?;
+        if get_u32(b, 8) != VERSION {
+            return Err(DecodeError::BadVersion);
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&b[24..40]);
+        let geometry = Geometry {
+            block_size: get_u32(b, 12),
+            log_blocks: get_u32(b, 48),
+            pool_start: get_u64(b, 56),
+            pool_blocks: get_u64(b, 64),
+        };
+        let sb = Superblock { seq: get_u64(b, 16), uuid, main_sectors: get_u64(b, 40), geometry };
+        // The layout must be one that `Geometry` could have produced: log big enough for the
+        // pool, pool after the log.
+        let g = &sb.geometry;
+        let log_end_sector = Geometry::log_slot_sector(g.log_blocks, 0);
+        let ok = valid_block_size(g.block_size)
+            && g.pool_blocks > 0
+            && u64::from(g.log_blocks) >= g.pool_blocks.div_ceil(ENTRIES_PER_BLOCK as u64)
+            && g.pool_start >= log_end_sector
+            && g.pool_start % u64::from(g.block_size / 512) == 0
+            && g.pool_blocks.checked_mul(u64::from(g.block_size)).is_some()
+            && sb.main_sectors > 0;
+        if !ok {
+            return Err(DecodeError::BadField);
+        }
+        Ok(sb)
+    }
+}
+
+/// What the two superblock copies say together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuperblockChoice {
+    /// The newest valid copy.
+    Valid(Superblock),
+    /// Neither copy has the magic: a blank spare (may be formatted).
+    Blank,
+    /// At least one copy has the magic but none is valid: refuse, never overwrite.
+    Corrupt,
+}
+
+/// Picks the newest valid superblock copy.
+pub fn choose_superblock(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK]) -> SuperblockChoice {
+    match (Superblock::decode(a), Superblock::decode(b)) {
+        (Ok(x), Ok(y)) => SuperblockChoice::Valid(if y.seq > x.seq { y } else { x }),
+        (Ok(x), Err(_)) | (Err(_), Ok(x)) => SuperblockChoice::Valid(x),
+        (Err(DecodeError::NoMagic), Err(DecodeError::NoMagic)) => SuperblockChoice::Blank,
+        _ => SuperblockChoice::Corrupt,
+    }
+}
+
+/// One remap: main block `main` lives at pool block `spare`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Remap {
+    /// Block number on the main device (target-relative, in relocation blocks).
+    pub main: u64,
+    /// Block number in the spare pool.
+    pub spare: u64,
+}
+
+/// One version of a logical log block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogBlock {
+    /// Sequence number of the commit that wrote this version.
+    pub seq: u64,
+    /// Logical index in the log.
+    pub index: u32,
+    /// Pool allocation position after this commit.
+    pub next_free: u64,
+    /// Number of valid entries.
+    pub count: usize,
+    /// The entries (first `count` are valid).
+    pub entries: [Remap; ENTRIES_PER_BLOCK],
+}
+
+impl LogBlock {
+    /// An empty logical block.
+    pub fn new(index: u32) -> Self {
+        Self { seq: 0, index, next_free: 0, count: 0, entries: [Remap::default(); ENTRIES_PER_BLOCK] }
+    }
+
+    /// The valid entries.
+    pub fn entries(&self) -> &[Remap] {
+        &self.entries[..self.count]
+    }
+
+    /// Whether another entry fits.
+    pub fn is_full(&self) -> bool {
+        self.count == ENTRIES_PER_BLOCK
+    }
+
+    /// Appends an entry; false if full.
+    pub fn push(&mut self, r: Remap) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        self.entries[self.count] = r;
+        self.count += 1;
+        true
+    }
+
+    /// Encodes into a 4 KiB slot of the spare formatted as `uuid`.
+    pub fn encode(&self, uuid: &[u8; 16], b: &mut [u8; META_BLOCK]) {
+        b.fill(0);
+        b[..8].copy_from_slice(&LOG_MAGIC);
+        b[8..24].copy_from_slice(uuid);
+        put_u64(b, 24, self.seq);
+        put_u32(b, 32, self.index);
+        put_u32(b, 36, self.count as u32);
+        put_u64(b, 40, self.next_free);
+        for (i, r) in self.entries().iter().enumerate() {
+            put_u64(b, LOG_HEADER + 16 * i, r.main);
+            put_u64(b, LOG_HEADER + 16 * i + 8, r.spare);
+        }
+        seal(b);
+    }
+
+    /// Decodes a slot expected to hold logical block `index` of the spare described by `sb`.
+    pub fn decode(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<LogBlock, DecodeError> {
+        check(b, &LOG_MAGIC)?;
+        if b[8..24] != sb.uuid {
+            // A slot left over from an earlier format of this spare.
+            return Err(DecodeError::NoMagic);
+        }
+        let count = get_u32(b, 36) as usize;
+        let mut lb = LogBlock::new(get_u32(b, 32));
+        lb.seq = get_u64(b, 24);
+        lb.next_free = get_u64(b, 40);
+        if lb.index != index || count == 0 || count > ENTRIES_PER_BLOCK || lb.next_free > sb.geometry.pool_blocks {
+            return Err(DecodeError::BadField);
+        }
+        let main_blocks = sb.main_sectors / u64::from(sb.geometry.block_size / 512);
+        for i in 0..count {
+            let r = Remap { main: get_u64(b, LOG_HEADER + 16 * i), spare: get_u64(b, LOG_HEADER + 16 * i + 8) };
+            if r.main >= main_blocks || r.spare >= lb.next_free {
+                return Err(DecodeError::BadField);
+            }
+            lb.entries[i] = r;
+        }
+        lb.count = count;
+        Ok(lb)
+    }
+}
+
+/// Picks the version of a logical block from its two slots: the valid one with the higher
+/// sequence number, together with the slot it came from.
+pub fn choose_log_slot(
+    s0: &[u8; META_BLOCK],
+    s1: &[u8; META_BLOCK],
+    sb: &Superblock,
+    index: u32,
+) -> Option<(LogBlock, u32)> {
+    match (LogBlock::decode(s0, sb, index), LogBlock::decode(s1, sb, index)) {
+        (Ok(a), Ok(b)) => Some(if b.seq > a.seq { (b, 1) } else { (a, 0) }),
+        (Ok(a), Err(_)) => Some((a, 0)),
+        (Err(_), Ok(b)) => Some((b, 1)),
+        _ => None,
+    }
+}
+
+/// Replays the log block by block, as the loader reads it.
+///
+/// Feed each logical block's chosen version in index order; `accept` says whether it
+/// belongs to the log. The log ends at the first block with no valid slot, or whose
+/// sequence number is lower than its predecessor's: a block is only ever appended to while
+/// it is the tail, so a lower number is a leftover of a commit that was never acknowledged.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Highest commit sequence number seen.
+    pub seq: u64,
+    /// Pool allocation position.
+    pub next_free: u64,
+    /// Logical blocks accepted.
+    pub blocks: u32,
+}
+
+impl Replay {
+    /// Accepts or rejects the next block; rejected ends the log.
+    pub fn accept(&mut self, lb: &LogBlock) -> bool {
+        if lb.index != self.blocks || (self.blocks > 0 && lb.seq < self.seq) || lb.next_free < self.next_free {
+            return false;
+        }
+        self.seq = lb.seq;
+        self.next_free = lb.next_free;
+        self.blocks += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sb() -> Superblock {
+        Superblock {
+            seq: 1,
+            uuid: [7; 16],
+            main_sectors: 1 << 20,
+            geometry: Geometry::compute(64 << 20, 4096).unwrap(),
+        }
+    }
+
+    #[test]
+    fn geometry_fits_and_is_maximal() {
+        for spare in [20_480u64, 1 << 20, 64 << 20, (1 << 30) + 12_345, 1 << 40] {
+            for bs in [512u32, 4096, 65536] {
+                let Some(g) = Geometry::compute(spare, bs) else { continue };
+                assert!(g.end_bytes() <= spare);
+                assert!(u64::from(g.log_blocks) * ENTRIES_PER_BLOCK as u64 >= g.pool_blocks);
+                assert!(g.pool_start >= Geometry::log_slot_sector(g.log_blocks, 0));
+                assert_eq!((g.pool_start * 512) % u64::from(bs), 0);
+                // One more block would not fit.
+                assert_eq!(Geometry::for_pool(g.pool_blocks + 1, bs, spare), None);
+            }
+        }
+        assert_eq!(Geometry::compute(8192 + 8192 + 4095, 4096), None);
+        assert!(Geometry::compute(8192 + 8192 + 4096, 4096).is_some());
+        assert_eq!(Geometry::compute(1 << 20, 3000), None);
+    }
+
+    #[test]
+    fn superblock_round_trip() {
+        let s = sb();
+        let mut b = [0u8; META_BLOCK];
+        s.encode(&mut b);
+        assert_eq!(Superblock::decode(&b), Ok(s));
+    }
+
+    #[test]
+    fn every_single_byte_corruption_is_detected() {
+        let s = sb();
+        let mut b = [0u8; META_BLOCK];
+        s.encode(&mut b);
+        for i in 0..META_BLOCK {
+            let mut c = b;
+            c[i] ^= 0x5a;
+            assert!(Superblock::decode(&c).is_err(), "superblock byte {i}");
+        }
+        let mut lb = LogBlock::new(3);
+        lb.seq = 9;
+        lb.next_free = 10;
+        for i in 0..10 {
+            lb.push(Remap { main: 100 + i, spare: i });
+        }
+        lb.encode(&s.uuid, &mut b);
+        assert_eq!(LogBlock::decode(&b, &s, 3).as_ref(), Ok(&lb));
+        for i in 0..META_BLOCK {
+            let mut c = b;
+            c[i] ^= 0x01;
+            assert!(LogBlock::decode(&c, &s, 3).is_err(), "log byte {i}");
+        }
+    }
+
+    #[test]
+    fn every_torn_prefix_is_detected() {
+        // A torn write leaves a prefix of the new version over the old contents.
+        let s = sb();
+        let mut old = [0u8; META_BLOCK];
+        let mut new = [0u8; META_BLOCK];
+        let mut lb = LogBlock::new(0);
+        lb.seq = 1;
+        lb.next_free = 1;
+        lb.push(Remap { main: 5, spare: 0 });
+        lb.encode(&s.uuid, &mut old);
+        lb.seq = 2;
+        lb.next_free = 2;
+        lb.push(Remap { main: 6, spare: 1 });
+        lb.encode(&s.uuid, &mut new);
+        for cut in (0..META_BLOCK).step_by(512).skip(1) {
+            let mut torn = old;
+            torn[..cut].copy_from_slice(&new[..cut]);
+            assert!(LogBlock::decode(&torn, &s, 0).is_err(), "torn at {cut}");
+            // The other slot still holds the old version, which wins.
+            let (chosen, slot) = choose_log_slot(&old, &torn, &s, 0).unwrap();
+            assert_eq!((chosen.seq, slot), (1, 0));
+        }
+    }
+
+    #[test]
+    fn newest_valid_superblock_wins() {
+        let mut s = sb();
+        let (mut a, mut b) = ([0u8; META_BLOCK], [0u8; META_BLOCK]);
+        s.encode(&mut a);
+        s.seq = 2;
+        s.encode(&mut b);
+        assert_eq!(choose_superblock(&a, &b), SuperblockChoice::Valid(s));
+        b[100] ^= 1;
+        assert!(matches!(choose_superblock(&a, &b), SuperblockChoice::Valid(x) if x.seq == 1));
+        a[100] ^= 1;
+        assert_eq!(choose_superblock(&a, &b), SuperblockChoice::Corrupt);
+        assert_eq!(choose_superblock(&[0; META_BLOCK], &[0; META_BLOCK]), SuperblockChoice::Blank);
+    }
+
+    #[test]
+    fn entries_beyond_bounds_are_rejected() {
+        let s = sb();
+        let mut b = [0u8; META_BLOCK];
+        let mut lb = LogBlock::new(0);
+        lb.seq = 1;
+        lb.next_free = 1;
+        lb.push(Remap { main: 0, spare: 1 }); // spare >= next_free
+        lb.encode(&s.uuid, &mut b);
+        assert_eq!(LogBlock::decode(&b, &s, 0), Err(DecodeError::BadField));
+        let other = Superblock { uuid: [8; 16], ..s };
+        lb.entries[0].spare = 0;
+        lb.encode(&other.uuid, &mut b);
+        assert_eq!(LogBlock::decode(&b, &s, 0), Err(DecodeError::NoMagic));
+    }
+
+    #[test]
+    fn replay_stops_at_stale_blocks() {
+        let mut r = Replay::default();
+        let mut b0 = LogBlock::new(0);
+        b0.seq = 5;
+        b0.next_free = 252;
+        let mut b1 = LogBlock::new(1);
+        b1.seq = 4; // older than its predecessor: leftover
+        b1.next_free = 300;
+        assert!(r.accept(&b0));
+        assert!(!r.accept(&b1));
+        b1.seq = 6;
+        assert!(r.accept(&b1));
+        assert_eq!((r.seq, r.next_free, r.blocks), (6, 300, 2));
+    }
+}

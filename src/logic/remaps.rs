@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The in-memory remap table: a sorted array of entries, read without locks by the I/O
+//! path (the kernel publishes each new version under RCU) and rebuilt by the worker with
+//! [`merge`] when a commit adds entries.
+//!
+//! A lookup is a binary search: O(log n), no allocation, no lock. A block is either not in
+//! the table (its I/O goes to the main device), remapped to a pool block, or *pending*: a
+//! read of it failed, so the next write to it is relocated (as disk firmware does).
+
+/// Marks a pending entry in [`Entry::spare`].
+pub const PENDING: u64 = u64::MAX;
+
+/// One table entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    /// Main-device block (target-relative, in relocation blocks).
+    pub main: u64,
+    /// Pool block, or [`PENDING`].
+    pub spare: u64,
+}
+
+impl Entry {
+    /// Whether this block is pending (unreadable, not yet relocated).
+    pub fn is_pending(&self) -> bool {
+        self.spare == PENDING
+    }
+}
+
+/// Where the first part of an I/O goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `blocks` blocks to the main device, unchanged.
+    Main {
+        /// Blocks covered.
+        blocks: u64,
+    },
+    /// `blocks` blocks to the pool, starting at pool block `spare` (contiguous there too).
+    Spare {
+        /// First pool block.
+        spare: u64,
+        /// Blocks covered.
+        blocks: u64,
+    },
+    /// `blocks` pending blocks.
+    Pending {
+        /// Blocks covered.
+        blocks: u64,
+    },
+}
+
+/// Index of the first entry with `main >= block`.
+fn lower_bound(t: &[Entry], block: u64) -> usize {
+    t.partition_point(|e| e.main < block)
+}
+
+/// The entry for `block`, if any.
+pub fn find(t: &[Entry], block: u64) -> Option<Entry> {
+    t.get(lower_bound(t, block)).copied().filter(|e| e.main == block)
+}
+
+/// Routes the first part of an I/O covering blocks `first .. first + count` (`count > 0`).
+/// The part returned never exceeds `count`; the caller sends the rest again.
+pub fn route(t: &[Entry], first: u64, count: u64) -> Route {
+    let i = lower_bound(t, first);
+    let Some(e) = t.get(i) else { return Route::Main { blocks: count } };
+    if e.main != first {
+        return Route::Main { blocks: (e.main - first).min(count) };
+    }
+    // A run of consecutive entries of the same kind, contiguous in the pool too.
+    let mut n = 1u64;
+    while n < count {
+        match t.get(i + n as usize) {
+            Some(next) if next.main == first + n && next.is_pending() == e.is_pending() => {
+                if !e.is_pending() && next.spare != e.spare + n {
+                    break;
+                }
+                n += 1;
+            }
+            _ => break,
+        }
+    }
+    if e.is_pending() {
+        Route::Pending { blocks: n }
+    } else {
+        Route::Spare { spare: e.spare, blocks: n }
+    }
+}
+
+/// Whether any of blocks `first .. first + count` is in the table.
+pub fn any_in(t: &[Entry], first: u64, count: u64) -> bool {
+    t.get(lower_bound(t, first)).is_some_and(|e| e.main < first.saturating_add(count))
+}
+
+/// Merges `add` (sorted by `main`, unique) into `old` (the same), writing into `out`, which
+/// must hold `old.len() + add.len()` entries. On equal blocks the entry of `add` wins.
+/// Returns the number of entries written.
+pub fn merge(old: &[Entry], add: &[Entry], out: &mut [Entry]) -> usize {
+    let (mut i, mut j, mut k) = (0, 0, 0);
+    while i < old.len() || j < add.len() {
+        let take_add = match (old.get(i), add.get(j)) {
+            (Some(o), Some(a)) => {
+                if o.main == a.main {
+                    i += 1;
+                }
+                a.main <= o.main
+            }
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if take_add {
+            out[k] = add[j];
+            j += 1;
+        } else {
+            out[k] = old[i];
+            i += 1;
+        }
+        k += 1;
+    }
+    k
+}
+
+/// Sorts a batch of new entries by block and keeps the last entry for each block.
+/// Returns the number kept (at the front of `batch`).
+pub fn sort_dedup(batch: &mut [Entry]) -> usize {
+    // Stable sort keeps arrival order within a block, so "last" is the latest.
+    insertion_sort(batch);
+    let mut k = 0;
+    for i in 0..batch.len() {
+        if k > 0 && batch[k - 1].main == batch[i].main {
+            batch[k - 1] = batch[i];
+        } else {
+            batch[k] = batch[i];
+            k += 1;
+        }
+    }
+    k
+}
+
+/// Stable and allocation-free; batches are small (one worker pass).
+fn insertion_sort(v: &mut [Entry]) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && v[j - 1].main > v[j].main {
+            v.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn table(m: &BTreeMap<u64, u64>) -> Vec<Entry> {
+        m.iter().map(|(&main, &spare)| Entry { main, spare }).collect()
+    }
+
+    fn model_route(m: &BTreeMap<u64, u64>, first: u64, count: u64) -> Route {
+        let kind = |b: u64| m.get(&b).copied();
+        match kind(first) {
+            None => {
+                let n = (0..count).take_while(|&i| kind(first + i).is_none()).count() as u64;
+                Route::Main { blocks: n }
+            }
+            Some(PENDING) => {
+                let n = (0..count).take_while(|&i| kind(first + i) == Some(PENDING)).count() as u64;
+                Route::Pending { blocks: n }
+            }
+            Some(s) => {
+                let n = (0..count).take_while(|&i| kind(first + i) == Some(s + i)).count() as u64;
+                Route::Spare { spare: s, blocks: n }
+            }
+        }
+    }
+
+    #[test]
+    fn routes_by_hand() {
+        let t = [
+            Entry { main: 10, spare: 0 },
+            Entry { main: 11, spare: 1 },
+            Entry { main: 12, spare: 5 },
+            Entry { main: 20, spare: PENDING },
+        ];
+        assert_eq!(route(&t, 0, 8), Route::Main { blocks: 8 });
+        assert_eq!(route(&t, 8, 8), Route::Main { blocks: 2 });
+        assert_eq!(route(&t, 10, 8), Route::Spare { spare: 0, blocks: 2 });
+        assert_eq!(route(&t, 12, 8), Route::Spare { spare: 5, blocks: 1 });
+        assert_eq!(route(&t, 20, 8), Route::Pending { blocks: 1 });
+        assert_eq!(route(&t, 21, 8), Route::Main { blocks: 8 });
+        assert!(any_in(&t, 5, 6) && !any_in(&t, 5, 5) && !any_in(&t, 21, u64::MAX));
+        assert_eq!(find(&t, 12), Some(Entry { main: 12, spare: 5 }));
+        assert_eq!(find(&t, 13), None);
+    }
+
+    proptest! {
+        /// Random remap sequences applied with sort_dedup + merge agree with a BTreeMap,
+        /// and routing agrees with a block-by-block model.
+        #[test]
+        fn table_matches_model(
+            batches in prop::collection::vec(
+                prop::collection::vec((0u64..200, prop::option::of(0u64..400)), 0..20), 1..12),
+            probes in prop::collection::vec((0u64..220, 1u64..40), 1..40),
+        ) {
+            let mut model = BTreeMap::new();
+            let mut t: Vec<Entry> = Vec::new();
+            for batch in batches {
+                let mut add: Vec<Entry> = batch
+                    .iter()
+                    .map(|&(main, s)| Entry { main, spare: s.unwrap_or(PENDING) })
+                    .collect();
+                for e in &add {
+                    model.insert(e.main, e.spare);
+                }
+                let n = sort_dedup(&mut add);
+                add.truncate(n);
+                let mut out = vec![Entry::default(); t.len() + add.len()];
+                let k = merge(&t, &add, &mut out);
+                out.truncate(k);
+                t = out;
+                prop_assert_eq!(&t, &table(&model));
+            }
+            for (first, count) in probes {
+                prop_assert_eq!(route(&t, first, count), model_route(&model, first, count));
+                let any = (first..first + count).any(|b| model.contains_key(&b));
+                prop_assert_eq!(any_in(&t, first, count), any);
+            }
+        }
+    }
+}
