@@ -5,7 +5,7 @@
 //! Feature arguments, in the style of dm-integrity and dm-cache:
 //! `block_size <bytes>`, `read_retries <n>`, `format`.
 
-use crate::format::valid_block_size;
+use super::format::valid_block_size;
 use core::ffi::CStr;
 use core::fmt;
 

@@ -15,7 +15,7 @@
 //! intact; the slot with the higher sequence number wins on load. All integers are
 //! little-endian; each 4 KiB unit ends with a CRC-32 of its first 4092 bytes.
 
-use crate::crc32::crc32;
+use super::crc32::crc32;
 
 /// Size of a metadata unit (superblock copy or log slot).
 pub const META_BLOCK: usize = 4096;
