@@ -9,6 +9,8 @@
 
 mod dm;
 mod logic;
+mod metadata;
+mod relocate;
 mod target;
 
 use kernel::prelude::*;
@@ -27,6 +29,14 @@ struct RemapModule {
 
 impl kernel::Module for RemapModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        // The metadata's CRC is computed by logic::crc32 so the host tools compute the same;
+        // it must equal the kernel's crc32_le form, or the format's promise is broken.
+        let input = logic::crc32::CHECK_INPUT;
+        let kernel_crc = dm::crc32_le(!0, input) ^ !0;
+        if kernel_crc != logic::crc32::crc32(input) || kernel_crc != logic::crc32::CHECK_VALUE {
+            pr_err!("CRC-32 self-test failed: crc32_le gives {:#x}\n", kernel_crc);
+            return Err(EINVAL);
+        }
         let reg = dm::Registration::new(module)?;
         pr_info!("remap target registered, version {}\n", logic::VERSION_STR);
         Ok(Self { _target: reg })

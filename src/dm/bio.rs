@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A bio handed to a target's `map`.
+//! Bios as a target sees them: [`Bio`] during `map`/`end_io`, and [`HeldBio`] once the
+//! target has taken a bio over (deferred from `map` or held from `end_io`) until it
+//! completes it.
 
-use super::{bindings, Dev};
+use super::worker::Worker;
+use super::{bindings, Dev, EndIo, MapResult, Token};
 use core::marker::PhantomData;
 
 /// The operation of a bio.
@@ -20,20 +23,86 @@ pub(crate) enum Op {
     Other,
 }
 
-/// A bio being mapped: the clone device-mapper made for this target.
-pub(crate) struct Bio<'a> {
-    // INVARIANT: `bio` is the clone passed to `map` and `ti` its target, both valid and the
-    // bio exclusively ours for `'a`.
-    ti: *mut bindings::dm_target,
-    bio: *mut bindings::bio,
-    _p: PhantomData<&'a mut bindings::bio>,
+/// A block-layer completion status (`blk_status_t`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct BlkStatus(pub(crate) u8);
+
+impl BlkStatus {
+    /// Success.
+    pub(crate) const OK: Self = Self(bindings::dmr_const::DMR_BLK_STS_OK as u8);
+    /// Generic I/O error (what most drivers return for a failed sector).
+    pub(crate) const IOERR: Self = Self(bindings::dmr_const::DMR_BLK_STS_IOERR as u8);
+
+    /// Whether this is success.
+    pub(crate) fn is_ok(self) -> bool {
+        self == Self::OK
+    }
+
+    /// Whether this error says the medium failed (the errors relocation is for), as opposed
+    /// to no space, try again, unsupported, ...
+    pub(crate) fn is_media_error(self) -> bool {
+        self.0 == bindings::dmr_const::DMR_BLK_STS_IOERR as u8
+            || self.0 == bindings::dmr_const::DMR_BLK_STS_MEDIUM as u8
+    }
 }
 
-impl Bio<'_> {
+/// A bio's position in its data, saved at map time: by completion the bio may have been
+/// advanced past the range it covered.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SavedIter(bindings::bvec_iter);
+
+fn op_of(bio: *const bindings::bio) -> Op {
+    // SAFETY: callers pass a valid bio.
+    let op = unsafe { bindings::dmr_bio_op(bio) };
+    match op {
+        bindings::req_op::REQ_OP_READ => Op::Read,
+        bindings::req_op::REQ_OP_WRITE => Op::Write,
+        bindings::req_op::REQ_OP_DISCARD => Op::Discard,
+        bindings::req_op::REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
+        _ => Op::Other,
+    }
+}
+
+/// The per-bio data of `bio`, of a target whose `per_io_data_size` is `size_of::<P>()`.
+///
+/// # Safety
+/// `bio` must be a clone of a target whose per-bio type is `P`.
+unsafe fn per_bio_ptr<P>(bio: *mut bindings::bio) -> *mut P {
+    // SAFETY: per the contract the area exists and has the size of `P`; dm aligns it for any
+    // type (it follows a pointer-aligned struct and `P` has no larger alignment: checked at
+    // registration).
+    unsafe { bindings::dm_per_bio_data(bio, core::mem::size_of::<P>()).cast::<P>() }
+}
+
+/// A bio being mapped or completed: the clone device-mapper made for this target.
+pub(crate) struct Bio<'a, P> {
+    // INVARIANT: `bio` is the clone passed to `map`/`end_io` of target `ti`, valid and ours
+    // for `'a`; its per-bio data is a `P` (initialised by `from_map`).
+    ti: *mut bindings::dm_target,
+    bio: *mut bindings::bio,
+    _p: PhantomData<(&'a mut bindings::bio, P)>,
+}
+
+impl<P: Copy + Default + Send> Bio<'_, P> {
     /// # Safety
-    /// `ti` and `bio` must be the arguments of a `map` call, used only during it.
-    pub(super) unsafe fn from_raw(ti: *mut bindings::dm_target, bio: *mut bindings::bio) -> Self {
+    /// `ti` and `bio` must be the arguments of a `map` call of a target whose per-bio type is
+    /// `P`, used only during it.
+    pub(super) unsafe fn from_map(ti: *mut bindings::dm_target, bio: *mut bindings::bio) -> Self {
+        // SAFETY: per the contract; the area is uninitialised at map time.
+        unsafe { per_bio_ptr::<P>(bio).write(P::default()) };
         Self { ti, bio, _p: PhantomData }
+    }
+
+    /// # Safety
+    /// As `from_map`, for an `end_io` call (map initialised the per-bio data).
+    pub(super) unsafe fn from_end_io(ti: *mut bindings::dm_target, bio: *mut bindings::bio) -> Self {
+        Self { ti, bio, _p: PhantomData }
+    }
+
+    /// The target's per-bio data.
+    pub(crate) fn per_bio(&mut self) -> &mut P {
+        // SAFETY: type invariant: initialised `P`, exclusively ours while we hold the bio.
+        unsafe { &mut *per_bio_ptr::<P>(self.bio) }
     }
 
     /// The first sector, relative to the start of the target.
@@ -50,20 +119,37 @@ impl Bio<'_> {
 
     /// The operation.
     pub(crate) fn op(&self) -> Op {
-        // SAFETY: `bio` is valid (type invariant).
-        let op = unsafe { bindings::dmr_bio_op(self.bio) };
-        match op {
-            bindings::req_op::REQ_OP_READ => Op::Read,
-            bindings::req_op::REQ_OP_WRITE => Op::Write,
-            bindings::req_op::REQ_OP_DISCARD => Op::Discard,
-            bindings::req_op::REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
-            _ => Op::Other,
+        op_of(self.bio)
+    }
+
+    /// For the empty flush bios a target asked for with `num_flush_bios`: which one this is
+    /// (0-based).
+    pub(crate) fn target_bio_nr(&self) -> u32 {
+        // SAFETY: `bio` is a valid dm clone (type invariant).
+        unsafe { bindings::dm_bio_get_target_bio_nr(self.bio) }
+    }
+
+    /// Keeps only the first `sectors` sectors; device-mapper sends the rest as a new bio.
+    /// Must not be used on flush bios; `sectors` must be positive and at most the size.
+    pub(crate) fn accept_partial(&mut self, sectors: u32) {
+        if sectors == 0 || u64::from(sectors) * 512 >= u64::from(self.size()) || self.size() == 0 {
+            return;
         }
+        // SAFETY: a data-carrying clone in `map`; `sectors` is within the bio (checked).
+        unsafe { bindings::dm_accept_partial_bio(self.bio, sectors) };
+    }
+
+    /// The current data position, to copy the bio's data later.
+    pub(crate) fn save_iter(&self) -> SavedIter {
+        let mut it = SavedIter::default();
+        // SAFETY: `bio` is valid; `it.0` is a valid out pointer.
+        unsafe { bindings::dmr_bio_save_iter(self.bio, &mut it.0) };
+        it
     }
 
     /// Sends the bio to `dev` at `sector` (absolute on that device). A bio without data
     /// (an empty flush) keeps its sector: it has none that matters.
-    pub(crate) fn remap(&mut self, dev: &Dev, sector: u64) {
+    pub(crate) fn remap(&mut self, dev: &Dev, sector: u64) -> MapResult {
         // SAFETY: `bio` is ours (type invariant) and `dev`'s bdev is open.
         unsafe {
             bindings::dmr_bio_set_dev(self.bio, dev.bdev());
@@ -71,5 +157,76 @@ impl Bio<'_> {
                 (*self.bio).bi_iter.bi_sector = sector;
             }
         }
+        MapResult::Remapped
+    }
+
+    /// Hands the bio to the target's worker from `map`; the worker completes it.
+    pub(crate) fn defer(self, w: &Worker<P>) -> MapResult {
+        w.push(self.bio);
+        MapResult::Submitted(Token(()))
+    }
+
+    /// Keeps the bio from completing in `end_io` and hands it to the worker, which
+    /// completes it later (possibly with another status).
+    pub(crate) fn hold(self, w: &Worker<P>) -> EndIo {
+        w.push(self.bio);
+        EndIo::Incomplete(Token(()))
+    }
+}
+
+/// A bio the target has taken over; it must complete it. Dropping it completes it with an
+/// I/O error, so no bio can be left hanging.
+pub(crate) struct HeldBio<P> {
+    // INVARIANT: a dm clone of a target with per-bio type `P`, handed to the target by
+    // `defer`/`hold` and not completed yet.
+    bio: *mut bindings::bio,
+    _p: PhantomData<P>,
+}
+
+// SAFETY: a held bio may be completed from any thread; nothing else touches it meanwhile.
+unsafe impl<P: Send> Send for HeldBio<P> {}
+
+impl<P: Copy> HeldBio<P> {
+    /// # Safety
+    /// `bio` must have come from [`Bio::defer`] or [`Bio::hold`] of a target with per-bio
+    /// type `P`, and be owned by the caller.
+    pub(super) unsafe fn from_raw(bio: *mut bindings::bio) -> Self {
+        Self { bio, _p: PhantomData }
+    }
+
+    /// The target's per-bio data.
+    pub(crate) fn per_bio(&mut self) -> &mut P {
+        // SAFETY: type invariant: the area holds the `P` map initialised; the bio is ours.
+        unsafe { &mut *per_bio_ptr::<P>(self.bio) }
+    }
+
+    /// Copies `dst.len()` bytes of the bio's data, from `skip` bytes after `start`.
+    pub(crate) fn copy_out(&self, start: &SavedIter, skip: u32, dst: &mut [u8]) {
+        // SAFETY: the bio's pages are alive until it completes; `start` was saved from this
+        // bio; the copy is bounded by both the iterator and `dst.len()`.
+        unsafe {
+            bindings::dmr_bio_copy_out(self.bio, &start.0, skip, dst.as_mut_ptr().cast(), dst.len() as u32)
+        };
+    }
+
+    /// Copies `src` into the bio's data, from `skip` bytes after `start`.
+    pub(crate) fn copy_in(&mut self, start: &SavedIter, skip: u32, src: &[u8]) {
+        // SAFETY: as `copy_out`; the bio is ours to fill (a read being completed).
+        unsafe { bindings::dmr_bio_copy_in(self.bio, &start.0, skip, src.as_ptr().cast(), src.len() as u32) };
+    }
+
+    /// Completes the bio with `status`.
+    pub(crate) fn complete(self, status: BlkStatus) {
+        let bio = self.bio;
+        core::mem::forget(self);
+        // SAFETY: type invariant: ours and not completed; completion passes it back to dm.
+        unsafe { bindings::dmr_bio_endio(bio, status.0) };
+    }
+}
+
+impl<P> Drop for HeldBio<P> {
+    fn drop(&mut self) {
+        // SAFETY: type invariant: not completed yet (`complete` forgets `self`).
+        unsafe { bindings::dmr_bio_endio(self.bio, BlkStatus::IOERR.0) };
     }
 }

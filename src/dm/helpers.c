@@ -26,3 +26,162 @@ dev_t dmr_bdev_dev(struct block_device *bdev)
 {
 	return bdev->bd_dev;
 }
+
+void dmr_bio_queue_init(struct dmr_bio_queue *q)
+{
+	spin_lock_init(&q->lock);
+	bio_list_init(&q->list);
+}
+
+void dmr_bio_queue_push(struct dmr_bio_queue *q, struct bio *bio)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&q->lock, flags);
+	bio_list_add(&q->list, bio);
+	spin_unlock_irqrestore(&q->lock, flags);
+}
+
+struct bio *dmr_bio_queue_pop(struct dmr_bio_queue *q)
+{
+	unsigned long flags;
+	struct bio *bio;
+
+	spin_lock_irqsave(&q->lock, flags);
+	bio = bio_list_pop(&q->list);
+	spin_unlock_irqrestore(&q->lock, flags);
+	return bio;
+}
+
+void dmr_init_work(struct work_struct *work, work_func_t fn)
+{
+	INIT_WORK(work, fn);
+}
+
+bool dmr_queue_work(struct workqueue_struct *wq, struct work_struct *work)
+{
+	return queue_work(wq, work);
+}
+
+struct workqueue_struct *dmr_alloc_workqueue(const char *name)
+{
+	/* WQ_MEM_RECLAIM: the worker completes I/O, so it must make progress under memory
+	 * pressure, like every dm target's workqueue. */
+	return alloc_workqueue("%s", WQ_MEM_RECLAIM, 1, name);
+}
+
+unsigned int dmr_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void dmr_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
+
+void dmr_rcu_read_lock(void)
+{
+	rcu_read_lock();
+}
+
+void dmr_rcu_read_unlock(void)
+{
+	rcu_read_unlock();
+}
+
+u32 dmr_crc32_le(u32 seed, const void *buf, size_t len)
+{
+	return crc32_le(seed, buf, len);
+}
+
+void dmr_set_block_size(struct queue_limits *limits, unsigned int bytes)
+{
+	if (limits->logical_block_size < bytes)
+		limits->logical_block_size = bytes;
+	if (limits->physical_block_size < bytes)
+		limits->physical_block_size = bytes;
+	if (limits->io_min < bytes)
+		limits->io_min = bytes;
+}
+
+void dmr_bio_save_iter(const struct bio *bio, struct bvec_iter *out)
+{
+	*out = bio->bi_iter;
+}
+
+static void dmr_bio_copy(struct bio *bio, const struct bvec_iter *start, unsigned int skip,
+			 void *buf, unsigned int len, bool out)
+{
+	struct bvec_iter iter = *start;
+	struct bio_vec bv;
+
+	bio_advance_iter(bio, &iter, skip);
+	iter.bi_size = min(iter.bi_size, len);
+	__bio_for_each_segment(bv, bio, iter, iter) {
+		if (out)
+			memcpy_from_bvec(buf, &bv);
+		else
+			memcpy_to_bvec(&bv, buf);
+		buf += bv.bv_len;
+	}
+}
+
+void dmr_bio_copy_out(struct bio *bio, const struct bvec_iter *start, unsigned int skip, void *dst,
+		      unsigned int len)
+{
+	dmr_bio_copy(bio, start, skip, dst, len, true);
+}
+
+void dmr_bio_copy_in(struct bio *bio, const struct bvec_iter *start, unsigned int skip,
+		     const void *src, unsigned int len)
+{
+	dmr_bio_copy(bio, start, skip, (void *)src, len, false);
+}
+
+void dmr_bio_endio(struct bio *bio, u8 status)
+{
+	bio->bi_status = (__force blk_status_t)status;
+	bio_endio(bio);
+}
+
+u8 dmr_bio_status(const struct bio *bio)
+{
+	return (__force u8)bio->bi_status;
+}
+
+unsigned int dmr_bio_flags(const struct bio *bio)
+{
+	return (__force unsigned int)bio->bi_opf;
+}
+
+int dmr_rw_sync(struct block_device *bdev, sector_t sector, void *buf, unsigned int len,
+		unsigned int opf)
+{
+	unsigned int nr = DIV_ROUND_UP(offset_in_page(buf) + len, PAGE_SIZE);
+	struct bio *bio;
+	int ret = 0;
+
+	bio = bio_kmalloc(nr ? nr : 1, GFP_NOIO);
+	if (!bio)
+		return -ENOMEM;
+	bio_init(bio, bdev, bio->bi_inline_vecs, nr, (__force blk_opf_t)opf);
+	bio->bi_iter.bi_sector = sector;
+	while (len) {
+		unsigned int off = offset_in_page(buf);
+		unsigned int n = min_t(unsigned int, len, PAGE_SIZE - off);
+		struct page *page = is_vmalloc_addr(buf) ? vmalloc_to_page(buf) : virt_to_page(buf);
+
+		if (bio_add_page(bio, page, n, off) != n) {
+			ret = -EIO;
+			goto out;
+		}
+		buf += n;
+		len -= n;
+	}
+	ret = submit_bio_wait(bio);
+out:
+	bio_uninit(bio);
+	kfree(bio);
+	return ret;
+}

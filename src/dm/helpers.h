@@ -10,7 +10,12 @@
 
 #include <linux/bio.h>
 #include <linux/blkdev.h>
+#include <linux/crc32.h>
 #include <linux/device-mapper.h>
+#include <linux/random.h>
+#include <linux/sched/mm.h>
+#include <linux/spinlock.h>
+#include <linux/workqueue.h>
 
 /* Values of __bitwise constants, as plain integers bindgen can read. */
 enum dmr_const {
@@ -24,7 +29,49 @@ enum dmr_const {
 	DMR_REQ_PREFLUSH = (__force int)REQ_PREFLUSH,
 	DMR_REQ_FUA = (__force int)REQ_FUA,
 	DMR_REQ_NOWAIT = (__force int)REQ_NOWAIT,
+	DMR_REQ_OP_READ = (__force int)REQ_OP_READ,
+	DMR_REQ_OP_WRITE = (__force int)REQ_OP_WRITE,
+	DMR_REQ_SYNC = (__force int)REQ_SYNC,
+	DMR_REQ_META = (__force int)REQ_META,
 };
+
+/* A bio list with an irq-safe lock: end_io (any context) hands bios to the worker. */
+struct dmr_bio_queue {
+	spinlock_t lock;
+	struct bio_list list;
+};
+
+void dmr_bio_queue_init(struct dmr_bio_queue *q);
+void dmr_bio_queue_push(struct dmr_bio_queue *q, struct bio *bio);
+struct bio *dmr_bio_queue_pop(struct dmr_bio_queue *q);
+
+void dmr_init_work(struct work_struct *work, work_func_t fn);
+bool dmr_queue_work(struct workqueue_struct *wq, struct work_struct *work);
+struct workqueue_struct *dmr_alloc_workqueue(const char *name);
+
+unsigned int dmr_noio_save(void);
+void dmr_noio_restore(unsigned int flags);
+
+void dmr_rcu_read_lock(void);
+void dmr_rcu_read_unlock(void);
+
+u32 dmr_crc32_le(u32 seed, const void *buf, size_t len);
+
+void dmr_set_block_size(struct queue_limits *limits, unsigned int bytes);
+
+/* Data of a bio from a saved position (end_io may see the bio advanced). */
+void dmr_bio_save_iter(const struct bio *bio, struct bvec_iter *out);
+void dmr_bio_copy_out(struct bio *bio, const struct bvec_iter *start, unsigned int skip, void *dst,
+		      unsigned int len);
+void dmr_bio_copy_in(struct bio *bio, const struct bvec_iter *start, unsigned int skip,
+		     const void *src, unsigned int len);
+void dmr_bio_endio(struct bio *bio, u8 status);
+u8 dmr_bio_status(const struct bio *bio);
+unsigned int dmr_bio_flags(const struct bio *bio);
+
+/* Synchronous I/O from a kmalloc or vmalloc buffer; process context only. */
+int dmr_rw_sync(struct block_device *bdev, sector_t sector, void *buf, unsigned int len,
+		unsigned int opf);
 
 void dmr_bio_set_dev(struct bio *bio, struct block_device *bdev);
 unsigned int dmr_bio_op(const struct bio *bio);

@@ -10,9 +10,15 @@
 mod bindings;
 mod bio;
 mod dev;
+mod io;
+mod rcu;
+mod worker;
 
-pub(crate) use bio::{Bio, Op};
+pub(crate) use bio::{Bio, BlkStatus, HeldBio, Op, SavedIter};
 pub(crate) use dev::Dev;
+pub(crate) use io::{crc32_le, random_bytes, IoKind};
+pub(crate) use rcu::RcuBox;
+pub(crate) use worker::{WorkHandler, Worker};
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_uint, c_void, CStr};
@@ -22,12 +28,58 @@ use kernel::prelude::*;
 /// Target feature flag: `map` never blocks, so io_uring may submit without punting.
 pub(crate) const FEATURE_NOWAIT: u64 = bindings::DM_TARGET_NOWAIT as u64;
 
+/// Proof that a bio was handed to the target's worker: only [`Bio::defer`] and
+/// [`Bio::hold`] make one, so a target cannot claim a bio it did not take.
+pub(crate) struct Token(());
+
 /// What `map` tells device-mapper to do with a bio.
 pub(crate) enum MapResult {
-    /// The bio was redirected; device-mapper submits it.
+    /// The bio was redirected ([`Bio::remap`]); device-mapper submits it.
     Remapped,
-    /// The bio was completed with an error status.
-    Kill,
+    /// The target took the bio ([`Bio::defer`]) and will complete it.
+    Submitted(Token),
+}
+
+/// What `end_io` tells device-mapper.
+pub(crate) enum EndIo {
+    /// Complete the bio with the (possibly changed) status.
+    Done,
+    /// The target kept the bio ([`Bio::hold`]) and will complete it later.
+    Incomplete(Token),
+}
+
+/// A handle on a constructed target for work outside the callbacks (raising events).
+#[derive(Clone, Copy)]
+pub(crate) struct TargetHandle {
+    // INVARIANT: the `dm_target` of a target instance that owns this handle; valid until the
+    // instance's destructor, which drops the owner first.
+    ti: *mut bindings::dm_target,
+}
+
+// SAFETY: dm_table_event may be called from any process context.
+unsafe impl Send for TargetHandle {}
+// SAFETY: see `Send`.
+unsafe impl Sync for TargetHandle {}
+
+impl TargetHandle {
+    /// Raises a device-mapper event: `dmsetup wait` returns and a uevent is sent.
+    pub(crate) fn event(&self) {
+        // SAFETY: type invariant: `ti` and its table are valid.
+        unsafe { bindings::dm_table_event((*self.ti).table) };
+    }
+}
+
+/// The queue limits of the dm device, adjustable in `io_hints`.
+pub(crate) struct Limits<'a> {
+    l: &'a mut bindings::queue_limits,
+}
+
+impl Limits<'_> {
+    /// Raises the logical and physical block sizes and the minimum I/O size to `bytes`.
+    pub(crate) fn set_block_size(&mut self, bytes: u32) {
+        // SAFETY: `l` is a valid, exclusively borrowed queue_limits.
+        unsafe { bindings::dmr_set_block_size(self.l, bytes) };
+    }
 }
 
 /// Which report `status` is asked for.
@@ -66,11 +118,28 @@ pub(crate) trait Target: Sized + Send + Sync + 'static {
     /// `DM_TARGET_*` feature flags, e.g. [`FEATURE_NOWAIT`].
     const FEATURES: u64 = 0;
 
+    /// Per-bio data, reserved by device-mapper in each clone (`per_io_data_size`) and
+    /// initialised to the default at map time.
+    type PerBio: Copy + Default + Send + 'static;
+
     /// Builds a target instance from its table line arguments.
     fn new(ctx: &mut CtrContext<'_>, args: &Args<'_>) -> Result<Self, CtrError>;
 
     /// Routes one bio. Runs in the submission path: must not sleep or allocate.
-    fn map(&self, bio: &mut Bio<'_>) -> MapResult;
+    fn map(&self, bio: Bio<'_, Self::PerBio>) -> MapResult;
+
+    /// Sees a bio complete, possibly in interrupt context: must not sleep.
+    fn end_io(&self, _bio: Bio<'_, Self::PerBio>, _status: &mut BlkStatus) -> EndIo {
+        EndIo::Done
+    }
+
+    /// Runs before the target starts (or restarts) serving I/O; may sleep.
+    fn preresume(&self) -> Result {
+        Ok(())
+    }
+
+    /// Adjusts the dm device's queue limits after they were stacked from the devices.
+    fn io_hints(&self, _limits: &mut Limits<'_>) {}
 
     /// Writes the `dmsetup status` / `dmsetup table` text.
     fn status(&self, kind: StatusType, out: &mut StatusWriter<'_>);
@@ -143,6 +212,25 @@ impl CtrContext<'_> {
     pub(crate) fn set_num_flush_bios(&mut self, n: u32) {
         // SAFETY: `ti` is valid (type invariant) and not yet visible to I/O.
         unsafe { (*self.ti).num_flush_bios = n };
+    }
+
+    /// Number of bios the target receives per discard (0: discards unsupported).
+    pub(crate) fn set_num_discard_bios(&mut self, n: u32) {
+        // SAFETY: as `set_num_flush_bios`.
+        unsafe { (*self.ti).num_discard_bios = n };
+    }
+
+    /// Number of bios the target receives per write-zeroes (0: unsupported).
+    pub(crate) fn set_num_write_zeroes_bios(&mut self, n: u32) {
+        // SAFETY: as `set_num_flush_bios`.
+        unsafe { (*self.ti).num_write_zeroes_bios = n };
+    }
+
+    /// A handle for raising events later; valid for the life of the target instance, so it
+    /// must only be kept inside it.
+    pub(crate) fn handle(&self) -> TargetHandle {
+        // INVARIANT: the caller keeps it inside the target being constructed.
+        TargetHandle { ti: self.ti }
     }
 }
 
@@ -221,8 +309,11 @@ impl<T: Target> Registration<T> {
             ctr: Some(ctr_callback::<T>),
             dtr: Some(dtr_callback::<T>),
             map: Some(map_callback::<T>),
+            end_io: Some(end_io_callback::<T>),
+            preresume: Some(preresume_callback::<T>),
             status: Some(status_callback::<T>),
             iterate_devices: Some(iterate_devices_callback::<T>),
+            io_hints: Some(io_hints_callback::<T>),
             ..Default::default()
         };
         let tt = KBox::new(UnsafeCell::new(tt), GFP_KERNEL)?;
@@ -262,6 +353,10 @@ unsafe extern "C" fn ctr_callback<T: Target>(
         // SAFETY: device-mapper passes `argc` valid pointers in `argv`.
         unsafe { core::slice::from_raw_parts(argv, argc as usize) }
     };
+    // dm places per-bio data after a pointer-aligned struct; larger alignment is not given.
+    const { assert!(core::mem::align_of::<T::PerBio>() <= core::mem::align_of::<u64>()) };
+    // SAFETY: `ti` is the target being constructed.
+    unsafe { (*ti).per_io_data_size = core::mem::size_of::<T::PerBio>() as c_uint };
     // INVARIANT: device-mapper calls `ctr` with a valid target being constructed.
     let mut ctx = CtrContext { ti, _p: PhantomData };
     let result = T::new(&mut ctx, &Args { argv }).and_then(|t| {
@@ -296,12 +391,53 @@ unsafe extern "C" fn map_callback<T: Target>(
 ) -> c_int {
     // SAFETY: `map` runs on a constructed target.
     let t = unsafe { target_of::<T>(ti) };
-    // SAFETY: device-mapper hands us exclusive use of a valid clone bio for this call.
-    let mut bio = unsafe { Bio::from_raw(ti, bio) };
-    match t.map(&mut bio) {
+    // SAFETY: device-mapper hands us exclusive use of a valid clone bio of this target
+    // (whose per-bio type is `T::PerBio`) for this call.
+    let bio = unsafe { Bio::from_map(ti, bio) };
+    match t.map(bio) {
         MapResult::Remapped => bindings::DM_MAPIO_REMAPPED as c_int,
-        MapResult::Kill => bindings::DM_MAPIO_KILL as c_int,
+        MapResult::Submitted(_) => bindings::DM_MAPIO_SUBMITTED as c_int,
     }
+}
+
+unsafe extern "C" fn end_io_callback<T: Target>(
+    ti: *mut bindings::dm_target,
+    bio: *mut bindings::bio,
+    error: *mut bindings::blk_status_t,
+) -> c_int {
+    // SAFETY: `end_io` runs on a constructed target.
+    let t = unsafe { target_of::<T>(ti) };
+    // SAFETY: a clone of this target that went through `map`, ours during the call.
+    let bio = unsafe { Bio::from_end_io(ti, bio) };
+    // SAFETY: `error` points to the bio's status, ours to read and change.
+    let mut status = BlkStatus(unsafe { *error });
+    let r = t.end_io(bio, &mut status);
+    // SAFETY: as above.
+    unsafe { *error = status.0 };
+    match r {
+        EndIo::Done => bindings::DM_ENDIO_DONE as c_int,
+        EndIo::Incomplete(_) => bindings::DM_ENDIO_INCOMPLETE as c_int,
+    }
+}
+
+unsafe extern "C" fn preresume_callback<T: Target>(ti: *mut bindings::dm_target) -> c_int {
+    // SAFETY: `preresume` runs on a constructed target.
+    let t = unsafe { target_of::<T>(ti) };
+    match t.preresume() {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+unsafe extern "C" fn io_hints_callback<T: Target>(
+    ti: *mut bindings::dm_target,
+    limits: *mut bindings::queue_limits,
+) {
+    // SAFETY: `io_hints` runs on a constructed target.
+    let t = unsafe { target_of::<T>(ti) };
+    // SAFETY: device-mapper passes the limits being built, ours during the call.
+    let mut l = Limits { l: unsafe { &mut *limits } };
+    t.io_hints(&mut l);
 }
 
 unsafe extern "C" fn status_callback<T: Target>(

@@ -78,9 +78,11 @@ impl Geometry {
         let bs = u64::from(block_size);
         // Each pool block costs its own bytes plus 2 x 4 KiB / ENTRIES_PER_BLOCK of log:
         // estimate, then step to the exact maximum.
-        let per_block = bs * ENTRIES_PER_BLOCK as u64 + 2 * META_BLOCK as u64;
-        let mut pool = (u128::from(spare_bytes.saturating_sub(LOG_START)) * ENTRIES_PER_BLOCK as u128
-            / u128::from(per_block)) as u64;
+        // floor(avail * E / unit) without 128-bit arithmetic (the kernel has no __udivti3).
+        let e = ENTRIES_PER_BLOCK as u64;
+        let unit = bs * e + 2 * META_BLOCK as u64;
+        let avail = spare_bytes.saturating_sub(LOG_START);
+        let mut pool = (avail / unit) * e + (avail % unit) * e / unit;
         while pool > 0 && Self::for_pool(pool, block_size, spare_bytes).is_none() {
             pool -= 1;
         }
@@ -251,99 +253,96 @@ pub struct Remap {
     pub spare: u64,
 }
 
-/// One version of a logical log block.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogBlock {
+/// The header of one version of a logical log block. The entries stay in the encoded
+/// 4 KiB block (read with [`log_entry`], appended with [`log_push`]): a block is never held
+/// as a 4 KiB value, which would not fit comfortably on a kernel stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogHeader {
     /// Sequence number of the commit that wrote this version.
     pub seq: u64,
     /// Logical index in the log.
     pub index: u32,
+    /// Number of valid entries.
+    pub count: u32,
     /// Pool allocation position after this commit.
     pub next_free: u64,
-    /// Number of valid entries.
-    pub count: usize,
-    /// The entries (first `count` are valid).
-    pub entries: [Remap; ENTRIES_PER_BLOCK],
 }
 
-impl LogBlock {
-    /// An empty logical block.
-    pub fn new(index: u32) -> Self {
-        Self { seq: 0, index, next_free: 0, count: 0, entries: [Remap::default(); ENTRIES_PER_BLOCK] }
-    }
-
-    /// The valid entries.
-    pub fn entries(&self) -> &[Remap] {
-        &self.entries[..self.count]
-    }
-
-    /// Whether another entry fits.
+impl LogHeader {
+    /// Whether the block has no room for another entry.
     pub fn is_full(&self) -> bool {
-        self.count == ENTRIES_PER_BLOCK
+        self.count as usize == ENTRIES_PER_BLOCK
     }
+}
 
-    /// Appends an entry; false if full.
-    pub fn push(&mut self, r: Remap) -> bool {
-        if self.is_full() {
-            return false;
-        }
-        self.entries[self.count] = r;
-        self.count += 1;
-        true
+/// Reads the header fields of an encoded log block (no validation).
+pub fn log_header(b: &[u8; META_BLOCK]) -> LogHeader {
+    LogHeader { seq: get_u64(b, 24), index: get_u32(b, 32), count: get_u32(b, 36), next_free: get_u64(b, 40) }
+}
+
+/// Entry `i` of an encoded log block.
+pub fn log_entry(b: &[u8; META_BLOCK], i: usize) -> Remap {
+    let off = LOG_HEADER + 16 * (i % ENTRIES_PER_BLOCK);
+    Remap { main: get_u64(b, off), spare: get_u64(b, off + 8) }
+}
+
+/// Starts an empty logical block `index` of the spare formatted as `uuid`.
+pub fn log_init(b: &mut [u8; META_BLOCK], uuid: &[u8; 16], index: u32) {
+    b.fill(0);
+    b[..8].copy_from_slice(&LOG_MAGIC);
+    b[8..24].copy_from_slice(uuid);
+    put_u32(b, 32, index);
+}
+
+/// Appends an entry; false if the block is full.
+pub fn log_push(b: &mut [u8; META_BLOCK], r: Remap) -> bool {
+    let count = get_u32(b, 36) as usize;
+    if count >= ENTRIES_PER_BLOCK {
+        return false;
     }
+    put_u64(b, LOG_HEADER + 16 * count, r.main);
+    put_u64(b, LOG_HEADER + 16 * count + 8, r.spare);
+    put_u32(b, 36, count as u32 + 1);
+    true
+}
 
-    /// Encodes into a 4 KiB slot of the spare formatted as `uuid`.
-    pub fn encode(&self, uuid: &[u8; 16], b: &mut [u8; META_BLOCK]) {
-        b.fill(0);
-        b[..8].copy_from_slice(&LOG_MAGIC);
-        b[8..24].copy_from_slice(uuid);
-        put_u64(b, 24, self.seq);
-        put_u32(b, 32, self.index);
-        put_u32(b, 36, self.count as u32);
-        put_u64(b, 40, self.next_free);
-        for (i, r) in self.entries().iter().enumerate() {
-            put_u64(b, LOG_HEADER + 16 * i, r.main);
-            put_u64(b, LOG_HEADER + 16 * i + 8, r.spare);
-        }
-        seal(b);
+/// Stamps the commit's sequence number and allocation position, and the CRC.
+pub fn log_seal(b: &mut [u8; META_BLOCK], seq: u64, next_free: u64) {
+    put_u64(b, 24, seq);
+    put_u64(b, 40, next_free);
+    seal(b);
+}
+
+/// Validates a slot expected to hold logical block `index` of the spare described by `sb`.
+pub fn log_decode(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<LogHeader, DecodeError> {
+    check(b, &LOG_MAGIC)?;
+    if b[8..24] != sb.uuid {
+        // A slot left over from an earlier format of this spare.
+        return Err(DecodeError::NoMagic);
     }
-
-    /// Decodes a slot expected to hold logical block `index` of the spare described by `sb`.
-    pub fn decode(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<LogBlock, DecodeError> {
-        check(b, &LOG_MAGIC)?;
-        if b[8..24] != sb.uuid {
-            // A slot left over from an earlier format of this spare.
-            return Err(DecodeError::NoMagic);
-        }
-        let count = get_u32(b, 36) as usize;
-        let mut lb = LogBlock::new(get_u32(b, 32));
-        lb.seq = get_u64(b, 24);
-        lb.next_free = get_u64(b, 40);
-        if lb.index != index || count == 0 || count > ENTRIES_PER_BLOCK || lb.next_free > sb.geometry.pool_blocks {
+    let h = log_header(b);
+    if h.index != index || h.count == 0 || h.count as usize > ENTRIES_PER_BLOCK || h.next_free > sb.geometry.pool_blocks {
+        return Err(DecodeError::BadField);
+    }
+    let main_blocks = sb.main_sectors / u64::from(sb.geometry.block_size / 512);
+    for i in 0..h.count as usize {
+        let r = log_entry(b, i);
+        if r.main >= main_blocks || r.spare >= h.next_free {
             return Err(DecodeError::BadField);
         }
-        let main_blocks = sb.main_sectors / u64::from(sb.geometry.block_size / 512);
-        for i in 0..count {
-            let r = Remap { main: get_u64(b, LOG_HEADER + 16 * i), spare: get_u64(b, LOG_HEADER + 16 * i + 8) };
-            if r.main >= main_blocks || r.spare >= lb.next_free {
-                return Err(DecodeError::BadField);
-            }
-            lb.entries[i] = r;
-        }
-        lb.count = count;
-        Ok(lb)
     }
+    Ok(h)
 }
 
 /// Picks the version of a logical block from its two slots: the valid one with the higher
-/// sequence number, together with the slot it came from.
+/// sequence number, and which slot (0 or 1) it is in.
 pub fn choose_log_slot(
     s0: &[u8; META_BLOCK],
     s1: &[u8; META_BLOCK],
     sb: &Superblock,
     index: u32,
-) -> Option<(LogBlock, u32)> {
-    match (LogBlock::decode(s0, sb, index), LogBlock::decode(s1, sb, index)) {
+) -> Option<(LogHeader, u32)> {
+    match (log_decode(s0, sb, index), log_decode(s1, sb, index)) {
         (Ok(a), Ok(b)) => Some(if b.seq > a.seq { (b, 1) } else { (a, 0) }),
         (Ok(a), Err(_)) => Some((a, 0)),
         (Err(_), Ok(b)) => Some((b, 1)),
@@ -369,7 +368,7 @@ pub struct Replay {
 
 impl Replay {
     /// Accepts or rejects the next block; rejected ends the log.
-    pub fn accept(&mut self, lb: &LogBlock) -> bool {
+    pub fn accept(&mut self, lb: &LogHeader) -> bool {
         if lb.index != self.blocks || (self.blocks > 0 && lb.seq < self.seq) || lb.next_free < self.next_free {
             return false;
         }
@@ -419,6 +418,33 @@ mod tests {
         assert_eq!(Superblock::decode(&b), Ok(s));
     }
 
+    fn log_block(sb: &Superblock, index: u32, seq: u64, next_free: u64, entries: &[(u64, u64)]) -> [u8; META_BLOCK] {
+        let mut b = [0u8; META_BLOCK];
+        log_init(&mut b, &sb.uuid, index);
+        for &(main, spare) in entries {
+            assert!(log_push(&mut b, Remap { main, spare }));
+        }
+        log_seal(&mut b, seq, next_free);
+        b
+    }
+
+    #[test]
+    fn log_round_trip_and_full_block() {
+        let s = sb();
+        let b = log_block(&s, 3, 9, 10, &[(100, 0), (101, 7)]);
+        let h = log_decode(&b, &s, 3).unwrap();
+        assert_eq!(h, LogHeader { seq: 9, index: 3, count: 2, next_free: 10 });
+        assert_eq!(log_entry(&b, 1), Remap { main: 101, spare: 7 });
+        let mut full = [0u8; META_BLOCK];
+        log_init(&mut full, &s.uuid, 0);
+        for i in 0..ENTRIES_PER_BLOCK as u64 {
+            assert!(log_push(&mut full, Remap { main: i, spare: i }));
+        }
+        assert!(!log_push(&mut full, Remap { main: 999, spare: 999 }));
+        log_seal(&mut full, 1, ENTRIES_PER_BLOCK as u64);
+        assert!(log_decode(&full, &s, 0).unwrap().is_full());
+    }
+
     #[test]
     fn every_single_byte_corruption_is_detected() {
         let s = sb();
@@ -429,18 +455,13 @@ mod tests {
             c[i] ^= 0x5a;
             assert!(Superblock::decode(&c).is_err(), "superblock byte {i}");
         }
-        let mut lb = LogBlock::new(3);
-        lb.seq = 9;
-        lb.next_free = 10;
-        for i in 0..10 {
-            lb.push(Remap { main: 100 + i, spare: i });
-        }
-        lb.encode(&s.uuid, &mut b);
-        assert_eq!(LogBlock::decode(&b, &s, 3).as_ref(), Ok(&lb));
+        let entries: Vec<(u64, u64)> = (0..10).map(|i| (100 + i, i)).collect();
+        let b = log_block(&s, 3, 9, 10, &entries);
+        assert!(log_decode(&b, &s, 3).is_ok());
         for i in 0..META_BLOCK {
             let mut c = b;
             c[i] ^= 0x01;
-            assert!(LogBlock::decode(&c, &s, 3).is_err(), "log byte {i}");
+            assert!(log_decode(&c, &s, 3).is_err(), "log byte {i}");
         }
     }
 
@@ -448,25 +469,18 @@ mod tests {
     fn every_torn_prefix_is_detected() {
         // A torn write leaves a prefix of the new version over the old contents.
         let s = sb();
-        let mut old = [0u8; META_BLOCK];
-        let mut new = [0u8; META_BLOCK];
-        let mut lb = LogBlock::new(0);
-        lb.seq = 1;
-        lb.next_free = 1;
-        lb.push(Remap { main: 5, spare: 0 });
-        lb.encode(&s.uuid, &mut old);
-        lb.seq = 2;
-        lb.next_free = 2;
-        lb.push(Remap { main: 6, spare: 1 });
-        lb.encode(&s.uuid, &mut new);
+        let old = log_block(&s, 0, 1, 1, &[(5, 0)]);
+        let new = log_block(&s, 0, 2, 2, &[(5, 0), (6, 1)]);
         for cut in (0..META_BLOCK).step_by(512).skip(1) {
             let mut torn = old;
             torn[..cut].copy_from_slice(&new[..cut]);
-            assert!(LogBlock::decode(&torn, &s, 0).is_err(), "torn at {cut}");
+            assert!(log_decode(&torn, &s, 0).is_err(), "torn at {cut}");
             // The other slot still holds the old version, which wins.
             let (chosen, slot) = choose_log_slot(&old, &torn, &s, 0).unwrap();
             assert_eq!((chosen.seq, slot), (1, 0));
         }
+        let (chosen, slot) = choose_log_slot(&old, &new, &s, 0).unwrap();
+        assert_eq!((chosen.seq, slot), (2, 1));
     }
 
     #[test]
@@ -487,28 +501,23 @@ mod tests {
     #[test]
     fn entries_beyond_bounds_are_rejected() {
         let s = sb();
-        let mut b = [0u8; META_BLOCK];
-        let mut lb = LogBlock::new(0);
-        lb.seq = 1;
-        lb.next_free = 1;
-        lb.push(Remap { main: 0, spare: 1 }); // spare >= next_free
-        lb.encode(&s.uuid, &mut b);
-        assert_eq!(LogBlock::decode(&b, &s, 0), Err(DecodeError::BadField));
+        // spare >= next_free
+        assert_eq!(log_decode(&log_block(&s, 0, 1, 1, &[(0, 1)]), &s, 0), Err(DecodeError::BadField));
+        // main beyond the main device
+        assert_eq!(log_decode(&log_block(&s, 0, 1, 1, &[(1 << 40, 0)]), &s, 0), Err(DecodeError::BadField));
+        // wrong index
+        assert_eq!(log_decode(&log_block(&s, 1, 1, 1, &[(0, 0)]), &s, 0), Err(DecodeError::BadField));
+        // another format of the spare
         let other = Superblock { uuid: [8; 16], ..s };
-        lb.entries[0].spare = 0;
-        lb.encode(&other.uuid, &mut b);
-        assert_eq!(LogBlock::decode(&b, &s, 0), Err(DecodeError::NoMagic));
+        assert_eq!(log_decode(&log_block(&other, 0, 1, 1, &[(0, 0)]), &s, 0), Err(DecodeError::NoMagic));
     }
 
     #[test]
     fn replay_stops_at_stale_blocks() {
         let mut r = Replay::default();
-        let mut b0 = LogBlock::new(0);
-        b0.seq = 5;
-        b0.next_free = 252;
-        let mut b1 = LogBlock::new(1);
-        b1.seq = 4; // older than its predecessor: leftover
-        b1.next_free = 300;
+        let b0 = LogHeader { seq: 5, index: 0, count: 1, next_free: 252 };
+        // Older than its predecessor: a leftover of an unacknowledged commit.
+        let mut b1 = LogHeader { seq: 4, index: 1, count: 1, next_free: 300 };
         assert!(r.accept(&b0));
         assert!(!r.accept(&b1));
         b1.seq = 6;

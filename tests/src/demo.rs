@@ -16,7 +16,7 @@ pub fn run() -> Result<()> {
     let main = LoopDev::new("demo-main", 64 << 20)?;
     let spare = LoopDev::new("demo-spare", 16 << 20)?;
     let n = main.sectors()?;
-    let table = format!("0 {n} remap {} {}", main.path, spare.path);
+    let table = format!("0 {n} remap {} {} 1 format", main.path, spare.path);
     show("dmsetup create demo --table", &table);
     let dm = DmDev::create("demo", &table)?;
     show("dmsetup table demo", &dmsetup(&["table", &dm.name])?);

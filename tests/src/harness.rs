@@ -254,3 +254,81 @@ mod tests {
         }
     }
 }
+
+/// The fields `dmsetup status` prints after `<start> <len> <target>`.
+pub fn status_fields(name: &str) -> Result<Vec<String>> {
+    let out = dmsetup(&["status", name])?;
+    Ok(out.split_whitespace().skip(3).map(str::to_string).collect())
+}
+
+/// `/sys/block/dm-N` name of a dm device.
+pub fn dm_blkdev(name: &str) -> Result<String> {
+    Ok(dmsetup(&["info", "-c", "--noheadings", "-o", "blkdevname", name])?.trim().to_string())
+}
+
+/// (sectors read, sectors written) by a block device, from /sys/block/<dev>/stat. Data
+/// only: empty flushes move neither.
+pub fn io_counts(blkdev: &str) -> Result<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/sys/block/{blkdev}/stat"))?;
+    let f: Vec<u64> = s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    ensure_len(&f, 7)?;
+    Ok((f[2], f[6]))
+}
+
+fn ensure_len<T>(v: &[T], n: usize) -> Result<()> {
+    if v.len() < n {
+        bail!("expected at least {n} fields");
+    }
+    Ok(())
+}
+
+/// dm's event counter of a device (what `dmsetup wait` waits on).
+pub fn event_nr(name: &str) -> Result<u64> {
+    Ok(dmsetup(&["info", "-c", "--noheadings", "-o", "events", name])?.trim().parse()?)
+}
+
+/// A main device whose listed 4 KiB blocks fail every read and write: dm-linear over a loop
+/// device with dm-error over the bad ranges (as a disk with unreadable, unwritable sectors).
+pub struct BadMain {
+    /// The loop device underneath (its data at the bad blocks is whatever was there).
+    pub lo: LoopDev,
+    /// The composite device.
+    pub dm: DmDev,
+}
+
+impl BadMain {
+    /// `bytes` of device with the 4 KiB blocks in `bad` (sorted, each `(first, count)`) failing.
+    pub fn new(tag: &str, bytes: u64, bad: &[(u64, u64)]) -> Result<Self> {
+        let lo = LoopDev::new(tag, bytes)?;
+        let table = Self::table(&lo, bytes / 512, bad);
+        let dm = DmDev::create(&format!("{tag}-main"), &table)?;
+        Ok(Self { lo, dm })
+    }
+
+    fn table(lo: &LoopDev, sectors: u64, bad: &[(u64, u64)]) -> String {
+        let mut lines = Vec::new();
+        let mut at = 0u64;
+        for &(first, count) in bad {
+            let (s, n) = (first * 8, count * 8);
+            if s > at {
+                lines.push(format!("{at} {} linear {} {at}", s - at, lo.path));
+            }
+            lines.push(format!("{s} {n} error"));
+            at = s + n;
+        }
+        if at < sectors {
+            lines.push(format!("{at} {} linear {} {at}", sectors - at, lo.path));
+        }
+        lines.join("\n")
+    }
+
+    /// `/dev/mapper/...` of the composite device.
+    pub fn path(&self) -> &str {
+        &self.dm.path
+    }
+}
+
+/// The pool layout a spare of this many bytes gets with 4 KiB blocks.
+pub fn geometry(spare_bytes: u64) -> Result<dm_remap_logic::format::Geometry> {
+    dm_remap_logic::format::Geometry::compute(spare_bytes, 4096).context("spare too small")
+}

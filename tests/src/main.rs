@@ -9,6 +9,7 @@
 
 mod demo;
 mod harness;
+mod t_engine;
 mod t_foundation;
 
 use harness::{is_kernel_bug, Kmsg};
@@ -20,6 +21,7 @@ pub type Test = (&'static str, fn() -> anyhow::Result<()>);
 fn all_tests() -> Vec<Test> {
     let mut v = Vec::new();
     v.extend_from_slice(t_foundation::TESTS);
+    v.extend_from_slice(t_engine::TESTS);
     v
 }
 

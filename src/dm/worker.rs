@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A target's worker: an owned workqueue, one work item, and an irq-safe queue of bios.
+//!
+//! `end_io` may run in interrupt context, where nothing may sleep; work that must sleep
+//! (relocating data, writing metadata) is handed to the worker with the bio held.
+
+use super::bindings;
+use super::bio::HeldBio;
+use core::ffi::{c_void, CStr};
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicPtr, Ordering};
+use kernel::prelude::*;
+
+/// What the worker runs.
+pub(crate) trait WorkHandler: Send + Sync {
+    /// The per-bio type of the bios queued to the worker.
+    type PerBio: Copy + Send;
+    /// Runs in process context, one instance at a time; pops (from the worker it owns) and
+    /// completes queued bios.
+    fn work(&self);
+}
+
+#[repr(C)]
+struct Inner {
+    // `work` first: the work function finds `Inner` from it.
+    work: bindings::work_struct,
+    queue: bindings::dmr_bio_queue,
+    wq: *mut bindings::workqueue_struct,
+    ctx: AtomicPtr<c_void>,
+}
+
+/// An owned workqueue running a [`WorkHandler`]. Dropping it drains and destroys the
+/// workqueue: no work runs after the drop returns.
+pub(crate) struct Worker<P> {
+    // INVARIANT: `inner` is heap-allocated, its `work`, `queue` and `wq` initialised in
+    // `new`, and stays at the same address until drop.
+    inner: KBox<Inner>,
+    _p: PhantomData<P>,
+}
+
+// SAFETY: the queue is protected by its spinlock, the work item by the workqueue core; the
+// handler pointer is set once before use (atomically).
+unsafe impl<P> Send for Worker<P> {}
+// SAFETY: see `Send`; `&Worker` only pushes (locked) and queues work (thread-safe).
+unsafe impl<P> Sync for Worker<P> {}
+
+unsafe extern "C" fn work_fn<H: WorkHandler>(work: *mut bindings::work_struct) {
+    // SAFETY: `work` is the first field of a `#[repr(C)]` `Inner` (see `Worker::new`).
+    let inner = unsafe { &*(work as *const Inner) };
+    let ctx = inner.ctx.load(Ordering::Acquire) as *const H;
+    if ctx.is_null() {
+        return;
+    }
+    // The worker completes I/O: its allocations must not wait for I/O (to this very
+    // device, possibly), so the whole run is a NOIO scope.
+    // SAFETY: plain memalloc_noio_save, restored below on the same task.
+    let flags = unsafe { bindings::dmr_noio_save() };
+    // SAFETY: `bind` stored a handler that owns this worker, so it outlives every run: the
+    // worker is drained when it is dropped, before the rest of the handler.
+    unsafe { (*ctx).work() };
+    // SAFETY: pairs with the save above.
+    unsafe { bindings::dmr_noio_restore(flags) };
+}
+
+impl<P: Copy + Send> Worker<P> {
+    /// Creates the workqueue, named `name` in `ps` output.
+    pub(crate) fn new(name: &CStr) -> Result<Self> {
+        let mut inner = KBox::new(
+            Inner {
+                work: Default::default(),
+                queue: Default::default(),
+                wq: core::ptr::null_mut(),
+                ctx: AtomicPtr::new(core::ptr::null_mut()),
+            },
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `name` is NUL-terminated.
+        let wq = unsafe { bindings::dmr_alloc_workqueue(name.as_ptr()) };
+        if wq.is_null() {
+            return Err(ENOMEM);
+        }
+        inner.wq = wq;
+        // SAFETY: `queue` is ours and not yet shared.
+        unsafe { bindings::dmr_bio_queue_init(&mut inner.queue) };
+        Ok(Self { inner, _p: PhantomData })
+    }
+
+    /// Makes `handler` the one the worker runs. `handler` must own this worker (so it lives
+    /// as long as the worker); call once, before anything is queued.
+    pub(crate) fn bind<H: WorkHandler<PerBio = P>>(&self, handler: &H) {
+        let inner = &*self.inner as *const Inner as *mut Inner;
+        // SAFETY: nothing is queued yet, so nobody else touches `work`.
+        unsafe { bindings::dmr_init_work(&mut (*inner).work, Some(work_fn::<H>)) };
+        self.inner.ctx.store(handler as *const H as *mut c_void, Ordering::Release);
+    }
+
+    pub(super) fn push(&self, bio: *mut bindings::bio) {
+        let q = &self.inner.queue as *const _ as *mut bindings::dmr_bio_queue;
+        // SAFETY: the queue was initialised in `new` and is protected by its own lock.
+        unsafe { bindings::dmr_bio_queue_push(q, bio) };
+        self.kick();
+    }
+
+    /// Makes the worker run (again) soon.
+    pub(crate) fn kick(&self) {
+        let work = &self.inner.work as *const _ as *mut bindings::work_struct;
+        // SAFETY: `wq` and `work` were initialised in `new`/`bind`; queueing is thread-safe.
+        unsafe { bindings::dmr_queue_work(self.inner.wq, work) };
+    }
+
+    /// The next queued bio, if any.
+    pub(crate) fn pop(&self) -> Option<HeldBio<P>> {
+        let q = &self.inner.queue as *const _ as *mut bindings::dmr_bio_queue;
+        // SAFETY: see `push`.
+        let bio = unsafe { bindings::dmr_bio_queue_pop(q) };
+        if bio.is_null() {
+            None
+        } else {
+            // SAFETY: only `Bio::defer`/`Bio::hold` push, and popping transfers ownership.
+            Some(unsafe { HeldBio::from_raw(bio) })
+        }
+    }
+}
+
+impl<P> Drop for Worker<P> {
+    fn drop(&mut self) {
+        // SAFETY: `wq` was allocated in `new`; destroying it drains queued work first.
+        unsafe { bindings::destroy_workqueue(self.inner.wq) };
+        // Device-mapper completes all I/O before a target is destroyed, and the worker
+        // completes every bio it pops, so the queue is empty here.
+    }
+}

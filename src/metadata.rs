@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The spare's metadata in the kernel: load (with validation), format, and commit.
+//! The byte layout and the rules for choosing between copies are in `logic::format`.
+
+use crate::dm::{random_bytes, CtrError, Dev, IoKind};
+use crate::logic::format::{
+    choose_log_slot, choose_superblock, log_entry, log_header, log_init, log_push, log_seal, Geometry, Remap,
+    Replay, Superblock, SuperblockChoice, META_BLOCK,
+};
+use crate::logic::remaps::Entry;
+use kernel::prelude::*;
+
+/// The state of the log's tail: what a commit appends to.
+pub(crate) struct Log {
+    /// The superblock in use.
+    pub(crate) sb: Superblock,
+    /// The tail logical block, encoded, as last written (or empty if never written); also
+    /// the buffer it is written from.
+    tail: KVVec<u8>,
+    /// The slot holding the tail's durable version.
+    pub(crate) tail_slot: u32,
+    /// Whether the tail has a durable version at all.
+    pub(crate) tail_written: bool,
+    /// Sequence number of the last commit.
+    pub(crate) seq: u64,
+    /// Next pool block to allocate.
+    pub(crate) next_free: u64,
+}
+
+/// A loaded spare: the log state and the remaps it records, sorted by main block.
+pub(crate) struct Loaded {
+    pub(crate) log: Log,
+    pub(crate) entries: KVVec<Entry>,
+}
+
+fn err(code: Error, msg: &'static core::ffi::CStr) -> CtrError {
+    CtrError { code, msg }
+}
+
+fn meta_buf(len: usize) -> Result<KVVec<u8>, CtrError> {
+    KVVec::from_elem(0u8, len, GFP_KERNEL).map_err(|_| err(ENOMEM, c"Cannot allocate metadata buffer"))
+}
+
+fn as_block(b: &[u8]) -> &[u8; META_BLOCK] {
+    // Callers pass META_BLOCK-sized slices of their buffers; a short one reads as blank.
+    static ZERO: [u8; META_BLOCK] = [0; META_BLOCK];
+    b.get(..META_BLOCK).and_then(|b| b.try_into().ok()).unwrap_or(&ZERO)
+}
+
+fn as_block_mut(b: &mut [u8]) -> Option<&mut [u8; META_BLOCK]> {
+    b.get_mut(..META_BLOCK).and_then(|b| b.try_into().ok())
+}
+
+/// Reads the spare's metadata, formatting a blank spare if `format` is set.
+///
+/// Refuses (never overwrites) a spare whose metadata is corrupt in every copy, belongs to
+/// a main device of another length, uses another block size, or is larger than the device.
+pub(crate) fn load(spare: &Dev, block_size: u32, main_sectors: u64, format: bool) -> Result<Loaded, CtrError> {
+    let mut buf = meta_buf(2 * META_BLOCK)?;
+    spare
+        .rw_sync(0, buf.as_mut_slice(), IoKind::Read)
+        .map_err(|e| err(e, c"Cannot read the spare's superblocks"))?;
+    let (a, b) = buf.as_slice().split_at(META_BLOCK);
+    let sb = match choose_superblock(as_block(a), as_block(b)) {
+        SuperblockChoice::Valid(sb) => sb,
+        SuperblockChoice::Blank if format => return format_spare(spare, block_size, main_sectors),
+        SuperblockChoice::Blank => {
+            return Err(CtrError::inval(c"Spare holds no dm-remap metadata (add the format feature to initialise it)"))
+        }
+        SuperblockChoice::Corrupt => return Err(CtrError::inval(c"Spare metadata is corrupt in every copy")),
+    };
+    if sb.main_sectors != main_sectors {
+        return Err(CtrError::inval(c"Spare metadata belongs to another main device (length differs)"));
+    }
+    if sb.geometry.block_size != block_size {
+        return Err(CtrError::inval(c"Spare metadata was formatted with another block_size"));
+    }
+    if sb.geometry.end_bytes() > spare.sectors() * 512 {
+        return Err(CtrError::inval(c"Spare device is smaller than its metadata says"));
+    }
+    replay(spare, sb)
+}
+
+/// Writes a new superblock (both copies) on a blank spare.
+fn format_spare(spare: &Dev, block_size: u32, main_sectors: u64) -> Result<Loaded, CtrError> {
+    let geometry = Geometry::compute(spare.sectors() * 512, block_size)
+        .ok_or(CtrError::inval(c"Spare device too small for metadata and one spare block"))?;
+    let mut uuid = [0u8; 16];
+    random_bytes(&mut uuid);
+    let sb = Superblock { seq: 1, uuid, main_sectors, geometry };
+    let mut buf = meta_buf(2 * META_BLOCK)?;
+    for half in buf.as_mut_slice().chunks_exact_mut(META_BLOCK) {
+        if let Ok(b) = <&mut [u8; META_BLOCK]>::try_from(half) {
+            sb.encode(b);
+        }
+    }
+    spare
+        .rw_sync(0, buf.as_mut_slice(), IoKind::WriteCommit)
+        .map_err(|e| err(e, c"Cannot write the spare's superblocks"))?;
+    pr_info!("formatted spare: {} pool blocks of {} bytes\n", geometry.pool_blocks, block_size);
+    let mut tail = meta_buf(META_BLOCK)?;
+    if let Some(b) = as_block_mut(tail.as_mut_slice()) {
+        log_init(b, &sb.uuid, 0);
+    }
+    Ok(Loaded { log: Log { sb, tail, tail_slot: 0, tail_written: false, seq: 0, next_free: 0 }, entries: KVVec::new() })
+}
+
+/// Replays the log: every acknowledged remap, in a table sorted by main block.
+pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
+    let mut buf = meta_buf(2 * META_BLOCK)?;
+    let mut tail = meta_buf(META_BLOCK)?;
+    if let Some(b) = as_block_mut(tail.as_mut_slice()) {
+        log_init(b, &sb.uuid, 0);
+    }
+    let mut entries: KVVec<Entry> = KVVec::new();
+    let mut r = Replay::default();
+    let (mut tail_slot, mut tail_written) = (0, false);
+    let mut last_spare: Option<u64> = None;
+    for index in 0..sb.geometry.log_blocks {
+        spare
+            .rw_sync(Geometry::log_slot_sector(index, 0), buf.as_mut_slice(), IoKind::Read)
+            .map_err(|e| err(e, c"Cannot read the spare's remap log"))?;
+        let (s0, s1) = buf.as_slice().split_at(META_BLOCK);
+        let Some((h, slot)) = choose_log_slot(as_block(s0), as_block(s1), &sb, index) else { break };
+        if !r.accept(&h) {
+            break;
+        }
+        let chosen = as_block(if slot == 0 { s0 } else { s1 });
+        for i in 0..h.count as usize {
+            let e = log_entry(chosen, i);
+            // Pool blocks are handed out in order, so along the log they strictly increase:
+            // this also proves no pool block is used twice.
+            if last_spare.is_some_and(|l| e.spare <= l) {
+                return Err(CtrError::inval(c"Spare metadata is inconsistent (pool blocks out of order)"));
+            }
+            last_spare = Some(e.spare);
+            entries
+                .push(Entry { main: e.main, spare: e.spare }, GFP_KERNEL)
+                .map_err(|_| err(ENOMEM, c"Cannot allocate the remap table"))?;
+        }
+        tail.as_mut_slice().copy_from_slice(chosen);
+        tail_slot = slot;
+        tail_written = true;
+    }
+    let s = entries.as_mut_slice();
+    s.sort_unstable_by_key(|e| e.main);
+    if s.windows(2).any(|w| w[0].main == w[1].main) {
+        return Err(CtrError::inval(c"Spare metadata is inconsistent (a block remapped twice)"));
+    }
+    Ok(Loaded { log: Log { sb, tail, tail_slot, tail_written, seq: r.seq, next_free: r.next_free }, entries })
+}
+
+impl Log {
+    /// Pool blocks not yet handed out.
+    pub(crate) fn free_blocks(&self) -> u64 {
+        self.sb.geometry.pool_blocks - self.next_free
+    }
+
+    /// Hands out the next pool block, if any is left.
+    pub(crate) fn allocate(&mut self) -> Option<u64> {
+        (self.next_free < self.sb.geometry.pool_blocks).then(|| {
+            self.next_free += 1;
+            self.next_free - 1
+        })
+    }
+
+    /// Makes `new` durable: appends them to the log in new versions of the tail block (never
+    /// over its durable version) and further blocks. The first write carries a preflush, so
+    /// the relocated data written before it is durable first; every write is FUA.
+    pub(crate) fn commit(&mut self, spare: &Dev, new: &[Remap]) -> Result {
+        let seq = self.seq + 1;
+        let next_free = self.next_free;
+        let uuid = self.sb.uuid;
+        let log_blocks = self.sb.geometry.log_blocks;
+        let b = as_block_mut(self.tail.as_mut_slice()).ok_or(EINVAL)?;
+        let mut i = 0;
+        let mut first = true;
+        while i < new.len() {
+            let h = log_header(b);
+            if h.is_full() {
+                if h.index + 1 >= log_blocks {
+                    // The log holds one entry per pool block, so this cannot happen.
+                    return Err(ENOSPC);
+                }
+                log_init(b, &uuid, h.index + 1);
+                self.tail_written = false;
+            }
+            while i < new.len() && log_push(b, new[i]) {
+                i += 1;
+            }
+            log_seal(b, seq, next_free);
+            let slot = if self.tail_written { 1 - self.tail_slot } else { 0 };
+            let kind = if first { IoKind::WriteCommit } else { IoKind::WriteFua };
+            spare.rw_sync(Geometry::log_slot_sector(log_header(b).index, slot), &mut b[..], kind)?;
+            first = false;
+            self.tail_slot = slot;
+            self.tail_written = true;
+        }
+        self.seq = seq;
+        Ok(())
+    }
+}

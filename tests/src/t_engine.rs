@@ -1,0 +1,254 @@
+//! The remap engine: relocation of failed writes, pending blocks, spare exhaustion, flushes,
+//! persistence, and refusal of bad metadata.
+
+use crate::harness::*;
+use anyhow::{bail, ensure, Context, Result};
+use dm_remap_logic::format::{log_decode, log_entry, Geometry, Superblock, META_BLOCK};
+
+pub const TESTS: &[crate::Test] = &[
+    ("engine_write_error_relocates", write_error_relocates),
+    ("engine_multiblock_write_relocates_only_bad_block", multiblock_write),
+    ("engine_read_error_pending_then_write_relocates", read_error_pending),
+    ("engine_spare_full", spare_full),
+    ("engine_flush_reaches_spare", flush_reaches_spare),
+    ("engine_persists_suspend_reload_recreate", persists),
+    ("engine_bad_metadata_refused", bad_metadata),
+];
+
+const MIB: u64 = 1 << 20;
+const BS: u64 = 4096;
+
+fn expect_status(name: &str, want: &[String]) -> Result<()> {
+    expect_eq(&format!("dmsetup status {name}"), status_fields(name)?, want.to_vec())
+}
+
+/// `<remaps> <pool blocks> <free> <pending> <seq> <state>`.
+fn st(remaps: u64, pool: u64, free: u64, pending: u64, seq: u64, state: &str) -> Vec<String> {
+    [remaps.to_string(), pool.to_string(), free.to_string(), pending.to_string(), seq.to_string(), state.into()].to_vec()
+}
+
+fn read_block(spare: &str, g: &Geometry, pool_block: u64) -> Result<Vec<u8>> {
+    Ok(read_at(spare, (g.pool_start + pool_block * 8) * 512, BS as usize)?)
+}
+
+/// A write to a bad block succeeds, reads back, sits in the pool where the log says, and
+/// the bad block is never touched again.
+fn write_error_relocates() -> Result<()> {
+    let bad = BadMain::new("wr", 16 * MIB, &[(10, 1)])?;
+    let spare = LoopDev::new("wr-spare", 4 * MIB)?;
+    let g = geometry(4 * MIB)?;
+    let n = 16 * MIB / 512;
+    let dm = DmDev::create("t-wr", &format!("0 {n} remap {} {} 1 format", bad.path(), spare.path))?;
+    expect_status(&dm.name, &st(0, g.pool_blocks, g.pool_blocks, 0, 0, "operational"))?;
+    let a = pattern(10, BS as usize);
+    write_at(&dm.path, 10 * BS, &a).context("write to the bad block")?;
+    expect_status(&dm.name, &st(1, g.pool_blocks, g.pool_blocks - 1, 0, 1, "operational"))?;
+    expect_eq("read back through the target", read_at(&dm.path, 10 * BS, BS as usize)?, a.clone())?;
+    expect_eq("data in pool block 0", read_block(&spare.path, &g, 0)?, a)?;
+
+    // The log on the spare, decoded by the host-side format code: one entry, 10 -> 0.
+    let sbs = read_at(&spare.path, 0, META_BLOCK)?;
+    let sb = Superblock::decode(sbs.as_slice().try_into()?).map_err(|e| anyhow::anyhow!("superblock: {e:?}"))?;
+    let slot = read_at(&spare.path, Geometry::log_slot_sector(0, 0) * 512, META_BLOCK)?;
+    let slot: &[u8; META_BLOCK] = slot.as_slice().try_into()?;
+    let h = log_decode(slot, &sb, 0).map_err(|e| anyhow::anyhow!("log: {e:?}"))?;
+    let entries: Vec<(u64, u64)> = (0..h.count as usize).map(|i| log_entry(slot, i)).map(|r| (r.main, r.spare)).collect();
+    expect_eq("log entries", entries, vec![(10, 0)])?;
+
+    // Rewrite and reread the block: the main device sees none of it; the same pool block
+    // is reused.
+    let main_blk = dm_blkdev(&bad.dm.name)?;
+    let before = io_counts(&main_blk)?;
+    let b = pattern(11, BS as usize);
+    write_at(&dm.path, 10 * BS, &b)?;
+    expect_eq("reread", read_at(&dm.path, 10 * BS, BS as usize)?, b.clone())?;
+    expect_eq("main device I/O counts", io_counts(&main_blk)?, before)?;
+    expect_eq("pool block 0 rewritten", read_block(&spare.path, &g, 0)?, b)?;
+    expect_status(&dm.name, &st(1, g.pool_blocks, g.pool_blocks - 1, 0, 1, "operational"))?;
+
+    // Neighbours still live on the main device.
+    let c = pattern(12, BS as usize);
+    write_at(&dm.path, 11 * BS, &c)?;
+    expect_eq("neighbour on the main device", read_at(&bad.lo.path, 11 * BS, BS as usize)?, c)?;
+    Ok(())
+}
+
+/// A multi-block write over one bad block: the good blocks are rewritten in place, only the
+/// bad one is relocated, and the whole write reads back.
+fn multiblock_write() -> Result<()> {
+    let bad = BadMain::new("mb", 16 * MIB, &[(10, 1)])?;
+    let spare = LoopDev::new("mb-spare", 4 * MIB)?;
+    let g = geometry(4 * MIB)?;
+    let dm = DmDev::create("t-mb", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    let data = pattern(20, 5 * BS as usize);
+    write_at(&dm.path, 8 * BS, &data)?;
+    expect_status(&dm.name, &st(1, g.pool_blocks, g.pool_blocks - 1, 0, 1, "operational"))?;
+    expect_eq("read back", read_at(&dm.path, 8 * BS, data.len())?, data.clone())?;
+    expect_eq("pool block 0 holds block 10", read_block(&spare.path, &g, 0)?, data[2 * BS as usize..3 * BS as usize].to_vec())?;
+    expect_eq("block 9 on main", read_at(&bad.lo.path, 9 * BS, BS as usize)?, data[BS as usize..2 * BS as usize].to_vec())?;
+    Ok(())
+}
+
+/// A read error returns EIO and marks the block pending; the next write relocates it
+/// without touching the main device.
+fn read_error_pending() -> Result<()> {
+    let lo = LoopDev::new("rd", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    let dust = DmDev::create("t-rd-dust", &format!("0 {n} dust {} 0 4096", lo.path))?;
+    dmsetup(&["message", &dust.name, "0", "addbadblock", "20"])?;
+    dmsetup(&["message", &dust.name, "0", "enable"])?;
+    let spare = LoopDev::new("rd-spare", 4 * MIB)?;
+    let g = geometry(4 * MIB)?;
+    let dm = DmDev::create("t-rd", &format!("0 {n} remap {} {} 3 format read_retries 1", dust.path, spare.path))?;
+    match read_at(&dm.path, 20 * BS, BS as usize) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => bail!("reading the bad block: expected EIO, got {other:?}"),
+    }
+    expect_status(&dm.name, &st(0, g.pool_blocks, g.pool_blocks, 1, 0, "operational"))?;
+    ensure!(read_at(&dm.path, 21 * BS, BS as usize).is_ok(), "block 21 must read");
+    let a = pattern(30, BS as usize);
+    write_at(&dm.path, 20 * BS, &a)?;
+    expect_status(&dm.name, &st(1, g.pool_blocks, g.pool_blocks - 1, 0, 1, "operational"))?;
+    expect_eq("read back", read_at(&dm.path, 20 * BS, BS as usize)?, a.clone())?;
+    expect_eq("in the pool", read_block(&spare.path, &g, 0)?, a)?;
+    // dm-dust forgets a bad block when it is written: still bad means the write went to the
+    // spare, not to the main device.
+    let count = dmsetup(&["message", &dust.name, "0", "countbadblocks"])?;
+    ensure!(count.contains("1 badblock"), "dust says {count:?}: the main device was written");
+    Ok(())
+}
+
+/// A pool of 10 blocks: 10 relocations succeed, the 11th write fails with EIO, the state is
+/// spare_full, and an event was raised.
+fn spare_full() -> Result<()> {
+    let g = Geometry::for_pool(10, 4096, u64::MAX).context("layout")?;
+    let spare_bytes = g.end_bytes();
+    expect_eq("pool of the sized spare", geometry(spare_bytes)?.pool_blocks, 10)?;
+    let bad = BadMain::new("full", 16 * MIB, &[(100, 12)])?;
+    let spare = LoopDev::new("full-spare", spare_bytes)?;
+    let dm = DmDev::create("t-full", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    let ev0 = event_nr(&dm.name)?;
+    for b in 100..110 {
+        write_at(&dm.path, b * BS, &pattern(b, BS as usize)).with_context(|| format!("block {b}"))?;
+    }
+    expect_status(&dm.name, &st(10, 10, 0, 0, 10, "spare_full"))?;
+    match write_at(&dm.path, 110 * BS, &pattern(110, BS as usize)) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => bail!("write with the pool full: expected EIO, got {other:?}"),
+    }
+    ensure!(event_nr(&dm.name)? > ev0, "no dm event when the spare filled up");
+    for b in 100..110 {
+        expect_eq(&format!("block {b}"), read_at(&dm.path, b * BS, BS as usize)?, pattern(b, BS as usize))?;
+    }
+    Ok(())
+}
+
+/// dm-log-writes entries: (flags, nr_sectors, mark text).
+fn log_entries(log: &str) -> Result<Vec<(u64, u64, String)>> {
+    let sup = read_at(log, 0, 512)?;
+    let u64at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    ensure!(u64at(&sup, 0) == 0x6a736677736872, "no dm-log-writes superblock");
+    let n = u64at(&sup, 16);
+    let ss = u64::from(u32::from_le_bytes(sup[24..28].try_into()?));
+    let mut at = ss;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let e = read_at(log, at, ss as usize)?;
+        let (nr, flags, len) = (u64at(&e, 8), u64at(&e, 16), u64at(&e, 24) as usize);
+        let mark = if flags & 8 != 0 { String::from_utf8_lossy(&e[32..32 + len.min(ss as usize - 32)]).into_owned() } else { String::new() };
+        out.push((flags, nr, mark));
+        at += ss;
+        if flags & 4 == 0 {
+            at += nr * ss;
+        }
+    }
+    Ok(out)
+}
+
+/// fsync through the target sends a flush to the spare too (dm-log-writes on the spare
+/// records it).
+fn flush_reaches_spare() -> Result<()> {
+    let main = LoopDev::new("fl-main", 16 * MIB)?;
+    let sdata = LoopDev::new("fl-sdata", 4 * MIB)?;
+    let slog = LoopDev::new("fl-slog", 16 * MIB)?;
+    let lw = DmDev::create("t-fl-lw", &format!("0 {} log-writes {} {}", 4 * MIB / 512, sdata.path, slog.path))?;
+    let dm = DmDev::create("t-fl", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, main.path, lw.path))?;
+    dmsetup(&["message", &lw.name, "0", "mark", "before"])?;
+    write_at(&dm.path, 0, &pattern(40, BS as usize))?; // O_DIRECT write, then fsync
+    dmsetup(&["message", &lw.name, "0", "mark", "after"])?;
+    let entries = log_entries(&slog.path)?;
+    let pos = |m: &str| entries.iter().position(|e| e.2.starts_with(m));
+    let (b, a) = (pos("before").context("mark before")?, pos("after").context("mark after")?);
+    let flushes = entries[b..a].iter().filter(|e| e.0 & 1 != 0 && e.1 == 0).count();
+    ensure!(flushes >= 1, "no empty flush reached the spare between the marks: {:?}", &entries[b..=a]);
+    let writes = entries[b..a].iter().filter(|e| e.1 > 0).count();
+    expect_eq("data writes to the spare (none: nothing was relocated)", writes, 0)?;
+    Ok(())
+}
+
+/// Remaps survive suspend/resume, a table reload, and remove + create (with and without
+/// `format`, which never overwrites valid metadata).
+fn persists() -> Result<()> {
+    let bad = BadMain::new("per", 16 * MIB, &[(5, 1)])?;
+    let spare = LoopDev::new("per-spare", 4 * MIB)?;
+    let g = geometry(4 * MIB)?;
+    let n = 16 * MIB / 512;
+    let table = format!("0 {n} remap {} {} 1 format", bad.path(), spare.path);
+    let a = pattern(50, BS as usize);
+    let check = |name: &str, what: &str| -> Result<()> {
+        expect_eq(what, read_at(&format!("/dev/mapper/{name}"), 5 * BS, BS as usize)?, a.clone())?;
+        expect_status(name, &st(1, g.pool_blocks, g.pool_blocks - 1, 0, 1, "operational"))
+    };
+    {
+        let dm = DmDev::create("t-per", &table)?;
+        write_at(&dm.path, 5 * BS, &a)?;
+        check(&dm.name, "after relocation")?;
+        dmsetup(&["suspend", &dm.name])?;
+        dmsetup(&["resume", &dm.name])?;
+        check(&dm.name, "after suspend/resume")?;
+        dmsetup(&["reload", &dm.name, "--table", &table])?;
+        dmsetup(&["resume", &dm.name])?;
+        check(&dm.name, "after table reload")?;
+    }
+    {
+        let dm = DmDev::create("t-per", &format!("0 {n} remap {} {}", bad.path(), spare.path))?;
+        check(&dm.name, "after remove + create")?;
+    }
+    let dm = DmDev::create("t-per", &table)?;
+    check(&dm.name, "after remove + create with format")?;
+    Ok(())
+}
+
+/// Metadata that does not fit is refused with its reason, and never overwritten.
+fn bad_metadata() -> Result<()> {
+    let main = LoopDev::new("bm-main", 16 * MIB)?;
+    let spare = LoopDev::new("bm-spare", 4 * MIB)?;
+    let n = 16 * MIB / 512;
+    let (m, s) = (main.path.as_str(), spare.path.as_str());
+    drop(DmDev::create("t-bm", &format!("0 {n} remap {m} {s} 1 format"))?);
+    let original = read_at(s, 0, 2 * META_BLOCK)?;
+    let mut kmsg = Kmsg::open()?;
+    let mut refused = |table: String, want: &str| -> Result<()> {
+        kmsg.drain();
+        cmd_fails("dmsetup", &["create", "t-bm", "--table", &table])?;
+        let log = kmsg.drain();
+        ensure!(log.iter().any(|l| l.contains(want)), "{table:?}: kernel log lacks {want:?}: {log:?}");
+        ensure!(!dm_exists("t-bm"), "{table:?}: device left behind");
+        Ok(())
+    };
+    refused(format!("0 {} remap {m} {s} 1 format", n / 2), "Spare metadata belongs to another main device (length differs)")?;
+    refused(format!("0 {n} remap {m} {s} 2 block_size 8192"), "Spare metadata was formatted with another block_size")?;
+    // One corrupt copy is survivable...
+    let mut sb = original.clone();
+    sb[100] ^= 0xff;
+    write_at(s, 0, &sb)?;
+    drop(DmDev::create("t-bm", &format!("0 {n} remap {m} {s}"))?);
+    // ...both are not, even with `format`.
+    sb[META_BLOCK + 100] ^= 0xff;
+    write_at(s, 0, &sb)?;
+    refused(format!("0 {n} remap {m} {s} 1 format"), "Spare metadata is corrupt in every copy")?;
+    expect_eq("corrupt superblocks left as they were", read_at(s, 0, 2 * META_BLOCK)?, sb)?;
+    let tiny = LoopDev::new("bm-tiny", 16384)?;
+    refused(format!("0 {n} remap {m} {} 1 format", tiny.path), "Spare device too small for metadata and one spare block")?;
+    Ok(())
+}
