@@ -255,6 +255,20 @@ mod tests {
     }
 }
 
+/// dm devices and attached loop devices that exist now (a test must leave none).
+pub fn leftover_devices() -> Vec<String> {
+    let mut v = Vec::new();
+    if let Ok(ls) = dmsetup(&["ls"]) {
+        v.extend(ls.lines().filter(|l| !l.contains("No devices found") && !l.trim().is_empty()).map(|l| {
+            format!("dm {}", l.split_whitespace().next().unwrap_or(""))
+        }));
+    }
+    if let Ok(lo) = cmd("losetup", &["-a"]) {
+        v.extend(lo.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("loop {l}")));
+    }
+    v
+}
+
 /// The fields `dmsetup status` prints after `<start> <len> <target>`.
 pub fn status_fields(name: &str) -> Result<Vec<String>> {
     let out = dmsetup(&["status", name])?;
@@ -290,41 +304,47 @@ pub fn event_nr(name: &str) -> Result<u64> {
 /// A main device whose listed 4 KiB blocks fail every read and write: dm-linear over a loop
 /// device with dm-error over the bad ranges (as a disk with unreadable, unwritable sectors).
 pub struct BadMain {
+    /// The composite device (declared first: removed before the loop device goes).
+    pub dm: DmDev,
     /// The loop device underneath (its data at the bad blocks is whatever was there).
     pub lo: LoopDev,
-    /// The composite device.
-    pub dm: DmDev,
 }
 
 impl BadMain {
     /// `bytes` of device with the 4 KiB blocks in `bad` (sorted, each `(first, count)`) failing.
     pub fn new(tag: &str, bytes: u64, bad: &[(u64, u64)]) -> Result<Self> {
         let lo = LoopDev::new(tag, bytes)?;
-        let table = Self::table(&lo, bytes / 512, bad);
-        let dm = DmDev::create(&format!("{tag}-main"), &table)?;
-        Ok(Self { lo, dm })
-    }
-
-    fn table(lo: &LoopDev, sectors: u64, bad: &[(u64, u64)]) -> String {
-        let mut lines = Vec::new();
-        let mut at = 0u64;
-        for &(first, count) in bad {
-            let (s, n) = (first * 8, count * 8);
-            if s > at {
-                lines.push(format!("{at} {} linear {} {at}", s - at, lo.path));
-            }
-            lines.push(format!("{s} {n} error"));
-            at = s + n;
-        }
-        if at < sectors {
-            lines.push(format!("{at} {} linear {} {at}", sectors - at, lo.path));
-        }
-        lines.join("\n")
+        let dm = bad_device(&format!("{tag}-main"), &lo.path, bytes / 512, bad)?;
+        Ok(Self { dm, lo })
     }
 
     /// `/dev/mapper/...` of the composite device.
     pub fn path(&self) -> &str {
         &self.dm.path
+    }
+}
+
+/// The first `sectors` of `base`, with the 4 KiB blocks in `bad` failing every I/O.
+pub fn bad_device(name: &str, base: &str, sectors: u64, bad: &[(u64, u64)]) -> Result<DmDev> {
+    DmDev::create(name, &bad_table(base, sectors, bad))
+}
+
+fn bad_table(base: &str, sectors: u64, bad: &[(u64, u64)]) -> String {
+    {
+        let mut lines = Vec::new();
+        let mut at = 0u64;
+        for &(first, count) in bad {
+            let (s, n) = (first * 8, count * 8);
+            if s > at {
+                lines.push(format!("{at} {} linear {base} {at}", s - at));
+            }
+            lines.push(format!("{s} {n} error"));
+            at = s + n;
+        }
+        if at < sectors {
+            lines.push(format!("{at} {} linear {base} {at}", sectors - at));
+        }
+        lines.join("\n")
     }
 }
 

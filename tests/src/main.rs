@@ -18,6 +18,10 @@ use std::time::Instant;
 /// A test: its name and body.
 pub type Test = (&'static str, fn() -> anyhow::Result<()>);
 
+/// A test across a reboot: its name, the part before, the part after (on /dev/vda, the disk
+/// `cargo xtask test` keeps between its two boots).
+pub type RebootTest = (&'static str, fn() -> anyhow::Result<()>, fn() -> anyhow::Result<()>);
+
 fn all_tests() -> Vec<Test> {
     let mut v = Vec::new();
     v.extend_from_slice(t_foundation::TESTS);
@@ -34,16 +38,27 @@ fn main() {
         }
         return;
     }
-    let filter = match args.as_slice() {
+    let (after_reboot, rest) = match args.split_first() {
+        Some((a, rest)) if a == "--after-reboot" => (true, rest),
+        _ => (false, args.as_slice()),
+    };
+    let filter = match rest {
         [] => None,
         [f, v] if f == "--filter" => Some(v.clone()),
         _ => {
-            eprintln!("usage: vmtest [--filter SUBSTRING] | vmtest demo");
+            eprintln!("usage: vmtest [--after-reboot] [--filter SUBSTRING] | vmtest demo");
             std::process::exit(2);
         }
     };
-    let tests: Vec<Test> =
-        all_tests().into_iter().filter(|(n, _)| filter.as_ref().map_or(true, |f| n.contains(f.as_str()))).collect();
+    let mut tests: Vec<(String, fn() -> anyhow::Result<()>)> = Vec::new();
+    if !after_reboot {
+        tests.extend(all_tests().into_iter().map(|(n, f)| (n.to_string(), f)));
+    }
+    for (n, before, after) in t_engine::REBOOT_TESTS {
+        let (phase, f) = if after_reboot { ("after reboot", *after) } else { ("before reboot", *before) };
+        tests.push((format!("{n} ({phase})"), f));
+    }
+    tests.retain(|(n, _)| filter.as_ref().map_or(true, |f| n.contains(f.as_str())));
     let mut kmsg = match Kmsg::open() {
         Ok(k) => k,
         Err(e) => {
@@ -58,16 +73,19 @@ fn main() {
         println!("--- FAIL boot: kernel reported a bug during boot:\n    {}", boot_bugs.join("\n    "));
         failed += 1;
     }
-    for (name, body) in tests {
+    for (name, body) in &tests {
+        let (name, body) = (name.as_str(), *body);
         println!("=== RUN {name}");
         let start = Instant::now();
         kmsg.drain();
         let result = std::panic::catch_unwind(body);
         let bugs: Vec<String> = kmsg.drain().into_iter().filter(|l| is_kernel_bug(l)).collect();
+        let leftovers = harness::leftover_devices();
         let verdict = match result {
             Err(_) => Err("the test panicked".to_string()),
             Ok(Err(e)) => Err(format!("{e:#}")),
             Ok(Ok(())) if !bugs.is_empty() => Err(format!("kernel log gained:\n    {}", bugs.join("\n    "))),
+            Ok(Ok(())) if !leftovers.is_empty() => Err(format!("left devices behind: {}", leftovers.join(", "))),
             Ok(Ok(())) => Ok(()),
         };
         let secs = start.elapsed().as_secs_f64();

@@ -15,6 +15,9 @@ pub const TESTS: &[crate::Test] = &[
     ("engine_bad_metadata_refused", bad_metadata),
 ];
 
+/// Tests that span the reboot between `cargo xtask test`'s two boots.
+pub const REBOOT_TESTS: &[crate::RebootTest] = &[("engine_persists_reboot", reboot_before, reboot_after)];
+
 const MIB: u64 = 1 << 20;
 const BS: u64 = 4096;
 
@@ -251,4 +254,33 @@ fn bad_metadata() -> Result<()> {
     let tiny = LoopDev::new("bm-tiny", 16384)?;
     refused(format!("0 {n} remap {m} {} 1 format", tiny.path), "Spare device too small for metadata and one spare block")?;
     Ok(())
+}
+
+/// The persistent disk's layout: main (32 MiB, block 7 bad) then spare (4 MiB).
+/// Returned in creation order; bind them in that order so they drop (are removed) in reverse.
+fn reboot_devices(format: bool) -> Result<(DmDev, DmDev, DmDev)> {
+    let vda = "/dev/vda";
+    ensure!(std::path::Path::new(vda).exists(), "no persistent disk /dev/vda (run through `cargo xtask test`)");
+    let main = bad_device("rb-main", vda, 32 * MIB / 512, &[(7, 1)])?;
+    let spare = DmDev::create("rb-spare", &format!("0 {} linear {vda} {}", 4 * MIB / 512, 32 * MIB / 512))?;
+    let f = if format { " 1 format" } else { "" };
+    let dm = DmDev::create("rb", &format!("0 {} remap {} {}{f}", 32 * MIB / 512, main.path, spare.path))?;
+    Ok((main, spare, dm))
+}
+
+fn reboot_before() -> Result<()> {
+    let (_main, _spare, dm) = reboot_devices(true)?;
+    write_at(&dm.path, 7 * BS, &pattern(70, BS as usize))?;
+    write_at(&dm.path, 8 * BS, &pattern(80, BS as usize))?;
+    let g = geometry(4 * MIB)?;
+    expect_status(&dm.name, &st(1, g.pool_blocks, g.pool_blocks - 1, 0, 1, "operational"))
+}
+
+fn reboot_after() -> Result<()> {
+    // No `format`: the spare must carry its metadata across the reboot.
+    let (_main, _spare, dm) = reboot_devices(false)?;
+    let g = geometry(4 * MIB)?;
+    expect_status(&dm.name, &st(1, g.pool_blocks, g.pool_blocks - 1, 0, 1, "operational"))?;
+    expect_eq("relocated block after reboot", read_at(&dm.path, 7 * BS, BS as usize)?, pattern(70, BS as usize))?;
+    expect_eq("main-device block after reboot", read_at(&dm.path, 8 * BS, BS as usize)?, pattern(80, BS as usize))
 }

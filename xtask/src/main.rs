@@ -43,6 +43,9 @@ enum Cmd {
         /// Seconds before the VM is killed.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Attach this raw image as /dev/vda.
+        #[arg(long)]
+        disk: Option<std::path::PathBuf>,
         /// The command to run in the guest.
         #[arg(last = true)]
         cmd: Vec<String>,
@@ -96,16 +99,19 @@ fn real_main() -> Result<i32> {
             kernel::kernel(&paths, flavor(debug)).map(|_| 0)
         }
         Cmd::Build { debug } => prepare(&paths, flavor(debug)).map(|_| 0),
-        Cmd::Vm { debug, timeout, cmd } => {
+        Cmd::Vm { debug, timeout, disk, cmd } => {
             let (kernel, module) = prepare(&paths, flavor(debug))?;
+            // The test runner is there too, for running single tests by hand.
+            let runner = test::build_vmtest(&paths)?;
             let opts = vm::VmOptions {
                 kernel,
                 module,
-                extra: Vec::new(),
+                extra: vec![("usr/bin/vmtest".into(), runner)],
                 cmd: if cmd.is_empty() { None } else { Some(vm::shell_join(&cmd)) },
                 timeout,
                 icount: false,
                 append: String::new(),
+                disk,
             };
             Ok(vm::run(&paths, &opts)?.status)
         }
@@ -121,6 +127,7 @@ fn real_main() -> Result<i32> {
                 timeout: 600,
                 icount: false,
                 append: String::new(),
+                disk: None,
             };
             Ok(vm::run(&paths, &opts)?.status)
         }

@@ -92,20 +92,35 @@ fn vm_tests(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut Tally) 
 fn vm_tests_inner(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut Tally) -> Result<()> {
     let (kernel, module) = crate::prepare(paths, flavor)?;
     let runner = build_vmtest(paths)?;
-    let mut cmd = vec!["vmtest".to_string()];
-    if let Some(f) = filter {
-        cmd.extend(["--filter".to_string(), f.to_string()]);
+    // A disk that outlives the first boot, for the tests that check persistence across a
+    // reboot: the second boot runs their second halves.
+    let disk = paths.target().join("vm/persist.img");
+    std::fs::create_dir_all(paths.target().join("vm"))?;
+    let f = std::fs::File::create(&disk)?;
+    f.set_len(64 << 20)?;
+    drop(f);
+    for phase in [None, Some("--after-reboot")] {
+        let mut cmd = vec!["vmtest".to_string()];
+        cmd.extend(phase.map(str::to_string));
+        if let Some(f) = filter {
+            cmd.extend(["--filter".to_string(), f.to_string()]);
+        }
+        let opts = vm::VmOptions {
+            kernel: kernel.clone(),
+            module: module.clone(),
+            extra: vec![("usr/bin/vmtest".into(), runner.clone())],
+            cmd: Some(vm::shell_join(&cmd)),
+            timeout: 1800,
+            icount: false,
+            append: String::new(),
+            disk: Some(disk.clone()),
+        };
+        count_vm_results(&vm::run(paths, &opts)?, t);
     }
-    let opts = vm::VmOptions {
-        kernel,
-        module,
-        extra: vec![("usr/bin/vmtest".into(), runner)],
-        cmd: Some(vm::shell_join(&cmd)),
-        timeout: 1800,
-        icount: false,
-        append: String::new(),
-    };
-    let res = vm::run(paths, &opts)?;
+    Ok(())
+}
+
+fn count_vm_results(res: &vm::VmResult, t: &mut Tally) {
     let (mut passed, mut failed) = (0, 0);
     for line in res.console.lines() {
         if line.starts_with("--- PASS ") {
@@ -121,7 +136,6 @@ fn vm_tests_inner(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut T
         t.failed += 1;
         t.failures.push(format!("vm: the test runner exited with status {} without a failing test", res.status));
     }
-    Ok(())
 }
 
 #[cfg(test)]

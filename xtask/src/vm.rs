@@ -42,6 +42,8 @@ pub struct VmOptions {
     pub icount: bool,
     /// Extra kernel command line.
     pub append: String,
+    /// A raw disk image attached as /dev/vda (kept across boots).
+    pub disk: Option<PathBuf>,
 }
 
 /// The outcome of a boot.
@@ -198,6 +200,14 @@ pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
         .arg(&initrd)
         .arg("-append")
         .arg(&append);
+    if let Some(d) = &opts.disk {
+        // QEMU runs in the build root, which sees only the repository and the cache.
+        let d = &crate::env::absolute(d)?;
+        if !(d.starts_with(&paths.repo) || d.starts_with(&paths.cache)) {
+            bail!("the disk image {} must be inside the repository or the cache, which the VM's root can see", d.display());
+        }
+        c.arg("-drive").arg(format!("file={},format=raw,if=virtio", d.display()));
+    }
     if opts.icount {
         // Guest time counts instructions: fio's figures repeat to ~0.1% (needs one vCPU).
         c.args(["-smp", "1", "-icount", "shift=0,sleep=off", "-cpu", "max"]);
