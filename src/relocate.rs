@@ -9,11 +9,11 @@
 //! is published; only then are the writes completed, successfully. A failure anywhere
 //! completes the affected bios with their original error.
 
-use crate::dm::{BlkStatus, CtrError, HeldBio, IoKind, WorkHandler};
+use crate::dm::{BlkStatus, CtrError, HeldBio, IoKind, RcuWriter, WorkHandler};
 use crate::logic::format::Remap;
 use crate::logic::remaps::{self, Entry, PENDING};
 use crate::metadata;
-use crate::target::{Engine, Meta, PerBio, Routed, State, Table, MAX_BIO_BLOCKS};
+use crate::target::{Engine, Meta, PerBio, Routed, State, Table};
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
@@ -33,8 +33,9 @@ impl Batch {
     fn new() -> Result<Self> {
         Ok(Self {
             bios: KVec::with_capacity(BATCH_BIOS, GFP_KERNEL)?,
-            remaps: KVVec::with_capacity(BATCH_BIOS * MAX_BIO_BLOCKS as usize, GFP_KERNEL)?,
-            pending: KVVec::with_capacity(BATCH_BIOS * MAX_BIO_BLOCKS as usize, GFP_KERNEL)?,
+            // Start small: most batches hold a few blocks; they grow as needed.
+            remaps: KVVec::with_capacity(BATCH_BIOS, GFP_KERNEL)?,
+            pending: KVVec::with_capacity(BATCH_BIOS, GFP_KERNEL)?,
         })
     }
 
@@ -115,17 +116,18 @@ impl Engine {
                     continue;
                 }
             }
-            let existing = remaps::find(self.table.get().entries.as_slice(), block)
+            let existing = remaps::find(self.table.get(&meta.table_w).entries.as_slice(), block)
                 .filter(|e| !e.is_pending())
                 .map(|e| e.spare)
                 .or_else(|| batch.remapped(block));
             let spare = match existing {
                 Some(s) => s,
+                // Room first, so a pool block is never taken without being recorded.
+                None if batch.remaps.reserve(1, GFP_KERNEL).is_err() => return failed,
                 None => match meta.log.allocate() {
                     Some(s) => {
-                        if batch.remaps.push(Remap { main: block, spare: s }, GFP_KERNEL).is_err() {
-                            return failed;
-                        }
+                        // Cannot fail: room was reserved.
+                        let _ = batch.remaps.push(Remap { main: block, spare: s }, GFP_KERNEL);
                         s
                     }
                     None => {
@@ -166,7 +168,7 @@ impl Engine {
             // becomes pending, so its next write is relocated. A block remapped meanwhile
             // stays remapped.
             status = pb.error;
-            let known = remaps::find(self.table.get().entries.as_slice(), block).is_some()
+            let known = remaps::find(self.table.get(&meta.table_w).entries.as_slice(), block).is_some()
                 || batch.remapped(block).is_some();
             if !known && batch.pending.push(Entry { main: block, spare: PENDING }, GFP_KERNEL).is_err() {
                 break;
@@ -189,7 +191,7 @@ impl Engine {
             }
         }
         let add_remaps = if committed { remaps.as_slice() } else { &[] };
-        if (!add_remaps.is_empty() || !pending.is_empty()) && self.publish(add_remaps, pending.as_slice()).is_err() {
+        if (!add_remaps.is_empty() || !pending.is_empty()) && self.publish(&mut meta.table_w, add_remaps, pending.as_slice()).is_err() {
             // Out of memory for the new table: the remaps are durable and will be in the table
             // after the next load, but the bios cannot be acknowledged now.
             committed = false;
@@ -207,11 +209,11 @@ impl Engine {
             bio.per_bio().routed = Routed::Completed;
             bio.complete(st);
         }
-        self.update_counts(self.table.get().entries.as_slice(), &meta.log);
+        self.update_counts(self.table.get(&meta.table_w).entries.as_slice(), &meta.log);
     }
 
     /// Builds and publishes a table with `add` remaps and `pending` blocks merged in.
-    fn publish(&self, add: &[Remap], pending: &[Entry]) -> Result {
+    fn publish(&self, w: &mut RcuWriter, add: &[Remap], pending: &[Entry]) -> Result {
         let mut new: KVVec<Entry> = KVVec::with_capacity(add.len() + pending.len(), GFP_KERNEL)?;
         new.extend_from_slice(pending, GFP_KERNEL)?;
         for r in add {
@@ -219,12 +221,13 @@ impl Engine {
         }
         let n = remaps::sort_dedup(new.as_mut_slice());
         let add = &new.as_slice()[..n];
-        let old = self.table.get().entries.as_slice();
+        let old = self.table.get(w).entries.as_slice();
         let overlap = add.iter().filter(|a| remaps::find(old, a.main).is_some()).count();
         let total = old.len() + n - overlap;
         let mut merged: KVVec<Entry> = KVVec::from_elem(Entry::default(), total, GFP_KERNEL)?;
         remaps::merge(old, add, merged.as_mut_slice());
-        self.table.replace(KBox::new(Table { entries: merged }, GFP_KERNEL)?);
+        let new = KBox::new(Table { entries: merged }, GFP_KERNEL)?;
+        self.table.replace(w, new);
         Ok(())
     }
 }
@@ -238,8 +241,10 @@ pub(crate) fn reload(e: &Engine) -> Result {
         code
     })?;
     meta.log = loaded.log;
-    e.table.replace(KBox::new(Table { entries: loaded.entries }, GFP_KERNEL)?);
-    e.update_counts(e.table.get().entries.as_slice(), &meta.log);
+    let new = KBox::new(Table { entries: loaded.entries }, GFP_KERNEL)?;
+    let meta = &mut *meta;
+    e.table.replace(&mut meta.table_w, new);
+    e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
     if meta.log.free_blocks() == 0 {
         e.set_state(State::SpareFull);
     }

@@ -10,7 +10,7 @@
 
 use crate::dm::{
     self, Args, Bio, BlkStatus, CtrContext, CtrError, DeviceIterator, Dev, EndIo, Limits, MapResult, Op,
-    RcuBox, SavedIter, StatusType, StatusWriter, Target, TargetHandle, Worker,
+    RcuBox, RcuWriter, SavedIter, StatusType, StatusWriter, Target, TargetHandle, Worker,
 };
 use crate::logic::{self, args::TableLine, format::Geometry, remaps::{self, Entry, Route}};
 use crate::metadata::{self, Log};
@@ -87,6 +87,8 @@ pub(crate) struct Table {
 /// Everything the worker changes, under one lock.
 pub(crate) struct Meta {
     pub(crate) log: Log,
+    /// The right to read the table without RCU and to replace it.
+    pub(crate) table_w: RcuWriter,
     /// One relocation block of data.
     pub(crate) data: KVVec<u8>,
 }
@@ -196,7 +198,7 @@ impl Target for Remap {
         let nomem = |_| CtrError { code: ENOMEM, msg: c"Cannot allocate target state" };
         let data = KVVec::from_elem(0u8, line.block_size as usize, GFP_KERNEL).map_err(nomem)?;
         let worker = Worker::new(c"kdmremapd").map_err(|code| CtrError { code, msg: c"Cannot create workqueue" })?;
-        let table = RcuBox::new(KBox::new(Table { entries: loaded.entries }, GFP_KERNEL).map_err(nomem)?);
+        let (table, table_w) = RcuBox::new(KBox::new(Table { entries: loaded.entries }, GFP_KERNEL).map_err(nomem)?);
         let log = loaded.log;
         let handle = ctx.handle();
         let e = Arc::pin_init(
@@ -210,7 +212,7 @@ impl Target for Remap {
                 bs_sectors,
                 len,
                 table,
-                meta <- kernel::new_mutex!(Meta { log, data }, "dm_remap_meta"),
+                meta <- kernel::new_mutex!(Meta { log, table_w, data }, "dm_remap_meta"),
                 state: AtomicU8::new(State::Operational as u8),
                 event_pending: AtomicBool::new(false),
                 resumed: AtomicBool::new(false),
@@ -225,7 +227,7 @@ impl Target for Remap {
         e.worker.bind(&*e);
         {
             let meta = e.meta.lock();
-            e.update_counts(e.table.get().entries.as_slice(), &meta.log);
+            e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
             if meta.log.free_blocks() == 0 {
                 e.state.store(State::SpareFull as u8, Ordering::Relaxed);
             }

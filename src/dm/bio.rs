@@ -68,9 +68,8 @@ fn op_of(bio: *const bindings::bio) -> Op {
 /// # Safety
 /// `bio` must be a clone of a target whose per-bio type is `P`.
 unsafe fn per_bio_ptr<P>(bio: *mut bindings::bio) -> *mut P {
-    // SAFETY: per the contract the area exists and has the size of `P`; dm aligns it for any
-    // type (it follows a pointer-aligned struct and `P` has no larger alignment: checked at
-    // registration).
+    // dm aligns the area for any `P` with at most pointer alignment (checked at registration).
+    // SAFETY: per the contract the area exists and has the size of `P`.
     unsafe { bindings::dm_per_bio_data(bio, core::mem::size_of::<P>()).cast::<P>() }
 }
 
@@ -202,8 +201,8 @@ impl<P: Copy> HeldBio<P> {
 
     /// Copies `dst.len()` bytes of the bio's data, from `skip` bytes after `start`.
     pub(crate) fn copy_out(&self, start: &SavedIter, skip: u32, dst: &mut [u8]) {
-        // SAFETY: the bio's pages are alive until it completes; `start` was saved from this
-        // bio; the copy is bounded by both the iterator and `dst.len()`.
+        // The copy is bounded by both the iterator and `dst.len()`.
+        // SAFETY: the bio's pages live until it completes; `start` was saved from this bio.
         unsafe {
             bindings::dmr_bio_copy_out(self.bio, &start.0, skip, dst.as_mut_ptr().cast(), dst.len() as u32)
         };

@@ -30,8 +30,8 @@ impl Dev {
             IoKind::WriteFua => DMR_REQ_OP_WRITE | DMR_REQ_SYNC | DMR_REQ_FUA,
             IoKind::WriteCommit => DMR_REQ_OP_WRITE | DMR_REQ_SYNC | DMR_REQ_PREFLUSH | DMR_REQ_FUA,
         };
-        // SAFETY: the bdev is open; `buf` is a valid heap buffer of `buf.len()` bytes that
-        // outlives the call (the I/O is waited for).
+        // The I/O is waited for, so `buf` outlives it.
+        // SAFETY: the bdev is open; `buf` is a valid heap buffer of `buf.len()` bytes.
         let ret = unsafe {
             bindings::dmr_rw_sync(self.bdev(), sector, buf.as_mut_ptr().cast(), buf.len() as u32, opf)
         };

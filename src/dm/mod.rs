@@ -17,7 +17,7 @@ mod worker;
 pub(crate) use bio::{Bio, BlkStatus, HeldBio, Op, SavedIter};
 pub(crate) use dev::Dev;
 pub(crate) use io::{crc32_le, random_bytes, IoKind};
-pub(crate) use rcu::RcuBox;
+pub(crate) use rcu::{RcuBox, RcuWriter};
 pub(crate) use worker::{WorkHandler, Worker};
 
 use core::cell::UnsafeCell;
@@ -166,8 +166,7 @@ impl<'a> Args<'a> {
         if p.is_null() {
             return None;
         }
-        // SAFETY: device-mapper passes `argc` pointers to NUL-terminated strings that stay
-        // valid for the whole constructor call, which outlives `'a`.
+        // SAFETY: dm passes NUL-terminated strings valid for the ctr call, which outlives `'a`.
         Some(unsafe { CStr::from_ptr(p) })
     }
 
@@ -194,8 +193,7 @@ impl CtrContext<'_> {
 
     /// Opens a device named by a path or `major:minor`, with the table's mode.
     pub(crate) fn get_device(&mut self, path: &CStr) -> Result<Dev> {
-        // SAFETY: `ti` is valid (type invariant) and `ti->table` is set before the
-        // constructor runs.
+        // SAFETY: `ti` is valid (type invariant); `ti->table` is set before the ctr runs.
         let mode = unsafe { bindings::dm_table_get_mode((*self.ti).table) };
         let mut dev: *mut bindings::dm_dev = core::ptr::null_mut();
         // SAFETY: `ti` is valid; `path` is NUL-terminated; `dev` is a valid out pointer.
@@ -203,8 +201,7 @@ impl CtrContext<'_> {
         if ret != 0 {
             return Err(Error::from_errno(ret));
         }
-        // SAFETY: `dm_get_device` succeeded, so `dev` is an open device of this target,
-        // released only by the returned `Dev`.
+        // SAFETY: `dm_get_device` succeeded: `dev` is an open device of `ti`, now owned by `Dev`.
         Ok(unsafe { Dev::from_raw(self.ti, dev) })
     }
 
@@ -250,8 +247,7 @@ impl DeviceIterator<'_> {
             return;
         }
         if let Some(f) = self.f {
-            // SAFETY: `f` and `data` came from device-mapper for this call; `dev` is an
-            // open device of `ti`.
+            // SAFETY: `f` and `data` come from dm for this call; `dev` is an open device of `ti`.
             self.ret = unsafe { f(self.ti, dev.as_ptr(), start, len, self.data) };
         }
     }
@@ -317,8 +313,7 @@ impl<T: Target> Registration<T> {
             ..Default::default()
         };
         let tt = KBox::new(UnsafeCell::new(tt), GFP_KERNEL)?;
-        // SAFETY: `tt` is a fully initialised target type at a stable heap address that
-        // lives until `drop` unregisters it.
+        // SAFETY: `tt` is initialised, at a stable heap address, alive until `drop` unregisters.
         let ret = unsafe { bindings::dm_register_target(tt.get()) };
         if ret != 0 {
             return Err(Error::from_errno(ret));
@@ -329,8 +324,8 @@ impl<T: Target> Registration<T> {
 
 impl<T: Target> Drop for Registration<T> {
     fn drop(&mut self) {
-        // SAFETY: the target type was registered in `new`. Module unload only happens when
-        // no table uses it, so no callback can run after this.
+        // Module unload only happens when no table uses the type: no callback runs after this.
+        // SAFETY: the target type was registered in `new`.
         unsafe { bindings::dm_unregister_target(self.tt.get()) };
     }
 }
@@ -380,8 +375,7 @@ unsafe extern "C" fn ctr_callback<T: Target>(
 }
 
 unsafe extern "C" fn dtr_callback<T: Target>(ti: *mut bindings::dm_target) {
-    // SAFETY: `dtr` is only called after a successful `ctr`, which stored a `KBox<T>`;
-    // nothing uses it afterwards.
+    // SAFETY: `dtr` follows a successful `ctr`, which stored a `KBox<T>`; nothing uses it after.
     drop(unsafe { KBox::from_raw((*ti).private as *mut T) });
 }
 
@@ -391,8 +385,7 @@ unsafe extern "C" fn map_callback<T: Target>(
 ) -> c_int {
     // SAFETY: `map` runs on a constructed target.
     let t = unsafe { target_of::<T>(ti) };
-    // SAFETY: device-mapper hands us exclusive use of a valid clone bio of this target
-    // (whose per-bio type is `T::PerBio`) for this call.
+    // SAFETY: dm hands over a valid clone of this target (per-bio type `T::PerBio`) for the call.
     let bio = unsafe { Bio::from_map(ti, bio) };
     match t.map(bio) {
         MapResult::Remapped => bindings::DM_MAPIO_REMAPPED as c_int,

@@ -8,6 +8,12 @@ use super::bindings;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::prelude::*;
 
+/// The right to read an [`RcuBox`] without RCU protection and to replace its value. There is
+/// one per box, made by [`RcuBox::new`]; keep it under the lock that serialises the writers.
+/// `get` borrows it shared and `replace` exclusively, so no reference from `get` survives a
+/// `replace`.
+pub(crate) struct RcuWriter(());
+
 /// An RCU-protected `KBox<T>`.
 pub(crate) struct RcuBox<T> {
     // INVARIANT: always a pointer from `KBox::into_raw`, owned by this value; replaced
@@ -21,9 +27,9 @@ unsafe impl<T: Send + Sync> Send for RcuBox<T> {}
 unsafe impl<T: Send + Sync> Sync for RcuBox<T> {}
 
 impl<T> RcuBox<T> {
-    /// Wraps an initial value.
-    pub(crate) fn new(v: KBox<T>) -> Self {
-        Self { ptr: AtomicPtr::new(KBox::into_raw(v)) }
+    /// Wraps an initial value; returns the box and its writer token.
+    pub(crate) fn new(v: KBox<T>) -> (Self, RcuWriter) {
+        (Self { ptr: AtomicPtr::new(KBox::into_raw(v)) }, RcuWriter(()))
     }
 
     /// Runs `f` on the current version inside an RCU read-side critical section. `f` must
@@ -34,24 +40,23 @@ impl<T> RcuBox<T> {
         // Acquire pairs with the Release in `replace`: the new version's contents are
         // visible before its pointer (what rcu_dereference/rcu_assign_pointer ensure).
         let p = self.ptr.load(Ordering::Acquire);
-        // SAFETY: type invariant: valid; a replaced version is freed only after every reader
-        // that may hold it has left its critical section.
+        // A replaced version is freed only after every reader that may hold it has left.
+        // SAFETY: type invariant: `p` is valid for the whole critical section.
         let r = f(unsafe { &*p });
         // SAFETY: pairs with the lock above.
         unsafe { bindings::dmr_rcu_read_unlock() };
         r
     }
 
-    /// The current version, for the writer, which is serialised by the caller's own lock.
-    pub(crate) fn get(&self) -> &T {
-        // SAFETY: type invariant; only `replace` (which takes `&self` but is serialised by
-        // the caller with the readers of `get`) frees versions.
+    /// The current version, for the writer.
+    pub(crate) fn get<'a>(&'a self, _w: &'a RcuWriter) -> &'a T {
+        // SAFETY: only `replace` frees versions, and it needs the token exclusively.
         unsafe { &*self.ptr.load(Ordering::Acquire) }
     }
 
     /// Publishes `new` and frees the previous version after a grace period. Sleeps:
     /// process context only, and callers serialise writers.
-    pub(crate) fn replace(&self, new: KBox<T>) {
+    pub(crate) fn replace(&self, _w: &mut RcuWriter, new: KBox<T>) {
         let old = self.ptr.swap(KBox::into_raw(new), Ordering::AcqRel);
         // SAFETY: process context (documented requirement).
         unsafe { bindings::synchronize_rcu() };

@@ -56,8 +56,8 @@ unsafe extern "C" fn work_fn<H: WorkHandler>(work: *mut bindings::work_struct) {
     // device, possibly), so the whole run is a NOIO scope.
     // SAFETY: plain memalloc_noio_save, restored below on the same task.
     let flags = unsafe { bindings::dmr_noio_save() };
-    // SAFETY: `bind` stored a handler that owns this worker, so it outlives every run: the
-    // worker is drained when it is dropped, before the rest of the handler.
+    // The worker is drained when dropped, before the rest of the handler that owns it.
+    // SAFETY: `bind` stored a handler that owns this worker, so it outlives every run.
     unsafe { (*ctx).work() };
     // SAFETY: pairs with the save above.
     unsafe { bindings::dmr_noio_restore(flags) };

@@ -20,6 +20,7 @@ const GUEST_BINARIES: &[&str] = &[
     "/usr/sbin/dmsetup",
     "/usr/sbin/losetup",
     "/usr/sbin/blockdev",
+    "/usr/sbin/blkdiscard",
     "/usr/bin/fio",
     "/usr/sbin/mkfs.ext4",
 ];
@@ -216,8 +217,8 @@ pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
     }
     c.stdin(if interactive { Stdio::inherit() } else { Stdio::null() });
     c.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    // SAFETY: the closure only calls prctl(PR_SET_PDEATHSIG), which is async-signal-safe:
     // QEMU dies with xtask, whatever kills xtask, so no VM is ever left behind.
+    // SAFETY: the closure only calls prctl(PR_SET_PDEATHSIG), which is async-signal-safe.
     unsafe {
         use std::os::unix::process::CommandExt;
         c.pre_exec(|| {
