@@ -14,7 +14,10 @@
 pub mod args;
 pub mod crc32;
 pub mod format;
+pub mod health;
+pub mod message;
 pub mod remaps;
+pub mod status;
 
 /// Target version, as `dmsetup targets` shows it.
 pub const VERSION: [u32; 3] = [0, 1, 0];

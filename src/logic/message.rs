@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `dmsetup message <dev> 0 ...`: the commands the target accepts.
+
+use super::args::{parse_u32, parse_u64};
+use core::ffi::CStr;
+
+/// Largest `list_remaps` count per message (the reply must fit dm's result buffer).
+pub const MAX_LIST: u32 = 64;
+/// Largest `scan_interval`, seconds (one day).
+pub const MAX_SCAN_INTERVAL: u32 = 86_400;
+/// Largest `scan_rate`, blocks per second.
+pub const MAX_SCAN_RATE: u32 = 1_000_000;
+
+/// A parsed message.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Message {
+    /// `help`: list the messages.
+    Help,
+    /// `maintenance on|off`.
+    Maintenance(bool),
+    /// `alert_threshold <0-100>`.
+    AlertThreshold(u8),
+    /// `scan start|stop`.
+    Scan(bool),
+    /// `scan_interval <seconds>` (1 to 86400).
+    ScanInterval(u32),
+    /// `scan_rate <blocks/s>` (1 to 1000000).
+    ScanRate(u32),
+    /// `remap <sector>`: relocate the block holding this sector (maintenance mode only).
+    Remap(u64),
+    /// `query <sector>`: where the block holding this sector lives.
+    Query(u64),
+    /// `list_remaps [<first> <count>]`: remaps from the `first`-th, at most `count`.
+    ListRemaps {
+        /// Index of the first remap listed.
+        first: u64,
+        /// How many, at most [`MAX_LIST`].
+        count: u32,
+    },
+    /// `hotspots`: the error clusters.
+    Hotspots,
+    /// `clear_stats`: zero the I/O and error counters.
+    ClearStats,
+    /// `sync`: flush both devices.
+    Sync,
+}
+
+/// Why a message was refused.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum MessageError {
+    /// No words.
+    Empty,
+    /// A command this target does not know.
+    Unknown,
+    /// Known command, wrong number of arguments.
+    ArgCount,
+    /// An argument that is not a valid value.
+    BadValue,
+}
+
+impl MessageError {
+    /// A one-line reason for the kernel log.
+    pub fn message(self) -> &'static CStr {
+        match self {
+            MessageError::Empty => c"empty message",
+            MessageError::Unknown => c"unknown message (try: help)",
+            MessageError::ArgCount => c"wrong number of arguments (try: help)",
+            MessageError::BadValue => c"invalid argument value (try: help)",
+        }
+    }
+}
+
+/// The reply to `help`.
+pub const HELP: &str = "help | maintenance on|off | alert_threshold <0-100> | scan start|stop | \
+scan_interval <1-86400 s> | scan_rate <1-1000000 blocks/s> | remap <sector> | query <sector> | \
+list_remaps [<first> <count 1-64>] | hotspots | clear_stats | sync";
+
+fn on_off(s: &[u8], on: &[u8], off: &[u8]) -> Result<bool, MessageError> {
+    if s == on {
+        Ok(true)
+    } else if s == off {
+        Ok(false)
+    } else {
+        Err(MessageError::BadValue)
+    }
+}
+
+fn ranged(s: &[u8], lo: u32, hi: u32) -> Result<u32, MessageError> {
+    parse_u32(s).filter(|v| (lo..=hi).contains(v)).ok_or(MessageError::BadValue)
+}
+
+impl Message {
+    /// Parses the words after `dmsetup message <dev> 0`.
+    pub fn parse<'a>(mut words: impl Iterator<Item = &'a [u8]>) -> Result<Message, MessageError> {
+        let cmd = words.next().ok_or(MessageError::Empty)?;
+        let mut args: [&[u8]; 3] = [&[]; 3];
+        let mut n = 0;
+        for w in words {
+            if n == args.len() {
+                return Err(MessageError::ArgCount);
+            }
+            args[n] = w;
+            n += 1;
+        }
+        let args = &args[..n];
+        let want = |k: usize| if n == k { Ok(()) } else { Err(MessageError::ArgCount) };
+        Ok(match cmd {
+            b"help" => {
+                want(0)?;
+                Message::Help
+            }
+            b"maintenance" => {
+                want(1)?;
+                Message::Maintenance(on_off(args[0], b"on", b"off")?)
+            }
+            b"alert_threshold" => {
+                want(1)?;
+                Message::AlertThreshold(ranged(args[0], 0, 100)? as u8)
+            }
+            b"scan" => {
+                want(1)?;
+                Message::Scan(on_off(args[0], b"start", b"stop")?)
+            }
+            b"scan_interval" => {
+                want(1)?;
+                Message::ScanInterval(ranged(args[0], 1, MAX_SCAN_INTERVAL)?)
+            }
+            b"scan_rate" => {
+                want(1)?;
+                Message::ScanRate(ranged(args[0], 1, MAX_SCAN_RATE)?)
+            }
+            b"remap" | b"query" => {
+                want(1)?;
+                let s = parse_u64(args[0]).ok_or(MessageError::BadValue)?;
+                if cmd == b"remap" {
+                    Message::Remap(s)
+                } else {
+                    Message::Query(s)
+                }
+            }
+            b"list_remaps" => match n {
+                0 => Message::ListRemaps { first: 0, count: MAX_LIST },
+                2 => Message::ListRemaps {
+                    first: parse_u64(args[0]).ok_or(MessageError::BadValue)?,
+                    count: ranged(args[1], 1, MAX_LIST)?,
+                },
+                _ => return Err(MessageError::ArgCount),
+            },
+            b"hotspots" => {
+                want(0)?;
+                Message::Hotspots
+            }
+            b"clear_stats" => {
+                want(0)?;
+                Message::ClearStats
+            }
+            b"sync" => {
+                want(0)?;
+                Message::Sync
+            }
+            _ => return Err(MessageError::Unknown),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Message, MessageError> {
+        Message::parse(s.split_whitespace().map(str::as_bytes))
+    }
+
+    #[test]
+    fn accepted() {
+        use Message::*;
+        for (s, m) in [
+            ("help", Help),
+            ("maintenance on", Maintenance(true)),
+            ("maintenance off", Maintenance(false)),
+            ("alert_threshold 0", AlertThreshold(0)),
+            ("alert_threshold 100", AlertThreshold(100)),
+            ("scan start", Scan(true)),
+            ("scan stop", Scan(false)),
+            ("scan_interval 86400", ScanInterval(86400)),
+            ("scan_rate 1", ScanRate(1)),
+            ("remap 4096", Remap(4096)),
+            ("query 0", Query(0)),
+            ("list_remaps", ListRemaps { first: 0, count: 64 }),
+            ("list_remaps 10 5", ListRemaps { first: 10, count: 5 }),
+            ("hotspots", Hotspots),
+            ("clear_stats", ClearStats),
+            ("sync", Sync),
+        ] {
+            assert_eq!(p(s), Ok(m), "{s}");
+        }
+    }
+
+    #[test]
+    fn refused() {
+        use MessageError::*;
+        for (s, e) in [
+            ("", Empty),
+            ("frobnicate", Unknown),
+            ("HELP", Unknown),
+            ("help me", ArgCount),
+            ("maintenance", ArgCount),
+            ("maintenance yes", BadValue),
+            ("alert_threshold 101", BadValue),
+            ("alert_threshold -1", BadValue),
+            ("scan go", BadValue),
+            ("scan_interval 0", BadValue),
+            ("scan_rate 1000001", BadValue),
+            ("remap", ArgCount),
+            ("remap x", BadValue),
+            ("query 1 2", ArgCount),
+            ("list_remaps 1", ArgCount),
+            ("list_remaps 0 65", BadValue),
+            ("list_remaps 0 0", BadValue),
+            ("sync now", ArgCount),
+            ("clear_stats 1 2 3 4", ArgCount),
+        ] {
+            assert_eq!(p(s), Err(e), "{s:?}");
+            assert!(!e.message().to_bytes().is_empty());
+        }
+    }
+}
