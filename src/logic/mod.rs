@@ -12,6 +12,7 @@
 #![allow(unreachable_pub)]
 
 pub mod args;
+pub mod cache;
 pub mod crc32;
 pub mod format;
 pub mod health;

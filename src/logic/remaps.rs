@@ -50,7 +50,7 @@ pub enum Route {
 }
 
 /// Index of the first entry with `main >= block`.
-fn lower_bound(t: &[Entry], block: u64) -> usize {
+pub fn lower_bound(t: &[Entry], block: u64) -> usize {
     t.partition_point(|e| e.main < block)
 }
 
@@ -62,7 +62,11 @@ pub fn find(t: &[Entry], block: u64) -> Option<Entry> {
 /// Routes the first part of an I/O covering blocks `first .. first + count` (`count > 0`).
 /// The part returned never exceeds `count`; the caller sends the rest again.
 pub fn route(t: &[Entry], first: u64, count: u64) -> Route {
-    let i = lower_bound(t, first);
+    route_at(t, lower_bound(t, first), first, count)
+}
+
+/// [`route`], given `i = lower_bound(t, first)`.
+pub fn route_at(t: &[Entry], i: usize, first: u64, count: u64) -> Route {
     let Some(e) = t.get(i) else { return Route::Main { blocks: count } };
     if e.main != first {
         return Route::Main { blocks: (e.main - first).min(count) };
