@@ -7,10 +7,15 @@
 //! [`target`] is the remap target in safe Rust on top of it, and [`logic`] is plain `no_std`
 //! code without kernel types that the host workspace compiles and tests too.
 
+// pin_init! expands recursively once per field of the engine.
+#![recursion_limit = "256"]
+
+mod control;
 mod dm;
 mod logic;
 mod metadata;
 mod relocate;
+mod scan;
 mod target;
 
 use kernel::prelude::*;

@@ -9,34 +9,30 @@
 //! is published; only then are the writes completed, successfully. A failure anywhere
 //! completes the affected bios with their original error.
 
-use crate::dm::{BlkStatus, CtrError, HeldBio, IoKind, RcuWriter, WorkHandler};
+use crate::control;
+use crate::dm::{now_ns, BlkStatus, CtrError, HeldBio, IoKind, RcuWriter, WorkHandler};
 use crate::logic::format::Remap;
 use crate::logic::remaps::{self, Entry, PENDING};
-use crate::metadata;
-use crate::target::{Engine, Meta, PerBio, Routed, State, Table};
+use crate::metadata::{self, Log};
+use crate::target::{stat, Engine, Meta, PerBio, Routed, State, Table};
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 /// Bios per batch.
 const BATCH_BIOS: usize = 64;
 
-/// One batch: the bios and what they add to the table.
-struct Batch {
-    bios: KVec<(HeldBio<PerBio>, BlkStatus)>,
+/// What a batch adds to the table.
+pub(crate) struct Batch {
     /// New remaps, in allocation order (the log's order).
-    remaps: KVVec<Remap>,
+    pub(crate) remaps: KVVec<Remap>,
     /// Blocks found unreadable.
-    pending: KVVec<Entry>,
+    pub(crate) pending: KVVec<Entry>,
 }
 
 impl Batch {
-    fn new() -> Result<Self> {
-        Ok(Self {
-            bios: KVec::with_capacity(BATCH_BIOS, GFP_KERNEL)?,
-            // Start small: most batches hold a few blocks; they grow as needed.
-            remaps: KVVec::with_capacity(BATCH_BIOS, GFP_KERNEL)?,
-            pending: KVVec::with_capacity(BATCH_BIOS, GFP_KERNEL)?,
-        })
+    pub(crate) fn new() -> Result<Self> {
+        // Start small: most batches hold a few blocks; they grow as needed.
+        Ok(Self { remaps: KVVec::with_capacity(BATCH_BIOS, GFP_KERNEL)?, pending: KVVec::with_capacity(8, GFP_KERNEL)? })
     }
 
     /// The pool block this batch gave `block`, if any.
@@ -49,14 +45,11 @@ impl WorkHandler for Engine {
     type PerBio = PerBio;
 
     fn work(&self) {
-        if self.event_pending.swap(false, Ordering::Relaxed) {
-            self.handle.event();
-        }
         loop {
             let Some(first) = self.worker.pop() else { break };
-            let mut batch = match Batch::new() {
-                Ok(b) => b,
-                Err(_) => {
+            let (mut batch, mut bios) = match (Batch::new(), KVec::with_capacity(BATCH_BIOS, GFP_KERNEL)) {
+                (Ok(b), Ok(v)) => (b, v),
+                _ => {
                     // No memory even for the batch: fail this bio with the error it met.
                     let mut first = first;
                     let error = first.per_bio().error;
@@ -67,81 +60,112 @@ impl WorkHandler for Engine {
             };
             let mut meta = self.meta.lock();
             let mut next = Some(first);
-            while let Some(bio) = next.take() {
-                self.handle_bio(&mut meta, &mut batch, bio);
-                if batch.bios.len() < BATCH_BIOS {
+            while let Some(mut bio) = next.take() {
+                let status = self.handle_bio(&mut meta, &mut batch, &mut bio);
+                // Capacity was reserved for BATCH_BIOS, so this cannot fail; if it did, the
+                // bio dropped here completes with an I/O error.
+                let _ = bios.push((bio, status), GFP_KERNEL);
+                if bios.len() < BATCH_BIOS {
                     next = self.worker.pop();
                 }
             }
-            self.finish(&mut meta, batch);
+            let committed = self.commit_publish(&mut meta, batch);
+            // Alerts before the bios complete, so whoever sees their result can see the event.
+            control::check_alerts(self, &mut meta);
+            for (mut bio, status) in bios {
+                let ok = status.is_ok() && (committed || bio.per_bio().routed == Routed::FailedRead);
+                let st = if ok { BlkStatus::OK } else if status.is_ok() { BlkStatus::IOERR } else { status };
+                bio.per_bio().routed = Routed::Completed;
+                bio.complete(st);
+            }
         }
         if self.event_pending.swap(false, Ordering::Relaxed) {
-            self.handle.event();
+            let mut meta = self.meta.lock();
+            control::check_alerts(self, &mut meta);
         }
+    }
+
+    fn scan(&self) {
+        crate::scan::step(self);
     }
 }
 
 impl Engine {
     /// Processes one bio into the batch: its data goes to the pool (writes) or is re-read
-    /// (reads). It is completed in `finish`.
-    fn handle_bio(&self, meta: &mut Meta, batch: &mut Batch, mut bio: HeldBio<PerBio>) {
+    /// (reads). It is completed after the batch is committed.
+    fn handle_bio(&self, meta: &mut Meta, batch: &mut Batch, bio: &mut HeldBio<PerBio>) -> BlkStatus {
         let pb = *bio.per_bio();
-        let status = match pb.routed {
-            Routed::FailedWrite | Routed::PendingWrite => self.relocate_write(meta, batch, &mut bio, &pb),
-            Routed::FailedRead => self.retry_read(meta, batch, &mut bio, &pb),
+        match pb.routed {
+            Routed::FailedWrite | Routed::PendingWrite => self.relocate_write(meta, batch, bio, &pb),
+            Routed::FailedRead => self.retry_read(meta, batch, bio, &pb),
             // Nothing else is queued; fail safe rather than complete something unknown.
             _ => BlkStatus::IOERR,
-        };
-        if batch.bios.push((bio, status), GFP_KERNEL).is_err() {
-            // Capacity was reserved for BATCH_BIOS; cannot happen. The bio dropped with the
-            // error completes with an I/O error.
         }
+    }
+
+    /// Records a media error at `block` for the health figures.
+    pub(crate) fn note_error(&self, meta: &mut Meta, block: u64) {
+        meta.hotspots.add(block);
+        meta.recent_errors.add(now_ns() / 1_000_000_000, 1);
+    }
+
+    /// Puts `data` (one block) for main block `block` into the pool: its existing pool block,
+    /// or a new one recorded in `batch`. False if the pool is full or the spare failed.
+    pub(crate) fn place(&self, log: &mut Log, w: &RcuWriter, batch: &mut Batch, block: u64, data: &mut [u8]) -> bool {
+        if self.state() == State::Degraded {
+            return false;
+        }
+        let existing = remaps::find(self.table.get(w).entries.as_slice(), block)
+            .filter(|e| !e.is_pending())
+            .map(|e| e.spare)
+            .or_else(|| batch.remapped(block));
+        let spare = match existing {
+            Some(s) => s,
+            // Room first, so a pool block is never taken without being recorded.
+            None if batch.remaps.reserve(1, GFP_KERNEL).is_err() => return false,
+            None => match log.allocate() {
+                Some(s) => {
+                    // Cannot fail: room was reserved.
+                    let _ = batch.remaps.push(Remap { main: block, spare: s }, GFP_KERNEL);
+                    s
+                }
+                None => {
+                    self.set_state(State::SpareFull);
+                    return false;
+                }
+            },
+        };
+        self.stats.add(stat::SPARE_IOS, 1);
+        if self.spare.rw_sync(self.geo.pool_sector(spare), data, IoKind::Write).is_err() {
+            pr_err!("write to the spare failed; relocation stopped (degraded)\n");
+            self.set_state(State::Degraded);
+            return false;
+        }
+        true
     }
 
     fn relocate_write(&self, meta: &mut Meta, batch: &mut Batch, bio: &mut HeldBio<PerBio>, pb: &PerBio) -> BlkStatus {
         let failed = if pb.routed == Routed::FailedWrite { pb.error } else { BlkStatus::IOERR };
-        if self.state() == State::Degraded {
-            return failed;
-        }
         let bs = self.line.block_size as usize;
         // A failed write of several blocks does not say which one is bad: rewrite each on
         // the main device first, and relocate only those that fail again.
         let retry_main = pb.routed == Routed::FailedWrite && pb.blocks > 1;
         for i in 0..u64::from(pb.blocks) {
             let block = pb.first + i;
-            if retry_main {
-                let data = &mut meta.data.as_mut_slice()[..bs];
-                bio.copy_out(&pb.iter, (i as usize * bs) as u32, data);
-                if self.main.rw_sync(block * self.bs_sectors, data, IoKind::Write).is_ok() {
-                    continue;
-                }
+            bio.copy_out(&pb.iter, (i as usize * bs) as u32, &mut meta.data.as_mut_slice()[..bs]);
+            if retry_main && self.main.rw_sync(block * self.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Write).is_ok() {
+                continue;
             }
-            let existing = remaps::find(self.table.get(&meta.table_w).entries.as_slice(), block)
-                .filter(|e| !e.is_pending())
-                .map(|e| e.spare)
-                .or_else(|| batch.remapped(block));
-            let spare = match existing {
-                Some(s) => s,
-                // Room first, so a pool block is never taken without being recorded.
-                None if batch.remaps.reserve(1, GFP_KERNEL).is_err() => return failed,
-                None => match meta.log.allocate() {
-                    Some(s) => {
-                        // Cannot fail: room was reserved.
-                        let _ = batch.remaps.push(Remap { main: block, spare: s }, GFP_KERNEL);
-                        s
-                    }
-                    None => {
-                        self.set_state(State::SpareFull);
-                        return failed;
-                    }
-                },
-            };
-            let data = &mut meta.data.as_mut_slice()[..bs];
-            bio.copy_out(&pb.iter, (i as usize * bs) as u32, data);
-            if self.spare.rw_sync(self.geo.pool_sector(spare), data, IoKind::Write).is_err() {
-                pr_err!("write to the spare failed; relocation stopped (degraded)\n");
-                self.set_state(State::Degraded);
+            if pb.routed == Routed::FailedWrite {
+                self.note_error(meta, block);
+            }
+            let before = batch.remaps.len();
+            let Meta { log, table_w, data, .. } = &mut *meta;
+            if !self.place(log, table_w, batch, block, &mut data.as_mut_slice()[..bs]) {
                 return failed;
+            }
+            if batch.remaps.len() > before {
+                self.write_relocations.fetch_add(1, Ordering::Relaxed);
             }
         }
         BlkStatus::OK
@@ -152,16 +176,27 @@ impl Engine {
         let mut status = BlkStatus::OK;
         for i in 0..u64::from(pb.blocks) {
             let block = pb.first + i;
-            let data = &mut meta.data.as_mut_slice()[..bs];
+            let mut tries = 0;
             let mut ok = false;
-            for _ in 0..self.line.read_retries {
-                if self.main.rw_sync(block * self.bs_sectors, data, IoKind::Read).is_ok() {
-                    ok = true;
-                    break;
-                }
+            while tries < self.line.read_retries && !ok {
+                tries += 1;
+                ok = self.main.rw_sync(block * self.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok();
+            }
+            // In a multi-block read that failed, a block that reads at once may be innocent.
+            let weak = ok && (pb.blocks == 1 || tries > 1);
+            if !ok || weak {
+                self.note_error(meta, block);
             }
             if ok {
-                bio.copy_in(&pb.iter, (i as usize * bs) as u32, data);
+                bio.copy_in(&pb.iter, (i as usize * bs) as u32, &meta.data.as_slice()[..bs]);
+                // Readable only after retries: a weak block. Move it while it still reads.
+                if weak && self.line.proactive {
+                    let before = batch.remaps.len();
+                    let Meta { log, table_w, data, .. } = &mut *meta;
+                    if self.place(log, table_w, batch, block, &mut data.as_mut_slice()[..bs]) && batch.remaps.len() > before {
+                        self.proactive_relocations.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 continue;
             }
             // Unreadable: the error goes to the caller (no data is invented) and the block
@@ -177,39 +212,36 @@ impl Engine {
         status
     }
 
-    /// Commits the batch's remaps, publishes the new table, completes the bios.
-    fn finish(&self, meta: &mut Meta, batch: Batch) {
-        let Batch { bios, remaps, pending } = batch;
+    /// Commits the batch's remaps and publishes the new table. True if the remaps are
+    /// durable and published (trivially, if there were none).
+    pub(crate) fn commit_publish(&self, meta: &mut Meta, batch: Batch) -> bool {
+        let Batch { remaps, pending } = batch;
         let mut committed = remaps.is_empty();
         if !committed {
+            self.stats.add(stat::SPARE_IOS, 1);
             match meta.log.commit(&self.spare, remaps.as_slice()) {
-                Ok(()) => committed = true,
+                Ok(()) => {
+                    committed = true;
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    meta.recent_remaps.add(now_ns() / 1_000_000_000, remaps.len() as u32);
+                }
                 Err(_) => {
                     pr_err!("metadata commit failed; relocation stopped (degraded)\n");
                     self.set_state(State::Degraded);
                 }
             }
         }
-        let add_remaps = if committed { remaps.as_slice() } else { &[] };
-        if (!add_remaps.is_empty() || !pending.is_empty()) && self.publish(&mut meta.table_w, add_remaps, pending.as_slice()).is_err() {
+        let add = if committed { remaps.as_slice() } else { &[] };
+        if (!add.is_empty() || !pending.is_empty()) && self.publish(&mut meta.table_w, add, pending.as_slice()).is_err() {
             // Out of memory for the new table: the remaps are durable and will be in the table
-            // after the next load, but the bios cannot be acknowledged now.
+            // after the next load, but their writes cannot be acknowledged now.
             committed = false;
         }
         if meta.log.free_blocks() == 0 {
             self.set_state(State::SpareFull);
         }
-        // Before the bios complete, so whoever sees their result can also see the event.
-        if self.event_pending.swap(false, Ordering::Relaxed) {
-            self.handle.event();
-        }
-        for (mut bio, status) in bios {
-            let ok = status.is_ok() && (committed || bio.per_bio().routed == Routed::FailedRead);
-            let st = if ok { BlkStatus::OK } else if status.is_ok() { BlkStatus::IOERR } else { status };
-            bio.per_bio().routed = Routed::Completed;
-            bio.complete(st);
-        }
         self.update_counts(self.table.get(&meta.table_w).entries.as_slice(), &meta.log);
+        committed
     }
 
     /// Builds and publishes a table with `add` remaps and `pending` blocks merged in.
@@ -226,8 +258,8 @@ impl Engine {
         let total = old.len() + n - overlap;
         let mut merged: KVVec<Entry> = KVVec::from_elem(Entry::default(), total, GFP_KERNEL)?;
         remaps::merge(old, add, merged.as_mut_slice());
-        let new = KBox::new(Table { entries: merged }, GFP_KERNEL)?;
-        self.table.replace(w, new);
+        let table = Table::build(merged, self.main_blocks, self.line.cache_size)?;
+        self.table.replace(w, table);
         Ok(())
     }
 }
@@ -241,12 +273,13 @@ pub(crate) fn reload(e: &Engine) -> Result {
         code
     })?;
     meta.log = loaded.log;
-    let new = KBox::new(Table { entries: loaded.entries }, GFP_KERNEL)?;
+    let table = Table::build(loaded.entries, e.main_blocks, e.line.cache_size)?;
     let meta = &mut *meta;
-    e.table.replace(&mut meta.table_w, new);
+    e.table.replace(&mut meta.table_w, table);
     e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
     if meta.log.free_blocks() == 0 {
         e.set_state(State::SpareFull);
     }
+    control::refresh_health(e, meta);
     Ok(())
 }

@@ -9,14 +9,22 @@
 //! (`relocate.rs`), which acknowledges it only once the data and the remap are durable.
 
 use crate::dm::{
-    self, Args, Bio, BlkStatus, CtrContext, CtrError, DeviceIterator, Dev, EndIo, Limits, MapResult, Op,
-    RcuBox, RcuWriter, SavedIter, StatusType, StatusWriter, Target, TargetHandle, Worker,
+    self, now_ns, Args, Bio, BlkStatus, CtrContext, CtrError, DeviceIterator, Dev, EndIo, Limits, MapResult, Op,
+    PerCpu, RcuBox, RcuWriter, SavedIter, StatusType, StatusWriter, Target, TargetHandle, Worker,
 };
-use crate::logic::{self, args::TableLine, format::Geometry, remaps::{self, Entry, Route}};
+use crate::logic::{
+    self,
+    args::TableLine,
+    cache::{self, Answered},
+    format::Geometry,
+    health::{Hotspots, RecentCount},
+    remaps::{Entry, Route},
+    status::{DevNo, Status},
+};
 use crate::metadata::{self, Log};
 use core::ffi::CStr;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
@@ -55,6 +63,21 @@ pub(crate) struct PerBio {
     pub(crate) error: BlkStatus,
     /// Its data position at map time.
     pub(crate) iter: SavedIter,
+    /// When it was sent to the main device (ns), for the latency figure.
+    pub(crate) start_ns: u64,
+}
+
+/// Per-CPU counters (`Engine::stats`).
+pub(crate) mod stat {
+    pub(crate) const READS: usize = 0;
+    pub(crate) const WRITES: usize = 1;
+    pub(crate) const SPARE_IOS: usize = 2;
+    pub(crate) const MEDIA_ERRORS: usize = 3;
+    pub(crate) const CACHE_HITS: usize = 4;
+    pub(crate) const CACHE_MISSES: usize = 5;
+    pub(crate) const LATENCY_NS: usize = 6;
+    pub(crate) const LATENCY_COUNT: usize = 7;
+    pub(crate) const N: usize = 8;
 }
 
 /// The target's condition, as `dmsetup status` prints it.
@@ -69,19 +92,40 @@ pub(crate) enum State {
     Degraded = 2,
 }
 
-impl State {
-    fn name(self) -> &'static str {
-        match self {
-            State::Operational => "operational",
-            State::SpareFull => "spare_full",
-            State::Degraded => "degraded",
+/// The remap table as the I/O path reads it: sorted entries, replaced as a whole, with its
+/// region bitmap and lookup cache (both belong to this version: see `logic::cache`).
+pub(crate) struct Table {
+    pub(crate) entries: KVVec<Entry>,
+    bits: KVVec<u64>,
+    shift: u32,
+    cache: KVVec<AtomicU32>,
+}
+
+impl Table {
+    /// A table version over `entries`, for a main device of `main_blocks` blocks.
+    pub(crate) fn build(entries: KVVec<Entry>, main_blocks: u64, cache_size: u32) -> Result<KBox<Table>> {
+        let shift = cache::region_shift(main_blocks);
+        let mut bits = KVVec::from_elem(0u64, cache::bitmap_words(main_blocks, shift), GFP_KERNEL)?;
+        cache::bitmap_build(bits.as_mut_slice(), shift, entries.as_slice());
+        let mut c = KVVec::with_capacity(cache_size as usize, GFP_KERNEL)?;
+        for _ in 0..cache_size {
+            c.push(AtomicU32::new(0), GFP_KERNEL)?;
         }
+        Ok(KBox::new(Table { entries, bits, shift, cache: c }, GFP_KERNEL)?)
     }
 }
 
-/// The remap table as the I/O path reads it: sorted entries, replaced as a whole.
-pub(crate) struct Table {
-    pub(crate) entries: KVVec<Entry>,
+/// Alert bookkeeping: what has been raised, so each condition alerts once per crossing.
+#[derive(Default)]
+pub(crate) struct Alerts {
+    /// The score is below the threshold (alerted).
+    pub(crate) low_score: bool,
+    /// Spare use level alerted: 0, 1 (75%), 2 (90%), 3 (100%).
+    pub(crate) spare_level: u8,
+    /// Degradation alerted.
+    pub(crate) degraded: bool,
+    /// An alert arose in maintenance mode and waits for it to end.
+    pub(crate) held: bool,
 }
 
 /// Everything the worker changes, under one lock.
@@ -91,6 +135,16 @@ pub(crate) struct Meta {
     pub(crate) table_w: RcuWriter,
     /// One relocation block of data.
     pub(crate) data: KVVec<u8>,
+    /// The scan's read buffer.
+    pub(crate) scan_buf: KVVec<u8>,
+    /// Next block the scan reads.
+    pub(crate) scan_pos: u64,
+    /// Moving average of the scan's per-block read time, ns.
+    pub(crate) scan_ewma_ns: u64,
+    pub(crate) hotspots: Hotspots,
+    pub(crate) recent_errors: RecentCount,
+    pub(crate) recent_remaps: RecentCount,
+    pub(crate) alerts: Alerts,
 }
 
 /// One `remap` target instance.
@@ -119,7 +173,34 @@ pub(crate) struct Engine {
     pub(crate) pending: AtomicU64,
     pub(crate) seq: AtomicU64,
     pub(crate) free: AtomicU64,
+    pub(crate) stats: PerCpu<{ stat::N }>,
+    pub(crate) write_relocations: AtomicU64,
+    pub(crate) proactive_relocations: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) scanned: AtomicU64,
+    pub(crate) scan_passes: AtomicU64,
+    pub(crate) health: AtomicU8,
+    pub(crate) eta_secs: AtomicU64,
+    pub(crate) hotspot_count: AtomicU64,
+    pub(crate) alert_threshold: AtomicU8,
+    /// When the last alert was raised (ns), 0 if never.
+    pub(crate) last_alert_ns: AtomicU64,
+    pub(crate) maintenance: AtomicBool,
+    pub(crate) scan_enabled: AtomicBool,
+    pub(crate) scan_interval: AtomicU32,
+    pub(crate) scan_rate: AtomicU32,
+    pub(crate) created_ns: u64,
+    /// Main-device blocks.
+    pub(crate) main_blocks: u64,
 }
+
+/// Default alert threshold (health score).
+pub(crate) const DEFAULT_ALERT_THRESHOLD: u8 = 50;
+/// Default seconds between scan steps.
+pub(crate) const DEFAULT_SCAN_INTERVAL: u32 = 10;
+/// Default scan rate, blocks per second: 64 KiB/s with 4 KiB blocks, far below what a
+/// disk serves, so the scan does not hurt foreground I/O.
+pub(crate) const DEFAULT_SCAN_RATE: u32 = 16;
 
 /// The target object device-mapper holds.
 pub(crate) struct Remap {
@@ -135,11 +216,64 @@ impl Engine {
         }
     }
 
-    /// Moves to a worse state (never back), and has an event raised.
+    /// Moves to a worse state (never back); the worker raises the alert.
     pub(crate) fn set_state(&self, s: State) {
         if self.state.fetch_max(s as u8, Ordering::Relaxed) < s as u8 {
             self.event_pending.store(true, Ordering::Relaxed);
             self.worker.kick();
+        }
+    }
+
+    /// The state as the status line prints it.
+    pub(crate) fn shown_state(&self) -> logic::status::State {
+        use logic::status::State as S;
+        match self.state() {
+            State::Degraded => S::Degraded,
+            State::SpareFull => S::SpareFull,
+            State::Operational if self.maintenance.load(Ordering::Relaxed) => S::Maintenance,
+            State::Operational => S::Operational,
+        }
+    }
+
+    /// Seconds since the target was created.
+    pub(crate) fn age_secs(&self) -> u64 {
+        now_ns().saturating_sub(self.created_ns) / 1_000_000_000
+    }
+
+    /// The 26 status fields, from the live counters.
+    pub(crate) fn status(&self) -> Status<'static> {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let lat_n = self.stats.sum(stat::LATENCY_COUNT);
+        let last = r(&self.last_alert_ns);
+        let (mj, mn) = self.main.devno();
+        let (sj, sn) = self.spare.devno();
+        Status {
+            version: logic::VERSION_STR,
+            main: DevNo(mj, mn),
+            spare: DevNo(sj, sn),
+            reads: self.stats.sum(stat::READS),
+            writes: self.stats.sum(stat::WRITES),
+            spare_ios: self.stats.sum(stat::SPARE_IOS),
+            media_errors: self.stats.sum(stat::MEDIA_ERRORS),
+            remaps: r(&self.remaps),
+            pool_blocks: self.geo.pool_blocks,
+            free: r(&self.free),
+            pending: r(&self.pending),
+            write_relocations: r(&self.write_relocations),
+            proactive_relocations: r(&self.proactive_relocations),
+            commits: r(&self.commits),
+            seq: r(&self.seq),
+            cache_hits: self.stats.sum(stat::CACHE_HITS),
+            cache_misses: self.stats.sum(stat::CACHE_MISSES),
+            scanned: r(&self.scanned),
+            scan_passes: r(&self.scan_passes),
+            health: self.health.load(Ordering::Relaxed),
+            eta_secs: r(&self.eta_secs),
+            hotspots: r(&self.hotspot_count),
+            latency_us: if lat_n == 0 { 0 } else { self.stats.sum(stat::LATENCY_NS) / lat_n / 1000 },
+            alert_threshold: self.alert_threshold.load(Ordering::Relaxed),
+            since_alert: (last != 0).then(|| now_ns().saturating_sub(last) / 1_000_000_000),
+            state: self.shown_state(),
         }
     }
 
@@ -198,7 +332,11 @@ impl Target for Remap {
         let nomem = |_| CtrError { code: ENOMEM, msg: c"Cannot allocate target state" };
         let data = KVVec::from_elem(0u8, line.block_size as usize, GFP_KERNEL).map_err(nomem)?;
         let worker = Worker::new(c"kdmremapd").map_err(|code| CtrError { code, msg: c"Cannot create workqueue" })?;
-        let (table, table_w) = RcuBox::new(KBox::new(Table { entries: loaded.entries }, GFP_KERNEL).map_err(nomem)?);
+        let main_blocks = len / bs_sectors;
+        let nomem_e = |_: Error| CtrError { code: ENOMEM, msg: c"Cannot allocate target state" };
+        let (table, table_w) = RcuBox::new(Table::build(loaded.entries, main_blocks, line.cache_size).map_err(nomem_e)?);
+        let scan_buf = KVVec::from_elem(0u8, crate::scan::buf_bytes(line.block_size), GFP_KERNEL).map_err(nomem)?;
+        let stats = PerCpu::new().map_err(nomem_e)?;
         let log = loaded.log;
         let handle = ctx.handle();
         let e = Arc::pin_init(
@@ -212,7 +350,21 @@ impl Target for Remap {
                 bs_sectors,
                 len,
                 table,
-                meta <- kernel::new_mutex!(Meta { log, table_w, data }, "dm_remap_meta"),
+                meta <- kernel::new_mutex!(
+                    Meta {
+                        log,
+                        table_w,
+                        data,
+                        scan_buf,
+                        scan_pos: 0,
+                        scan_ewma_ns: 0,
+                        hotspots: Hotspots::default(),
+                        recent_errors: RecentCount::default(),
+                        recent_remaps: RecentCount::default(),
+                        alerts: Alerts::default(),
+                    },
+                    "dm_remap_meta"
+                ),
                 state: AtomicU8::new(State::Operational as u8),
                 event_pending: AtomicBool::new(false),
                 resumed: AtomicBool::new(false),
@@ -220,6 +372,23 @@ impl Target for Remap {
                 pending: AtomicU64::new(0),
                 seq: AtomicU64::new(0),
                 free: AtomicU64::new(0),
+                stats,
+                write_relocations: AtomicU64::new(0),
+                proactive_relocations: AtomicU64::new(0),
+                commits: AtomicU64::new(0),
+                scanned: AtomicU64::new(0),
+                scan_passes: AtomicU64::new(0),
+                health: AtomicU8::new(100),
+                eta_secs: AtomicU64::new(0),
+                hotspot_count: AtomicU64::new(0),
+                alert_threshold: AtomicU8::new(DEFAULT_ALERT_THRESHOLD),
+                last_alert_ns: AtomicU64::new(0),
+                maintenance: AtomicBool::new(false),
+                scan_enabled: AtomicBool::new(true),
+                scan_interval: AtomicU32::new(DEFAULT_SCAN_INTERVAL),
+                scan_rate: AtomicU32::new(DEFAULT_SCAN_RATE),
+                created_ns: now_ns(),
+                main_blocks,
             }),
             GFP_KERNEL,
         )
@@ -231,6 +400,7 @@ impl Target for Remap {
             if meta.log.free_blocks() == 0 {
                 e.state.store(State::SpareFull as u8, Ordering::Relaxed);
             }
+            crate::control::refresh_health(&e, &meta);
         }
         // Flush bio 0 goes to the main device, 1 to the spare: fsync through the target
         // makes both durable.
@@ -245,21 +415,37 @@ impl Target for Remap {
         let size = u64::from(bio.size());
         if size == 0 {
             bio.per_bio().routed = Routed::Flush;
-            let dev = if bio.target_bio_nr() == 1 { &e.spare } else { &e.main };
-            return bio.remap(dev, 0);
+            if bio.target_bio_nr() == 1 {
+                e.stats.add(stat::SPARE_IOS, 1);
+                return bio.remap(&e.spare, 0);
+            }
+            return bio.remap(&e.main, 0);
+        }
+        let op = bio.op();
+        match op {
+            Op::Read => e.stats.add(stat::READS, 1),
+            Op::Write => e.stats.add(stat::WRITES, 1),
+            _ => {}
         }
         let sector = bio.target_sector();
         let bs = e.bs_sectors;
         let first = sector / bs;
         let end = (sector + size.div_ceil(512)).div_ceil(bs);
         let count = (end - first).min(MAX_BIO_BLOCKS);
-        let route = e.table.read(|t| remaps::route(t.entries.as_slice(), first, count));
+        let (route, answered) = e.table.read(|t| {
+            cache::route_cached(t.entries.as_slice(), t.bits.as_slice(), t.shift, t.cache.as_slice(), first, count)
+        });
+        match answered {
+            Answered::Hit => e.stats.add(stat::CACHE_HITS, 1),
+            Answered::Miss => e.stats.add(stat::CACHE_MISSES, 1),
+            Answered::Shortcut | Answered::Table => {}
+        }
         let (blocks, routed) = match route {
             Route::Main { blocks } => (blocks, Routed::Main),
             Route::Spare { blocks, .. } => (blocks, Routed::Spare),
             // A write to a pending block goes straight to a new pool block; a read still
             // tries the main device.
-            Route::Pending { blocks } if bio.op() == Op::Write => (blocks, Routed::PendingWrite),
+            Route::Pending { blocks } if op == Op::Write => (blocks, Routed::PendingWrite),
             Route::Pending { blocks } => (blocks, Routed::Main),
         };
         if blocks < end - first {
@@ -267,10 +453,12 @@ impl Target for Remap {
             bio.accept_partial(((first + blocks) * bs - sector) as u32);
         }
         let iter = bio.save_iter();
+        let start_ns = if routed == Routed::Main { now_ns() } else { 0 };
         let pb = bio.per_bio();
-        *pb = PerBio { routed, first, blocks: blocks as u32, error: BlkStatus::OK, iter };
+        *pb = PerBio { routed, first, blocks: blocks as u32, error: BlkStatus::OK, iter, start_ns };
         match route {
             Route::Spare { spare, .. } => {
+                e.stats.add(stat::SPARE_IOS, 1);
                 let at = e.geo.pool_sector(spare) + (sector - first * bs);
                 bio.remap(&e.spare, at)
             }
@@ -282,8 +470,18 @@ impl Target for Remap {
     fn end_io(&self, mut bio: Bio<'_, PerBio>, status: &mut BlkStatus) -> EndIo {
         let e = &*self.e;
         let op = bio.op();
-        let routed = bio.per_bio().routed;
+        let (routed, start_ns) = {
+            let pb = bio.per_bio();
+            (pb.routed, pb.start_ns)
+        };
         let media = status.is_media_error();
+        if routed == Routed::Main && start_ns != 0 {
+            e.stats.add(stat::LATENCY_NS, now_ns().saturating_sub(start_ns));
+            e.stats.add(stat::LATENCY_COUNT, 1);
+            if media {
+                e.stats.add(stat::MEDIA_ERRORS, 1);
+            }
+        }
         match routed {
             Routed::Main if media && matches!(op, Op::Read | Op::Write) => {
                 let pb = bio.per_bio();
@@ -315,20 +513,24 @@ impl Target for Remap {
         crate::relocate::reload(&self.e)
     }
 
+    fn presuspend(&self) {
+        // No scan I/O while the device is suspended (or after it is destroyed).
+        self.e.worker.cancel_scan();
+    }
+
+    fn resume(&self) {
+        crate::scan::start(&self.e, false);
+    }
+
+    fn message(&self, args: &Args<'_>, out: &mut StatusWriter<'_>) -> Result<bool> {
+        crate::control::message(&self.e, args, out)
+    }
+
     fn status(&self, kind: StatusType, out: &mut StatusWriter<'_>) {
         let e = &*self.e;
         // A truncated write is how device-mapper learns it needs a larger buffer.
         let _ = match kind {
-            StatusType::Info => write!(
-                out,
-                "{} {} {} {} {} {}",
-                e.remaps.load(Ordering::Relaxed),
-                e.geo.pool_blocks,
-                e.free.load(Ordering::Relaxed),
-                e.pending.load(Ordering::Relaxed),
-                e.seq.load(Ordering::Relaxed),
-                e.state().name()
-            ),
+            StatusType::Info => write!(out, "{}", e.status()),
             StatusType::Table => write!(out, "{} {}{}", Show(e.main.name()), Show(e.spare.name()), e.line.features()),
             StatusType::Ima => write!(
                 out,

@@ -185,3 +185,65 @@ out:
 	kfree(bio);
 	return ret;
 }
+
+void dmr_init_delayed_work(struct delayed_work *dwork, work_func_t fn)
+{
+	INIT_DELAYED_WORK(dwork, fn);
+}
+
+bool dmr_queue_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
+			    unsigned int msecs)
+{
+	return queue_delayed_work(wq, dwork, msecs_to_jiffies(msecs));
+}
+
+bool dmr_cancel_delayed_work_sync(struct delayed_work *dwork)
+{
+	return cancel_delayed_work_sync(dwork);
+}
+
+u64 __percpu *dmr_pcpu_alloc(unsigned int n)
+{
+	return __alloc_percpu(n * sizeof(u64), sizeof(u64));
+}
+
+void dmr_pcpu_free(u64 __percpu *p)
+{
+	free_percpu(p);
+}
+
+void dmr_pcpu_add(u64 __percpu *p, unsigned int i, u64 v)
+{
+	this_cpu_add(p[i], v);
+}
+
+u64 dmr_pcpu_sum(u64 __percpu *p, unsigned int i)
+{
+	u64 sum = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		sum += per_cpu_ptr(p, cpu)[i];
+	return sum;
+}
+
+void dmr_pcpu_zero(u64 __percpu *p, unsigned int i)
+{
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		per_cpu_ptr(p, cpu)[i] = 0;
+}
+
+u64 dmr_now_ns(void)
+{
+	return ktime_get_ns();
+}
+
+/* One shared limit for the target's warnings: a burst of 10 per 5 s. */
+static DEFINE_RATELIMIT_STATE(dmr_rs, 5 * HZ, 10);
+
+bool dmr_ratelimit(void)
+{
+	return __ratelimit(&dmr_rs);
+}

@@ -12,7 +12,10 @@
 #include <linux/blkdev.h>
 #include <linux/crc32.h>
 #include <linux/device-mapper.h>
+#include <linux/percpu.h>
 #include <linux/random.h>
+#include <linux/ratelimit.h>
+#include <linux/timekeeping.h>
 #include <linux/sched/mm.h>
 #include <linux/spinlock.h>
 #include <linux/workqueue.h>
@@ -46,6 +49,20 @@ void dmr_bio_queue_push(struct dmr_bio_queue *q, struct bio *bio);
 struct bio *dmr_bio_queue_pop(struct dmr_bio_queue *q);
 
 void dmr_init_work(struct work_struct *work, work_func_t fn);
+void dmr_init_delayed_work(struct delayed_work *dwork, work_func_t fn);
+bool dmr_queue_delayed_work(struct workqueue_struct *wq, struct delayed_work *dwork,
+			    unsigned int msecs);
+bool dmr_cancel_delayed_work_sync(struct delayed_work *dwork);
+
+/* Per-CPU u64 counters: cheap to bump on the I/O path, summed when read. */
+u64 __percpu *dmr_pcpu_alloc(unsigned int n);
+void dmr_pcpu_free(u64 __percpu *p);
+void dmr_pcpu_add(u64 __percpu *p, unsigned int i, u64 v);
+u64 dmr_pcpu_sum(u64 __percpu *p, unsigned int i);
+void dmr_pcpu_zero(u64 __percpu *p, unsigned int i);
+
+u64 dmr_now_ns(void);
+bool dmr_ratelimit(void);
 bool dmr_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 struct workqueue_struct *dmr_alloc_workqueue(const char *name);
 

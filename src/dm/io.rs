@@ -54,3 +54,16 @@ pub(crate) fn crc32_le(seed: u32, buf: &[u8]) -> u32 {
     // SAFETY: `buf` is valid for `buf.len()` bytes.
     unsafe { bindings::dmr_crc32_le(seed, buf.as_ptr().cast(), buf.len()) }
 }
+
+impl Dev {
+    /// Flushes the device's write cache and waits. Process context only.
+    pub(crate) fn flush(&self) -> Result {
+        // SAFETY: the bdev is open.
+        let ret = unsafe { bindings::blkdev_issue_flush(self.bdev()) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(Error::from_errno(ret))
+        }
+    }
+}

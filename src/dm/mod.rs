@@ -11,12 +11,14 @@ mod bindings;
 mod bio;
 mod dev;
 mod io;
+mod percpu;
 mod rcu;
 mod worker;
 
 pub(crate) use bio::{Bio, BlkStatus, HeldBio, Op, SavedIter};
 pub(crate) use dev::Dev;
 pub(crate) use io::{crc32_le, random_bytes, IoKind};
+pub(crate) use percpu::{now_ns, ratelimit, PerCpu};
 pub(crate) use rcu::{RcuBox, RcuWriter};
 pub(crate) use worker::{WorkHandler, Worker};
 
@@ -140,6 +142,18 @@ pub(crate) trait Target: Sized + Send + Sync + 'static {
 
     /// Adjusts the dm device's queue limits after they were stacked from the devices.
     fn io_hints(&self, _limits: &mut Limits<'_>) {}
+
+    /// Handles `dmsetup message <dev> 0 <args>`; may sleep. `Ok(true)` if a reply was
+    /// written to `out` (dmsetup prints it), `Ok(false)` if there is none.
+    fn message(&self, _args: &Args<'_>, _out: &mut StatusWriter<'_>) -> Result<bool> {
+        Err(EINVAL)
+    }
+
+    /// Runs before the device suspends (I/O still flows); may sleep.
+    fn presuspend(&self) {}
+
+    /// Runs when the device has resumed.
+    fn resume(&self) {}
 
     /// Writes the `dmsetup status` / `dmsetup table` text.
     fn status(&self, kind: StatusType, out: &mut StatusWriter<'_>);
@@ -310,6 +324,9 @@ impl<T: Target> Registration<T> {
             status: Some(status_callback::<T>),
             iterate_devices: Some(iterate_devices_callback::<T>),
             io_hints: Some(io_hints_callback::<T>),
+            message: Some(message_callback::<T>),
+            presuspend: Some(presuspend_callback::<T>),
+            resume: Some(resume_callback::<T>),
             ..Default::default()
         };
         let tt = KBox::new(UnsafeCell::new(tt), GFP_KERNEL)?;
@@ -465,4 +482,43 @@ unsafe extern "C" fn iterate_devices_callback<T: Target>(
     let mut it = DeviceIterator { ti, f, data, ret: 0, _p: PhantomData };
     t.iterate_devices(&mut it);
     it.ret
+}
+
+unsafe extern "C" fn message_callback<T: Target>(
+    ti: *mut bindings::dm_target,
+    argc: c_uint,
+    argv: *mut *mut c_char,
+    result: *mut c_char,
+    maxlen: c_uint,
+) -> c_int {
+    // SAFETY: `message` runs on a constructed target.
+    let t = unsafe { target_of::<T>(ti) };
+    let argv: &[*mut c_char] = if argc == 0 || argv.is_null() {
+        &[]
+    } else {
+        // SAFETY: device-mapper passes `argc` valid pointers in `argv`.
+        unsafe { core::slice::from_raw_parts(argv, argc as usize) }
+    };
+    let buf: &mut [u8] = if result.is_null() || maxlen == 0 {
+        &mut []
+    } else {
+        // SAFETY: device-mapper provides a writable buffer of `maxlen` bytes.
+        unsafe { core::slice::from_raw_parts_mut(result.cast::<u8>(), maxlen as usize) }
+    };
+    match t.message(&Args { argv }, &mut StatusWriter::new(buf)) {
+        // dm passes the reply to userspace only when the handler returns 1.
+        Ok(true) => 1,
+        Ok(false) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+unsafe extern "C" fn presuspend_callback<T: Target>(ti: *mut bindings::dm_target) {
+    // SAFETY: `presuspend` runs on a constructed target.
+    unsafe { target_of::<T>(ti) }.presuspend();
+}
+
+unsafe extern "C" fn resume_callback<T: Target>(ti: *mut bindings::dm_target) {
+    // SAFETY: `resume` runs on a constructed target.
+    unsafe { target_of::<T>(ti) }.resume();
 }

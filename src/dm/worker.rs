@@ -9,7 +9,7 @@ use super::bindings;
 use super::bio::HeldBio;
 use core::ffi::{c_void, CStr};
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use kernel::prelude::*;
 
 /// What the worker runs.
@@ -19,6 +19,10 @@ pub(crate) trait WorkHandler: Send + Sync {
     /// Runs in process context, one instance at a time; pops (from the worker it owns) and
     /// completes queued bios.
     fn work(&self);
+
+    /// Runs when the delayed scan work fires (see [`Worker::schedule_scan`]), on the same
+    /// ordered workqueue, so never at the same time as `work`.
+    fn scan(&self) {}
 }
 
 #[repr(C)]
@@ -28,11 +32,14 @@ struct Inner {
     queue: bindings::dmr_bio_queue,
     wq: *mut bindings::workqueue_struct,
     ctx: AtomicPtr<c_void>,
+    scan: bindings::delayed_work,
+    /// `work` and `scan` are initialised (by `bind`).
+    bound: AtomicBool,
 }
 
 /// An owned workqueue running a [`WorkHandler`]. Dropping it drains and destroys the
 /// workqueue: no work runs after the drop returns.
-pub(crate) struct Worker<P> {
+pub(crate) struct Worker<P: Copy + Send> {
     // INVARIANT: `inner` is heap-allocated, its `work`, `queue` and `wq` initialised in
     // `new`, and stays at the same address until drop.
     inner: KBox<Inner>,
@@ -41,26 +48,43 @@ pub(crate) struct Worker<P> {
 
 // SAFETY: the queue is protected by its spinlock, the work item by the workqueue core; the
 // handler pointer is set once before use (atomically).
-unsafe impl<P> Send for Worker<P> {}
+unsafe impl<P: Copy + Send> Send for Worker<P> {}
 // SAFETY: see `Send`; `&Worker` only pushes (locked) and queues work (thread-safe).
-unsafe impl<P> Sync for Worker<P> {}
+unsafe impl<P: Copy + Send> Sync for Worker<P> {}
 
-unsafe extern "C" fn work_fn<H: WorkHandler>(work: *mut bindings::work_struct) {
-    // SAFETY: `work` is the first field of a `#[repr(C)]` `Inner` (see `Worker::new`).
-    let inner = unsafe { &*(work as *const Inner) };
+/// Runs `f` on the handler in a NOIO scope (the worker completes I/O: its allocations must not
+/// wait for I/O, to this very device possibly).
+///
+/// # Safety
+/// `inner` must be a bound worker's state.
+unsafe fn run<H: WorkHandler>(inner: &Inner, f: impl FnOnce(&H)) {
     let ctx = inner.ctx.load(Ordering::Acquire) as *const H;
     if ctx.is_null() {
         return;
     }
-    // The worker completes I/O: its allocations must not wait for I/O (to this very
-    // device, possibly), so the whole run is a NOIO scope.
     // SAFETY: plain memalloc_noio_save, restored below on the same task.
     let flags = unsafe { bindings::dmr_noio_save() };
     // The worker is drained when dropped, before the rest of the handler that owns it.
     // SAFETY: `bind` stored a handler that owns this worker, so it outlives every run.
-    unsafe { (*ctx).work() };
+    f(unsafe { &*ctx });
     // SAFETY: pairs with the save above.
     unsafe { bindings::dmr_noio_restore(flags) };
+}
+
+unsafe extern "C" fn scan_fn<H: WorkHandler>(work: *mut bindings::work_struct) {
+    // `work` is the `work` field (offset 0) of `Inner::scan`.
+    let off = core::mem::offset_of!(Inner, scan);
+    // SAFETY: only `bind` registers this function, for the `scan` field of an `Inner`.
+    let inner = unsafe { &*((work as *const u8).sub(off) as *const Inner) };
+    // SAFETY: a bound worker.
+    unsafe { run::<H>(inner, |h| h.scan()) };
+}
+
+unsafe extern "C" fn work_fn<H: WorkHandler>(work: *mut bindings::work_struct) {
+    // SAFETY: `work` is the first field of a `#[repr(C)]` `Inner` (see `Worker::new`).
+    let inner = unsafe { &*(work as *const Inner) };
+    // SAFETY: a bound worker.
+    unsafe { run::<H>(inner, |h| h.work()) };
 }
 
 impl<P: Copy + Send> Worker<P> {
@@ -72,6 +96,8 @@ impl<P: Copy + Send> Worker<P> {
                 queue: Default::default(),
                 wq: core::ptr::null_mut(),
                 ctx: AtomicPtr::new(core::ptr::null_mut()),
+                scan: Default::default(),
+                bound: AtomicBool::new(false),
             },
             GFP_KERNEL,
         )?;
@@ -90,9 +116,13 @@ impl<P: Copy + Send> Worker<P> {
     /// as long as the worker); call once, before anything is queued.
     pub(crate) fn bind<H: WorkHandler<PerBio = P>>(&self, handler: &H) {
         let inner = &*self.inner as *const Inner as *mut Inner;
-        // SAFETY: nothing is queued yet, so nobody else touches `work`.
-        unsafe { bindings::dmr_init_work(&mut (*inner).work, Some(work_fn::<H>)) };
+        // SAFETY: nothing is queued yet, so nobody else touches `work` and `scan`.
+        unsafe {
+            bindings::dmr_init_work(&mut (*inner).work, Some(work_fn::<H>));
+            bindings::dmr_init_delayed_work(&mut (*inner).scan, Some(scan_fn::<H>));
+        }
         self.inner.ctx.store(handler as *const H as *mut c_void, Ordering::Release);
+        self.inner.bound.store(true, Ordering::Release);
     }
 
     pub(super) fn push(&self, bio: *mut bindings::bio) {
@@ -109,6 +139,23 @@ impl<P: Copy + Send> Worker<P> {
         unsafe { bindings::dmr_queue_work(self.inner.wq, work) };
     }
 
+    /// Runs the handler's `scan` in `msecs` milliseconds (no-op if already scheduled).
+    pub(crate) fn schedule_scan(&self, msecs: u32) {
+        let d = &self.inner.scan as *const _ as *mut bindings::delayed_work;
+        // SAFETY: `wq` and `scan` were initialised in `new`/`bind`; queueing is thread-safe.
+        unsafe { bindings::dmr_queue_delayed_work(self.inner.wq, d, msecs) };
+    }
+
+    /// Cancels a scheduled scan and waits for a running one to finish. Sleeps.
+    pub(crate) fn cancel_scan(&self) {
+        if !self.inner.bound.load(Ordering::Acquire) {
+            return;
+        }
+        let d = &self.inner.scan as *const _ as *mut bindings::delayed_work;
+        // SAFETY: `scan` was initialised by `bind`.
+        unsafe { bindings::dmr_cancel_delayed_work_sync(d) };
+    }
+
     /// The next queued bio, if any.
     pub(crate) fn pop(&self) -> Option<HeldBio<P>> {
         let q = &self.inner.queue as *const _ as *mut bindings::dmr_bio_queue;
@@ -123,8 +170,10 @@ impl<P: Copy + Send> Worker<P> {
     }
 }
 
-impl<P> Drop for Worker<P> {
+impl<P: Copy + Send> Drop for Worker<P> {
     fn drop(&mut self) {
+        // A pending delayed work would fire after the queue is gone: cancel it first.
+        self.cancel_scan();
         // SAFETY: `wq` was allocated in `new`; destroying it drains queued work first.
         unsafe { bindings::destroy_workqueue(self.inner.wq) };
         // Device-mapper completes all I/O before a target is destroyed, and the worker

@@ -15,8 +15,12 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
 pub const DEFAULT_READ_RETRIES: u32 = 2;
 /// Largest accepted `read_retries`.
 pub const MAX_READ_RETRIES: u32 = 16;
+/// Default lookup cache size, entries.
+pub const DEFAULT_CACHE_SIZE: u32 = 256;
 /// Most arguments a table line may have.
 const MAX_ARGS: usize = 16;
+/// Number of distinct features.
+const NFEATURES: usize = 5;
 
 /// A feature argument, kept in the order given so the line prints back exactly.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -27,6 +31,10 @@ pub enum Feature {
     ReadRetries,
     /// `format`.
     Format,
+    /// `cache_size <entries>`.
+    CacheSize,
+    /// `no_proactive`.
+    NoProactive,
 }
 
 /// A parsed table line. Devices are given as argument indices, so the caller can pass the
@@ -43,9 +51,13 @@ pub struct TableLine {
     pub read_retries: u32,
     /// Initialise a blank spare.
     pub format: bool,
+    /// Lookup cache entries (0: no cache).
+    pub cache_size: u32,
+    /// Relocate weak blocks (readable only after retries, or very slow) before they fail.
+    pub proactive: bool,
     /// The `#feature_args` number, if the line had one.
     pub feature_count: Option<u32>,
-    order: [Option<Feature>; 3],
+    order: [Option<Feature>; NFEATURES],
 }
 
 /// Why a table line was refused.
@@ -69,6 +81,8 @@ pub enum TableError {
     BadBlockSize,
     /// `read_retries` is not a number from 0 to 16.
     BadReadRetries,
+    /// `cache_size` is not 0 or a power of two up to 65536.
+    BadCacheSize,
 }
 
 impl TableError {
@@ -84,6 +98,7 @@ impl TableError {
             TableError::MissingValue => c"Feature argument needs a value",
             TableError::BadBlockSize => c"Invalid block_size: must be a power of two from 512 to 65536",
             TableError::BadReadRetries => c"Invalid read_retries: must be 0 to 16",
+            TableError::BadCacheSize => c"Invalid cache_size: must be 0 or a power of two from 2 to 65536",
         }
     }
 }
@@ -110,8 +125,10 @@ impl TableLine {
             block_size: DEFAULT_BLOCK_SIZE,
             read_retries: DEFAULT_READ_RETRIES,
             format: false,
+            cache_size: DEFAULT_CACHE_SIZE,
+            proactive: true,
             feature_count: None,
-            order: [None; 3],
+            order: [None; NFEATURES],
         };
         let Some(count) = v.get(2) else { return Ok(line) };
         let count = parse_u32(count).ok_or(TableError::BadFeatureCount)?;
@@ -127,6 +144,8 @@ impl TableLine {
                 b"block_size" => Feature::BlockSize,
                 b"read_retries" => Feature::ReadRetries,
                 b"format" => Feature::Format,
+                b"cache_size" => Feature::CacheSize,
+                b"no_proactive" => Feature::NoProactive,
                 _ => return Err(TableError::UnknownFeature),
             };
             if line.order[..seen].contains(&Some(f)) {
@@ -154,6 +173,12 @@ impl TableLine {
                         .ok_or(TableError::BadReadRetries)?;
                 }
                 Feature::Format => line.format = true,
+                Feature::CacheSize => {
+                    line.cache_size = parse_u32(value()?)
+                        .filter(|&c| c == 0 || (c.is_power_of_two() && (2..=super::cache::MAX_CACHE_SIZE).contains(&c)))
+                        .ok_or(TableError::BadCacheSize)?;
+                }
+                Feature::NoProactive => line.proactive = false,
             }
         }
         Ok(line)
@@ -178,6 +203,8 @@ impl fmt::Display for Features<'_> {
                 Feature::BlockSize => write!(f, " block_size {}", l.block_size)?,
                 Feature::ReadRetries => write!(f, " read_retries {}", l.read_retries)?,
                 Feature::Format => f.write_str(" format")?,
+                Feature::CacheSize => write!(f, " cache_size {}", l.cache_size)?,
+                Feature::NoProactive => f.write_str(" no_proactive")?,
             }
         }
         Ok(())
@@ -216,12 +243,21 @@ mod tests {
     fn defaults() {
         let l = parse("/dev/loop0 /dev/loop1").unwrap();
         assert_eq!((l.main, l.spare, l.block_size, l.read_retries, l.format), (0, 1, 4096, 2, false));
+        assert_eq!((l.cache_size, l.proactive), (256, true));
         assert_eq!(l.features().to_string(), "");
     }
 
     #[test]
     fn features_print_back_exactly() {
-        for f in ["", " 0", " 1 format", " 3 format block_size 512", " 5 read_retries 0 format block_size 65536"] {
+        for f in [
+            "",
+            " 0",
+            " 1 format",
+            " 3 format block_size 512",
+            " 5 read_retries 0 format block_size 65536",
+            " 4 no_proactive cache_size 0 format",
+            " 2 cache_size 65536",
+        ] {
             let l = parse(&format!("7:0 7:1{f}")).unwrap();
             assert_eq!(l.features().to_string(), f);
         }
@@ -248,6 +284,10 @@ mod tests {
             ("a b 2 block_size 4k", BadBlockSize),
             ("a b 2 read_retries 17", BadReadRetries),
             ("a b 2 read_retries x", BadReadRetries),
+            ("a b 2 cache_size 3", BadCacheSize),
+            ("a b 2 cache_size 1", BadCacheSize),
+            ("a b 2 cache_size 131072", BadCacheSize),
+            ("a b 2 no_proactive no_proactive", DuplicateFeature),
             ("a b 14 1 2 3 4 5 6 7 8 9 10 11 12 13 14", TooManyArgs),
         ] {
             assert_eq!(parse(line), Err(e), "{line:?}");

@@ -154,10 +154,6 @@ impl Hotspots {
         self.list().iter().map(|h| h.errors).max().unwrap_or(0)
     }
 
-    /// Forgets all clusters.
-    pub fn clear(&mut self) {
-        self.n = 0;
-    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub fn run() -> Result<()> {
     show("dmsetup create demo --table", &table);
     let dm = DmDev::create("demo", &table)?;
     show("dmsetup table demo", &dmsetup(&["table", &dm.name])?);
-    show("dmsetup status demo   (remaps pool free pending seq state)", &dmsetup(&["status", &dm.name])?);
+    show("dmsetup status demo   (26 fields: docs/status.md)", &dmsetup(&["status", &dm.name])?);
 
     let direct = write_at(bad.path(), 100 * 4096, &pattern(1, 4096));
     let direct = match direct {
@@ -37,7 +37,7 @@ pub fn run() -> Result<()> {
     let back = read_at(&dm.path, 100 * 4096, 4096)?;
     show("writing block 100 through dm-remap, then reading it back", if back == data { "ok, identical" } else { "MISMATCH" });
     ensure!(back == data, "data read back differs");
-    show("dmsetup status demo   (one block relocated, committed in metadata seq 1)", &dmsetup(&["status", &dm.name])?);
+    show("dmsetup status demo   (field 8: one remap; 12: one relocation after a write error)", &dmsetup(&["status", &dm.name])?);
 
     dmsetup(&["suspend", &dm.name])?;
     dmsetup(&["resume", &dm.name])?;
