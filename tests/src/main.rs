@@ -11,6 +11,7 @@ mod demo;
 mod harness;
 mod t_engine;
 mod t_foundation;
+mod t_health;
 
 use harness::{is_kernel_bug, Kmsg};
 use std::time::Instant;
@@ -26,6 +27,7 @@ fn all_tests() -> Vec<Test> {
     let mut v = Vec::new();
     v.extend_from_slice(t_foundation::TESTS);
     v.extend_from_slice(t_engine::TESTS);
+    v.extend_from_slice(t_health::TESTS);
     v
 }
 

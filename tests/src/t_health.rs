@@ -1,0 +1,278 @@
+//! Health monitoring: the 26 status fields against known workloads, messages, alerts, the
+//! background scan, proactive relocation, the lookup cache.
+
+use crate::harness::*;
+use anyhow::{bail, ensure, Context, Result};
+use std::time::{Duration, Instant};
+
+pub const TESTS: &[crate::Test] = &[
+    ("health_status_fields_known_workload", status_fields_workload),
+    ("health_messages", messages),
+    ("health_dmsetup_wait_woken_by_alert", wait_woken_by_alert),
+    ("health_scan_finds_unread_bad_block", scan_finds_bad_block),
+    ("health_weak_block_relocated_proactively", weak_block),
+    ("health_cache_counts_only_real_hits", cache_hits),
+];
+
+const MIB: u64 = 1 << 20;
+const BS: u64 = 4096;
+
+/// Field `i` (1-based) of the status line, as a number.
+fn field(name: &str, i: usize) -> Result<u64> {
+    let f = status_fields(name)?;
+    ensure!(f.len() == 26, "status has {} fields: {f:?}", f.len());
+    f[i - 1].parse().with_context(|| format!("field {i} = {:?}", f[i - 1]))
+}
+
+fn text_field(name: &str, i: usize) -> Result<String> {
+    Ok(status_fields(name)?.get(i - 1).cloned().unwrap_or_default())
+}
+
+fn msg(name: &str, words: &[&str]) -> Result<String> {
+    let mut args = vec!["message", name, "0"];
+    args.extend_from_slice(words);
+    Ok(dmsetup(&args)?.trim_end().to_string())
+}
+
+fn msg_fails(name: &str, words: &[&str]) -> Result<String> {
+    let mut args = vec!["message", name, "0"];
+    args.extend_from_slice(words);
+    cmd_fails("dmsetup", &args)
+}
+
+/// Polls `cond` for up to `secs` seconds.
+fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if cond()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out after {secs} s waiting for {what}")
+}
+
+/// N writes move field 5 by N, M reads field 4 by M; each fsync sends one flush to the
+/// spare (field 6); K bad blocks written make fields 7, 8 and 12 equal K.
+fn status_fields_workload() -> Result<()> {
+    let bad = BadMain::new("sw", 16 * MIB, &[(100, 1), (101, 1), (300, 1)])?;
+    let spare = LoopDev::new("sw-spare", 4 * MIB)?;
+    let g = geometry(4 * MIB)?;
+    let dm = DmDev::create("t-sw", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    let f = status_fields(&dm.name)?;
+    expect_eq("fields 1-3", f[..3].to_vec(), vec!["0.1.0".to_string(), bad_devno(&bad)?, spare.devno()?])?;
+    expect_eq(
+        "fields 8-11, 20-22, 24-26 at start",
+        [7, 8, 9, 10, 19, 20, 21, 23, 24, 25].iter().map(|&i| f[i].clone()).collect::<Vec<_>>(),
+        ["0", &g.pool_blocks.to_string(), &g.pool_blocks.to_string(), "0", "100", "0", "0", "50", "-", "operational"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    )?;
+    let (r0, w0, s0) = (field(&dm.name, 4)?, field(&dm.name, 5)?, field(&dm.name, 6)?);
+    for i in 0..10 {
+        write_at(&dm.path, (10 + i) * BS, &pattern(i, BS as usize))?;
+    }
+    for i in 0..7 {
+        read_at(&dm.path, (10 + i) * BS, BS as usize)?;
+    }
+    expect_eq("field 5 (writes) moved by", field(&dm.name, 5)? - w0, 10)?;
+    expect_eq("field 4 (reads) moved by", field(&dm.name, 4)? - r0, 7)?;
+    expect_eq("field 6 (spare I/Os: one flush per fsync) moved by", field(&dm.name, 6)? - s0, 10)?;
+    ensure!(field(&dm.name, 23)? > 0, "field 23 (mean main latency) is 0 after 17 I/Os");
+    for b in [100, 101, 300] {
+        write_at(&dm.path, b * BS, &pattern(b, BS as usize))?;
+    }
+    expect_eq("field 7 (media errors)", field(&dm.name, 7)?, 3)?;
+    expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 3)?;
+    expect_eq("field 12 (relocations after write errors)", field(&dm.name, 12)?, 3)?;
+    expect_eq("field 10 (free)", field(&dm.name, 10)?, g.pool_blocks - 3)?;
+    expect_eq("field 14 (commits)", field(&dm.name, 14)?, 3)?;
+    expect_eq("field 22 (hotspots: 100-101 and 300)", field(&dm.name, 22)?, 2)?;
+    // 3 recent errors, 2 in the largest cluster, 3 of 1012 blocks used (0 points).
+    expect_eq("field 20 (health)", field(&dm.name, 20)?, 100 - 3 - 1)?;
+    ensure!(field(&dm.name, 21)? > 0, "field 21 (time to exhaustion) shows no trend after 3 remaps");
+    Ok(())
+}
+
+fn bad_devno(bad: &BadMain) -> Result<String> {
+    Ok(dmsetup(&["info", "-c", "--noheadings", "-o", "major,minor", "--separator", ":", &bad.dm.name])?.trim().to_string())
+}
+
+/// Every message: replies, effects, and refusals that change nothing.
+fn messages() -> Result<()> {
+    let bad = BadMain::new("ms", 16 * MIB, &[(10, 1)])?;
+    let spare = LoopDev::new("ms-spare", 4 * MIB)?;
+    let g = geometry(4 * MIB)?;
+    let dm = DmDev::create("t-ms", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    let n = dm.name.as_str();
+    write_at(&dm.path, 10 * BS, &pattern(1, BS as usize))?;
+
+    ensure!(msg(n, &["help"])?.contains("maintenance on|off"), "help reply");
+    msg(n, &["alert_threshold", "70"])?;
+    expect_eq("field 24 after alert_threshold 70", field(n, 24)?, 70)?;
+    expect_eq("query a remapped sector", msg(n, &["query", "80"])?, format!("block=10 location=spare pool_block=0 spare_sector={}", g.pool_start))?;
+    expect_eq("query a main sector", msg(n, &["query", "40"])?, "block=5 location=main".to_string())?;
+    expect_eq("list_remaps", msg(n, &["list_remaps"])?, "10 0".to_string())?;
+    expect_eq("list_remaps 1 5", msg(n, &["list_remaps", "1", "5"])?, String::new())?;
+    expect_eq("hotspots", msg(n, &["hotspots"])?, "10-10 1".to_string())?;
+    msg(n, &["scan_interval", "30"])?;
+    msg(n, &["scan_rate", "100"])?;
+    msg(n, &["scan", "stop"])?;
+    msg(n, &["scan", "start"])?;
+    msg(n, &["scan", "stop"])?;
+    msg(n, &["sync"])?;
+
+    // Manual remap: refused outside maintenance mode, done inside.
+    ensure!(msg_fails(n, &["remap", "160"])?.contains("Operation not permitted"), "remap outside maintenance");
+    msg(n, &["maintenance", "on"])?;
+    expect_eq("state in maintenance", text_field(n, 26)?, "maintenance".to_string())?;
+    let data = pattern(2, BS as usize);
+    write_at(&bad.lo.path, 20 * BS, &data)?;
+    expect_eq("remap 160", msg(n, &["remap", "160"])?, "block=20 location=spare pool_block=1".to_string())?;
+    expect_eq("field 13 (proactive/manual relocations)", field(n, 13)?, 1)?;
+    expect_eq("data of the manually remapped block", read_at(&dm.path, 20 * BS, BS as usize)?, data)?;
+    ensure!(msg_fails(n, &["remap", "160"])?.contains("Invalid argument"), "remapping a remapped block");
+    msg(n, &["maintenance", "off"])?;
+    expect_eq("state after maintenance", text_field(n, 26)?, "operational".to_string())?;
+
+    // Refused messages: EINVAL, and nothing changes (field 21 is left out: it moves with time).
+    let steady = |f: Vec<String>| f.into_iter().enumerate().filter(|(i, _)| *i != 20).map(|(_, v)| v).collect::<Vec<_>>();
+    let before = steady(status_fields(n)?);
+    let mut kmsg = Kmsg::open()?;
+    kmsg.drain();
+    for bad_msg in [
+        vec!["frobnicate"],
+        vec!["help", "me"],
+        vec!["maintenance"],
+        vec!["maintenance", "yes"],
+        vec!["alert_threshold", "101"],
+        vec!["alert_threshold", "x"],
+        vec!["scan", "go"],
+        vec!["scan_interval", "0"],
+        vec!["scan_rate", "1000001"],
+        vec!["remap"],
+        vec!["query", "abc"],
+        vec!["query", &(16 * MIB / 512).to_string()],
+        vec!["list_remaps", "1"],
+        vec!["list_remaps", "0", "65"],
+        vec!["hotspots", "now"],
+        vec!["clear_stats", "all"],
+        vec!["sync", "now"],
+    ] {
+        let err = msg_fails(n, &bad_msg)?;
+        ensure!(err.contains("Invalid argument"), "{bad_msg:?}: {err}");
+    }
+    ensure!(kmsg.drain().iter().any(|l| l.contains("message refused")), "no log line for refused messages");
+    expect_eq("status after refused messages", steady(status_fields(n)?), before)?;
+
+    msg(n, &["clear_stats"])?;
+    for i in [4, 5, 6, 7, 12, 13, 14, 16, 17, 23] {
+        expect_eq(&format!("field {i} after clear_stats"), field(n, i)?, 0)?;
+    }
+    expect_eq("field 8 kept by clear_stats", field(n, 8)?, 2)?;
+    Ok(())
+}
+
+/// `dmsetup wait` returns when an alert is raised, and field 25 then counts from it.
+fn wait_woken_by_alert() -> Result<()> {
+    let bad = BadMain::new("wt", 16 * MIB, &[(10, 1)])?;
+    let spare = LoopDev::new("wt-spare", 4 * MIB)?;
+    let dm = DmDev::create("t-wt", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    write_at(&dm.path, 10 * BS, &pattern(3, BS as usize))?;
+    ensure!(field(&dm.name, 20)? < 100, "a media error must lower the score");
+    expect_eq("field 25 before any alert", text_field(&dm.name, 25)?, "-".to_string())?;
+    let ev = event_nr(&dm.name)?.to_string();
+    let mut waiter = std::process::Command::new("dmsetup").args(["wait", &dm.name, &ev]).spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(waiter.try_wait()?.is_none(), "dmsetup wait returned before any alert");
+    msg(&dm.name, &["alert_threshold", "100"])?;
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = waiter.try_wait()? {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = waiter.kill();
+            bail!("dmsetup wait was not woken by the alert");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ensure!(status.success(), "dmsetup wait failed: {status}");
+    ensure!(field(&dm.name, 25)? < 10, "field 25 is not the time since the alert");
+    Ok(())
+}
+
+/// The scan reads the whole device and finds a dm-dust bad block that nobody read: it
+/// becomes pending, with a media error and a hotspot.
+fn scan_finds_bad_block() -> Result<()> {
+    let lo = LoopDev::new("sc", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    let dust = DmDev::create("t-sc-dust", &format!("0 {n} dust {} 0 4096", lo.path))?;
+    dmsetup(&["message", &dust.name, "0", "addbadblock", "1234"])?;
+    dmsetup(&["message", &dust.name, "0", "enable"])?;
+    let spare = LoopDev::new("sc-spare", 4 * MIB)?;
+    let dm = DmDev::create("t-sc", &format!("0 {n} remap {} {} 1 format", dust.path, spare.path))?;
+    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scan_interval", "1"])?;
+    msg(&dm.name, &["scan", "start"])?;
+    wait_for(30, "a full scan pass", || Ok(field(&dm.name, 19)? >= 1))?;
+    msg(&dm.name, &["scan", "stop"])?;
+    expect_eq("field 11 (pending)", field(&dm.name, 11)?, 1)?;
+    expect_eq("query", msg(&dm.name, &["query", &(1234 * 8).to_string()])?, "block=1234 location=pending".to_string())?;
+    ensure!(field(&dm.name, 7)? >= 1, "no media error counted");
+    expect_eq("hotspots", msg(&dm.name, &["hotspots"])?, "1234-1234 1".to_string())?;
+    expect_eq("nothing relocated", field(&dm.name, 8)?, 0)?;
+    Ok(())
+}
+
+/// A block behind dm-delay (every read of it takes 300 ms) is weak: the scan relocates it
+/// with its data, before it fails.
+fn weak_block() -> Result<()> {
+    let lo = LoopDev::new("wk", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    let table = format!(
+        "0 400 linear {p} 0\n400 8 delay {p} 400 300\n408 {} linear {p} 408",
+        n - 408,
+        p = lo.path
+    );
+    let main = DmDev::create("t-wk-main", &table)?;
+    let data = pattern(50, BS as usize);
+    write_at(&lo.path, 50 * BS, &data)?;
+    let spare = LoopDev::new("wk-spare", 4 * MIB)?;
+    let dm = DmDev::create("t-wk", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?;
+    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scan_interval", "1"])?;
+    msg(&dm.name, &["scan", "start"])?;
+    wait_for(60, "a full scan pass", || Ok(field(&dm.name, 19)? >= 1))?;
+    msg(&dm.name, &["scan", "stop"])?;
+    expect_eq("field 13 (proactive relocations)", field(&dm.name, 13)?, 1)?;
+    expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 1)?;
+    expect_eq("query", msg(&dm.name, &["query", "400"])?.split(' ').take(2).collect::<Vec<_>>().join(" "), "block=50 location=spare".to_string())?;
+    expect_eq("relocated data", read_at(&dm.path, 50 * BS, BS as usize)?, data)?;
+    Ok(())
+}
+
+/// Hits are counted only when the cache answered; misses only when it was asked and the
+/// table answered; lookups the region bitmap answers count as neither.
+fn cache_hits() -> Result<()> {
+    let lo = LoopDev::new("ch", 16 * MIB)?;
+    let spare = LoopDev::new("ch-spare", 4 * MIB)?;
+    let n = 16 * MIB / 512;
+    for (cache, hits, misses) in [("", 2, 1), (" cache_size 0", 0, 0)] {
+        let count = if cache.is_empty() { 1 } else { 3 };
+        let dm = DmDev::create("t-ch", &format!("0 {n} remap {} {} {count} format{cache}", lo.path, spare.path))?;
+        if cache.is_empty() {
+            msg(&dm.name, &["maintenance", "on"])?;
+            msg(&dm.name, &["remap", "80"])?;
+            msg(&dm.name, &["maintenance", "off"])?;
+        }
+        let (h0, m0) = (field(&dm.name, 16)?, field(&dm.name, 17)?);
+        for b in [10, 10, 10, 500, 12] {
+            read_at(&dm.path, b * BS, BS as usize)?;
+        }
+        expect_eq(&format!("cache hits{cache}"), field(&dm.name, 16)? - h0, hits)?;
+        expect_eq(&format!("cache misses{cache}"), field(&dm.name, 17)? - m0, misses)?;
+    }
+    Ok(())
+}
