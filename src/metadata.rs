@@ -148,7 +148,42 @@ pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
     if s.windows(2).any(|w| w[0].main == w[1].main) {
         return Err(CtrError::inval(c"Spare metadata is inconsistent (a block remapped twice)"));
     }
+    // The vector grew by doubling: keep an exact-size copy (16 bytes per remap, not up to 32).
+    if entries.capacity() > entries.len() + entries.len() / 16 {
+        let mut exact = KVVec::with_capacity(entries.len(), GFP_KERNEL)
+            .map_err(|_| err(ENOMEM, c"Cannot allocate the remap table"))?;
+        exact
+            .extend_from_slice(entries.as_slice(), GFP_KERNEL)
+            .map_err(|_| err(ENOMEM, c"Cannot allocate the remap table"))?;
+        entries = exact;
+    }
     Ok(Loaded { log: Log { sb, tail, tail_slot, tail_written, seq: r.seq, next_free: r.next_free }, entries })
+}
+
+/// Whether the log on the spare has moved past what `log` knows: its tail block has a newer
+/// version, or a block follows it. Two reads, instead of a whole replay.
+pub(crate) fn changed_since(spare: &Dev, log: &Log) -> Result<bool, CtrError> {
+    let mut buf = meta_buf(2 * META_BLOCK)?;
+    let index = log_header(as_block(log.tail.as_slice())).index;
+    let next = if log.tail_written { index + 1 } else { index };
+    if log.tail_written {
+        spare
+            .rw_sync(Geometry::log_slot_sector(index, 0), buf.as_mut_slice(), IoKind::Read)
+            .map_err(|e| err(e, c"Cannot read the spare's remap log"))?;
+        let (s0, s1) = buf.as_slice().split_at(META_BLOCK);
+        match choose_log_slot(as_block(s0), as_block(s1), &log.sb, index) {
+            Some((h, _)) if h.seq == log.seq => {}
+            _ => return Ok(true),
+        }
+    }
+    if next >= log.sb.geometry.log_blocks {
+        return Ok(false);
+    }
+    spare
+        .rw_sync(Geometry::log_slot_sector(next, 0), buf.as_mut_slice(), IoKind::Read)
+        .map_err(|e| err(e, c"Cannot read the spare's remap log"))?;
+    let (s0, s1) = buf.as_slice().split_at(META_BLOCK);
+    Ok(choose_log_slot(as_block(s0), as_block(s1), &log.sb, next).is_some_and(|(h, _)| h.seq >= log.seq))
 }
 
 impl Log {
@@ -168,7 +203,8 @@ impl Log {
     /// Makes `new` durable: appends them to the log in new versions of the tail block (never
     /// over its durable version) and further blocks. The first write carries a preflush, so
     /// the relocated data written before it is durable first; every write is FUA.
-    pub(crate) fn commit(&mut self, spare: &Dev, new: &[Remap]) -> Result {
+    /// Returns the number of log blocks written.
+    pub(crate) fn commit(&mut self, spare: &Dev, new: &[Remap]) -> Result<u64> {
         let seq = self.seq + 1;
         let next_free = self.next_free;
         let uuid = self.sb.uuid;
@@ -176,6 +212,7 @@ impl Log {
         let b = as_block_mut(self.tail.as_mut_slice()).ok_or(EINVAL)?;
         let mut i = 0;
         let mut first = true;
+        let mut written = 0;
         while i < new.len() {
             let h = log_header(b);
             if h.is_full() {
@@ -194,10 +231,11 @@ impl Log {
             let kind = if first { IoKind::WriteCommit } else { IoKind::WriteFua };
             spare.rw_sync(Geometry::log_slot_sector(log_header(b).index, slot), &mut b[..], kind)?;
             first = false;
+            written += 1;
             self.tail_slot = slot;
             self.tail_written = true;
         }
         self.seq = seq;
-        Ok(())
+        Ok(written)
     }
 }

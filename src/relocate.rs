@@ -218,9 +218,9 @@ impl Engine {
         let Batch { remaps, pending } = batch;
         let mut committed = remaps.is_empty();
         if !committed {
-            self.stats.add(stat::SPARE_IOS, 1);
             match meta.log.commit(&self.spare, remaps.as_slice()) {
-                Ok(()) => {
+                Ok(written) => {
+                    self.stats.add(stat::SPARE_IOS, written);
                     committed = true;
                     self.commits.fetch_add(1, Ordering::Relaxed);
                     meta.recent_remaps.add(now_ns() / 1_000_000_000, remaps.len() as u32);
@@ -268,6 +268,13 @@ impl Engine {
 pub(crate) fn reload(e: &Engine) -> Result {
     let mut meta = e.meta.lock();
     let sb = meta.log.sb;
+    let report = |CtrError { code, msg }: CtrError| {
+        pr_err!("reloading the remap log failed: {}\n", msg.to_str().unwrap_or("?"));
+        code
+    };
+    if !metadata::changed_since(&e.spare, &meta.log).map_err(report)? {
+        return Ok(());
+    }
     let loaded = metadata::replay(&e.spare, sb).map_err(|CtrError { code, msg }| {
         pr_err!("reloading the remap log failed: {}\n", msg.to_str().unwrap_or("?"));
         code

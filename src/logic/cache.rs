@@ -4,9 +4,11 @@
 //!
 //! 1. a region bitmap: one bit per run of `2^shift` main blocks that holds any entry; an I/O
 //!    in clean regions skips everything else (the no-remap path stays as cheap as possible);
-//! 2. a 2-way set-associative LRU cache of table *indexes* (way 0 most recent). An index is
-//!    only trusted after checking that the entry it points to is the block looked up, so
-//!    racing relaxed updates can cost a miss but never give a wrong answer.
+//! 2. a 2-way set-associative LRU cache of table *positions* (way 0 most recent): for a block,
+//!    its `lower_bound` index, which answers both "remapped here" and "not remapped" (the
+//!    I/O path mostly looks up blocks that are not remapped). A position is only trusted
+//!    after checking it against its neighbours in the table, so racing relaxed updates can
+//!    cost a miss but never give a wrong answer.
 
 use super::remaps::{lower_bound, route_at, Entry, Route};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -67,7 +69,12 @@ fn set_of(slots: &[AtomicU32], block: u64) -> usize {
     ((block.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize) & (sets - 1)
 }
 
-/// Looks `block` up in the cache: the table index of its entry, on a hit.
+/// Whether `i` is `lower_bound(t, block)`: the first entry at or after `block`.
+fn is_position(t: &[Entry], block: u64, i: usize) -> bool {
+    i <= t.len() && t.get(i).is_none_or(|e| e.main >= block) && (i == 0 || t[i - 1].main < block)
+}
+
+/// Looks `block` up in the cache: its position in the table (`lower_bound`), on a hit.
 pub fn cache_get(slots: &[AtomicU32], t: &[Entry], block: u64) -> Option<usize> {
     if slots.len() < 2 {
         return None;
@@ -76,7 +83,9 @@ pub fn cache_get(slots: &[AtomicU32], t: &[Entry], block: u64) -> Option<usize> 
     for way in 0..2 {
         let v = slots[s + way].load(Ordering::Relaxed);
         let Some(i) = (v as usize).checked_sub(1) else { continue };
-        if t.get(i).is_some_and(|e| e.main == block) {
+        // The key is not stored: a position is valid for a range of blocks, and checking it
+        // against the table is what makes it safe anyway.
+        if is_position(t, block, i) {
             if way == 1 {
                 // Make it the most recent.
                 let other = slots[s].load(Ordering::Relaxed);
@@ -89,9 +98,9 @@ pub fn cache_get(slots: &[AtomicU32], t: &[Entry], block: u64) -> Option<usize> 
     None
 }
 
-/// Puts table index `i` in the cache as the most recent of its set.
+/// Puts position `i` of `block` in the cache as the most recent of its set.
 pub fn cache_put(slots: &[AtomicU32], block: u64, i: usize) {
-    if slots.len() < 2 || i >= u32::MAX as usize {
+    if slots.len() < 2 || i >= (u32::MAX - 1) as usize {
         return;
     }
     let s = 2 * set_of(slots, block);
@@ -120,9 +129,7 @@ pub fn route_cached(
         return (route_at(t, i, first, count), Answered::Hit);
     }
     let i = lower_bound(t, first);
-    if t.get(i).is_some_and(|e| e.main == first) {
-        cache_put(slots, first, i);
-    }
+    cache_put(slots, first, i);
     (route_at(t, i, first, count), Answered::Miss)
 }
 
@@ -138,6 +145,7 @@ mod tests {
 
     #[test]
     fn lru_within_a_set() {
+        // Every block remapped, so each block has its own position.
         let t: Vec<Entry> = (0..1000).map(|b| Entry { main: b, spare: b }).collect();
         let c = slots(2); // one set, two ways
         cache_put(&c, 1, 1);
@@ -153,11 +161,14 @@ mod tests {
     fn stale_indexes_are_not_trusted() {
         let t = vec![Entry { main: 5, spare: 0 }];
         let c = slots(4);
-        cache_put(&c, 9, 0); // index 0 holds block 5, not 9
+        cache_put(&c, 9, 0); // block 9 is after entry 0 (block 5): its position is 1
         assert_eq!(cache_get(&c, &t, 9), None);
         let c = slots(4);
         cache_put(&c, 5, 7); // beyond the table
         assert_eq!(cache_get(&c, &t, 5), None);
+        let c = slots(4);
+        cache_put(&c, 3, 0); // a block before entry 0: position 0, valid
+        assert_eq!(cache_get(&c, &t, 3), Some(0));
     }
 
     #[test]
@@ -171,9 +182,9 @@ mod tests {
         assert_eq!(route_cached(&t, &bits, shift, &c, 500_000, 1).1, Answered::Shortcut);
         assert_eq!(route_cached(&t, &bits, shift, &c, 100, 1), (Route::Spare { spare: 0, blocks: 1 }, Answered::Miss));
         assert_eq!(route_cached(&t, &bits, shift, &c, 100, 1), (Route::Spare { spare: 0, blocks: 1 }, Answered::Hit));
-        // Same region, block not remapped: a miss, and it is not cached.
-        assert_eq!(route_cached(&t, &bits, shift, &c, 101, 1).1, Answered::Miss);
-        assert_eq!(route_cached(&t, &bits, shift, &c, 101, 1).1, Answered::Miss);
+        // Same region, block not remapped: a miss, then a hit (its position is cached too).
+        assert_eq!(route_cached(&t, &bits, shift, &c, 101, 1), (Route::Main { blocks: 1 }, Answered::Miss));
+        assert_eq!(route_cached(&t, &bits, shift, &c, 101, 1), (Route::Main { blocks: 1 }, Answered::Hit));
         assert_eq!(route_cached(&[], &bits, shift, &c, 100, 1).1, Answered::Shortcut);
         assert_eq!(route_cached(&t, &bits, shift, &[], 100, 1).1, Answered::Table);
     }

@@ -7,8 +7,10 @@
 //!
 //! `vmtest demo` walks through the target at work for `cargo xtask demo`.
 
+mod bench;
 mod demo;
 mod harness;
+mod prep;
 mod t_engine;
 mod t_foundation;
 mod t_health;
@@ -33,6 +35,15 @@ fn all_tests() -> Vec<Test> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("bench") {
+        let reps = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
+        let runtime = args.get(2).cloned().unwrap_or_else(|| "1".into());
+        if let Err(e) = bench::run(reps, &runtime) {
+            println!("bench failed: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.first().map(String::as_str) == Some("demo") {
         if let Err(e) = demo::run() {
             println!("demo failed: {e:#}");

@@ -13,6 +13,7 @@ pub const TESTS: &[crate::Test] = &[
     ("engine_flush_reaches_spare", flush_reaches_spare),
     ("engine_persists_suspend_reload_recreate", persists),
     ("engine_bad_metadata_refused", bad_metadata),
+    ("engine_reload_keeps_commits_made_after_its_ctr", reload_race),
     ("engine_spare_failure_degrades", spare_failure),
     ("engine_discard_and_zeroes_follow_remaps", discard_and_zeroes),
     ("engine_error_storm_fio_verify", error_storm_verify),
@@ -423,5 +424,24 @@ fn non_media_error() -> Result<()> {
     drop(dm);
     drop(thin);
     dmsetup(&["message", &pool.name, "0", "delete 0"])?;
+    Ok(())
+}
+
+/// `dmsetup reload` builds the new table (its constructor reads the log) while the old one
+/// still serves I/O; a relocation the old table commits in between must survive the swap.
+fn reload_race() -> Result<()> {
+    let bad = BadMain::new("rr", 16 * MIB, &[(5, 1), (6, 1)])?;
+    let spare = LoopDev::new("rr-spare", 4 * MIB)?;
+    let g = geometry(4 * MIB)?;
+    let table = format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path);
+    let dm = DmDev::create("t-rr", &table)?;
+    write_at(&dm.path, 5 * BS, &pattern(90, BS as usize))?;
+    dmsetup(&["reload", &dm.name, "--table", &table])?;
+    // The old table is still live: this relocation is committed after the new constructor ran.
+    write_at(&dm.path, 6 * BS, &pattern(91, BS as usize))?;
+    dmsetup(&["resume", &dm.name])?;
+    expect_status(&dm.name, &st(2, g.pool_blocks, g.pool_blocks - 2, 0, 2, "operational"))?;
+    expect_eq("block 6 after the swap", read_at(&dm.path, 6 * BS, BS as usize)?, pattern(91, BS as usize))?;
+    expect_eq("block 5 after the swap", read_at(&dm.path, 5 * BS, BS as usize)?, pattern(90, BS as usize))?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: build automation for dm-remap, as plain Rust.
 
+mod bench;
 mod cpio;
 mod env;
 mod kernel;
@@ -61,6 +62,16 @@ enum Cmd {
     },
     /// Build everything, boot the VM and show the target at work.
     Demo,
+    /// Benchmark against dm-linear and null_blk in one instruction-counting VM boot;
+    /// writes docs/BENCHMARKS.md.
+    Bench {
+        /// Interleaved repetitions.
+        #[arg(long, default_value_t = 3)]
+        reps: u32,
+        /// fio runtime per run, seconds of virtual time.
+        #[arg(long, default_value = "1")]
+        runtime: String,
+    },
 }
 
 fn main() {
@@ -115,6 +126,7 @@ fn real_main() -> Result<i32> {
             };
             Ok(vm::run(&paths, &opts)?.status)
         }
+        Cmd::Bench { reps, runtime } => bench::bench(&paths, reps, &runtime),
         Cmd::Test { filter, debug_kernel } => test::test(&paths, filter.as_deref(), flavor(debug_kernel)),
         Cmd::Demo => {
             let (kernel, module) = prepare(&paths, Flavor::Test)?;

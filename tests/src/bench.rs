@@ -1,0 +1,237 @@
+//! `vmtest bench`: the measurements behind docs/BENCHMARKS.md, run by `cargo xtask bench` in a
+//! VM whose clock counts instructions (QEMU `-icount shift=0,sleep=off`), so fio's IOPS are a
+//! repeatable path-length measure. Prints `BENCH <config> <workload> <rep> <iops>` and
+//! `BENCHINFO <key> <value>` lines for xtask to tabulate.
+
+use crate::harness::*;
+use crate::prep::write_spare;
+use anyhow::{Context, Result};
+use std::time::Instant;
+
+const MIB: u64 = 1 << 20;
+/// Blocks of the I/O region (64 MiB): all workloads run on it.
+const REGION_BLOCKS: u64 = 16384;
+/// Main device: 8 GiB of null_blk that stores nothing.
+const MAIN_MB: u64 = 8192;
+
+/// A null_blk device made through configfs; removed on drop.
+struct NullB {
+    dir: String,
+    path: String,
+}
+
+impl NullB {
+    fn new(name: &str, size_mb: u64, memory_backed: bool) -> Result<Self> {
+        let dir = format!("/sys/kernel/config/nullb/{name}");
+        std::fs::create_dir(&dir)?;
+        let me = Self { dir, path: format!("/dev/{name}") };
+        for (attr, val) in [
+            ("size", size_mb.to_string()),
+            ("blocksize", "4096".into()),
+            ("queue_mode", "2".into()),
+            ("irqmode", "0".into()),
+            ("hw_queue_depth", "128".into()),
+            ("memory_backed", if memory_backed { "1" } else { "0" }.into()),
+            ("power", "1".into()),
+        ] {
+            std::fs::write(format!("{}/{attr}", me.dir), val).with_context(|| format!("null_blk {attr}"))?;
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for NullB {
+    fn drop(&mut self) {
+        let _ = std::fs::write(format!("{}/power", self.dir), "0");
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A workload: name and fio arguments.
+struct Workload(&'static str, &'static [&'static str]);
+
+// 4 KiB random I/O lands on even blocks only (`blockalign=8k`), the same for every config:
+// the interleaved-remaps config puts its remaps on the odd blocks.
+const WORKLOADS: &[Workload] = &[
+    Workload("randread-4k-qd1", &["--rw=randread", "--bs=4k", "--blockalign=8k", "--iodepth=1"]),
+    Workload("randread-4k-qd32", &["--rw=randread", "--bs=4k", "--blockalign=8k", "--iodepth=32"]),
+    Workload("randwrite-4k-qd1", &["--rw=randwrite", "--bs=4k", "--blockalign=8k", "--iodepth=1"]),
+    Workload("randwrite-4k-qd32", &["--rw=randwrite", "--bs=4k", "--blockalign=8k", "--iodepth=32"]),
+    Workload("seqread-1m-qd8", &["--rw=read", "--bs=1M", "--iodepth=8"]),
+];
+
+fn fio(dev: &str, extra: &[&str], runtime: &str) -> Result<serde_json::Value> {
+    let mut args = vec![
+        "--name=bench".to_string(),
+        format!("--filename={dev}"),
+        "--ioengine=io_uring".into(),
+        "--direct=1".into(),
+        format!("--size={}", REGION_BLOCKS * 4096),
+        "--output-format=json".into(),
+        "--randrepeat=1".into(),
+    ];
+    if !runtime.is_empty() {
+        args.push("--time_based".into());
+        args.push(format!("--runtime={runtime}"));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    Ok(serde_json::from_str(&cmd("fio", &a)?)?)
+}
+
+fn iops(v: &serde_json::Value) -> f64 {
+    let job = &v["jobs"][0];
+    job["read"]["iops"].as_f64().unwrap_or(0.0) + job["write"]["iops"].as_f64().unwrap_or(0.0)
+}
+
+/// Kernel heap in use: slab plus vmalloc, KiB (the table is one kvmalloc'ed array; the
+/// memory-backed spare's pages are neither).
+fn kernel_heap_kb() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo")?;
+    let get = |key: &str| -> Result<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| key.to_string())
+    };
+    Ok(get("Slab:")? + get("VmallocUsed:")?)
+}
+
+pub fn run(reps: u32, runtime: &str) -> Result<()> {
+    let main = NullB::new("bmain", MAIN_MB, false)?;
+    let main_sectors = MAIN_MB * MIB / 512;
+    let remap = |name: &str, spare: &NullB, features: &str| -> Result<DmDev> {
+        let dm = DmDev::create(name, &format!("0 {main_sectors} remap {} {}{features}", main.path, spare.path))?;
+        // The scan would read the main device in the background: off for measurements.
+        dmsetup(&["message", name, "0", "scan", "stop"])?;
+        Ok(dm)
+    };
+    let spare_mb = 256u64;
+    let spare_bytes = spare_mb * MIB;
+    let s0 = NullB::new("bs0", spare_mb, true)?;
+    write_spare(&s0.path, spare_bytes, main_sectors, 0, |i| i)?;
+    let s1k = NullB::new("bs1k", spare_mb, true)?;
+    write_spare(&s1k.path, spare_bytes, main_sectors, 1000, |i| 100_000 + 13 * i)?;
+    let s100o = NullB::new("bs100o", 1024, true)?;
+    write_spare(&s100o.path, 1024 * MIB, main_sectors, 100_000, |i| REGION_BLOCKS + 2 * i)?;
+    // Odd blocks of the region (8192), then the rest outside it.
+    let interleaved = |i: u64| if i < REGION_BLOCKS / 2 { 2 * i + 1 } else { REGION_BLOCKS + 2 * i };
+    let s100i = NullB::new("bs100i", 1024, true)?;
+    write_spare(&s100i.path, 1024 * MIB, main_sectors, 100_000, interleaved)?;
+    let shit = NullB::new("bshit", spare_mb, true)?;
+    let g = write_spare(&shit.path, spare_bytes, main_sectors, REGION_BLOCKS, |i| i)?;
+
+    let lin = DmDev::create("b-linear", &format!("0 {main_sectors} linear {} 0", main.path))?;
+    // dm-linear onto the spare's pool: what the all-hit configs should be compared with (their
+    // I/O goes to a memory-backed device).
+    let lin_spare =
+        DmDev::create("b-linear-spare", &format!("0 {} linear {} {}", REGION_BLOCKS * 8, shit.path, g.pool_start))?;
+    let r0 = remap("b-remap-0", &s0, "")?;
+    let r1k = remap("b-remap-1k", &s1k, "")?;
+    let r100o = remap("b-remap-100k-outside", &s100o, "")?;
+    let r100i = remap("b-remap-100k-interleaved", &s100i, "")?;
+    // Two targets on one spare are not supported: the no-cache variant gets its own copy.
+    let s100i2 = NullB::new("bs100i2", 1024, true)?;
+    write_spare(&s100i2.path, 1024 * MIB, main_sectors, 100_000, interleaved)?;
+    let r100in = remap("b-remap-100k-interleaved-nocache", &s100i2, " 2 cache_size 0")?;
+    let rhit = remap("b-remap-allhit", &shit, "")?;
+    let shit2 = NullB::new("bshit2", spare_mb, true)?;
+    write_spare(&shit2.path, spare_bytes, main_sectors, REGION_BLOCKS, |i| i)?;
+    let rhitn = remap("b-remap-allhit-nocache", &shit2, " 2 cache_size 0")?;
+
+    let configs: Vec<(&str, &str, bool)> = vec![
+        ("null_blk", main.path.as_str(), true),
+        ("dm-linear", lin.path.as_str(), true),
+        ("dm-linear-spare", lin_spare.path.as_str(), true),
+        ("remap-0", r0.path.as_str(), true),
+        ("remap-1k", r1k.path.as_str(), true),
+        ("remap-100k-outside", r100o.path.as_str(), true),
+        // A 1 MiB read there touches remapped (odd) blocks: not a "none hit" case.
+        ("remap-100k-interleaved", r100i.path.as_str(), false),
+        ("remap-100k-interleaved-nocache", r100in.path.as_str(), false),
+        ("remap-allhit", rhit.path.as_str(), true),
+        ("remap-allhit-nocache", rhitn.path.as_str(), true),
+        // dm-linear again, last in the round: shows whether the order of runs matters.
+        ("dm-linear-last", lin.path.as_str(), true),
+    ];
+    println!("BENCHINFO kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim());
+    println!("BENCHINFO fio {}", cmd("fio", &["--version"])?.trim());
+    for rep in 0..reps {
+        for w in WORKLOADS {
+            for (name, dev, seq_ok) in &configs {
+                if w.0.starts_with("seq") && !seq_ok {
+                    continue;
+                }
+                let v = fio(dev, w.1, runtime)?;
+                println!("BENCH {name} {} {rep} {:.1}", w.0, iops(&v));
+            }
+        }
+    }
+    for (name, dm) in [("remap-allhit", &rhit), ("remap-100k-interleaved", &r100i)] {
+        let f = status_fields(&dm.name)?;
+        println!("BENCHINFO cache-{name} hits={} misses={}", f[15], f[16]);
+    }
+    drop((r0, r1k, r100o, r100i, r100in, rhit, rhitn, lin, lin_spare));
+
+    storm(&main, main_sectors)?;
+    ctr_and_memory(&main, main_sectors)?;
+    Ok(())
+}
+
+/// 4096 writes to bad blocks, 32 in flight: remaps per second of (virtual) time, and
+/// metadata writes per remap.
+fn storm(main: &NullB, main_sectors: u64) -> Result<()> {
+    let (bad_first, bad_n) = (1_000_000u64, 4096u64);
+    let table = format!(
+        "0 {a} linear {p} 0\n{a} {b} error\n{c} {d} linear {p} {c}",
+        a = bad_first * 8,
+        b = bad_n * 8,
+        c = (bad_first + bad_n) * 8,
+        d = main_sectors - (bad_first + bad_n) * 8,
+        p = main.path
+    );
+    let bad = DmDev::create("b-storm-main", &table)?;
+    let spare = NullB::new("bsstorm", 256, true)?;
+    write_spare(&spare.path, 256 * MIB, main_sectors, 0, |i| i)?;
+    let dm = DmDev::create("b-storm", &format!("0 {main_sectors} remap {} {}", bad.path, spare.path))?;
+    dmsetup(&["message", &dm.name, "0", "scan", "stop"])?;
+    let v = fio(
+        &dm.path,
+        &["--rw=randwrite", "--bs=4k", "--iodepth=32", &format!("--offset={}", bad_first * 4096), "--size=16M"],
+        "",
+    )?;
+    let ms = v["jobs"][0]["job_runtime"].as_u64().unwrap_or(0);
+    let f = status_fields(&dm.name)?;
+    let (remaps, spare_ios, commits): (u64, u64, u64) = (f[7].parse()?, f[5].parse()?, f[13].parse()?);
+    println!("BENCHINFO storm-remaps {remaps}");
+    println!("BENCHINFO storm-ms {ms}");
+    println!("BENCHINFO storm-commits {commits}");
+    // Spare I/Os = one pool write per remap + the log blocks written (no flushes here).
+    println!("BENCHINFO storm-log-writes {}", spare_ios - remaps);
+    drop(dm);
+    drop(bad);
+    Ok(())
+}
+
+/// Constructor time and kernel memory with 1M remaps (against 0).
+fn ctr_and_memory(main: &NullB, main_sectors: u64) -> Result<()> {
+    let spare = NullB::new("bs1m", 5120, true)?;
+    let mut results = Vec::new();
+    for n in [0u64, 1_000_000] {
+        write_spare(&spare.path, 5120 * MIB, main_sectors, n, |i| 2 * i)?;
+        std::fs::write("/proc/sys/vm/drop_caches", "3").ok();
+        let free0 = kernel_heap_kb()?;
+        let t0 = Instant::now();
+        let dm = DmDev::create("b-ctr", &format!("0 {main_sectors} remap {} {}", main.path, spare.path))?;
+        let ms = t0.elapsed().as_millis();
+        dmsetup(&["message", &dm.name, "0", "scan", "stop"])?;
+        let free1 = kernel_heap_kb()?;
+        let remaps = status_fields(&dm.name)?[7].clone();
+        println!("BENCHINFO ctr-{n} ms={ms} remaps={remaps} kb={}", free1 as i64 - free0 as i64);
+        results.push(free1 as i64 - free0 as i64);
+        drop(dm);
+    }
+    println!("BENCHINFO bytes-per-remap {:.1}", (results[1] - results[0]) as f64 * 1024.0 / 1e6);
+    Ok(())
+}
