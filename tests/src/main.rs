@@ -14,6 +14,7 @@ mod prep;
 mod t_engine;
 mod t_foundation;
 mod t_health;
+mod t_tool;
 
 use harness::{is_kernel_bug, Kmsg};
 use std::time::Instant;
@@ -30,6 +31,7 @@ fn all_tests() -> Vec<Test> {
     v.extend_from_slice(t_foundation::TESTS);
     v.extend_from_slice(t_engine::TESTS);
     v.extend_from_slice(t_health::TESTS);
+    v.extend_from_slice(t_tool::TESTS);
     v
 }
 

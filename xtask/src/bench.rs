@@ -28,13 +28,21 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-pub fn bench(paths: &Paths, reps: u32, runtime: &str) -> Result<i32> {
+pub fn bench(paths: &Paths, reps: u32, runtime: &str, from_log: Option<&std::path::Path>) -> Result<i32> {
+    let console = match from_log {
+        Some(p) => std::fs::read_to_string(p)?,
+        None => run_vm(paths, reps, runtime)?,
+    };
+    tabulate(paths, reps, runtime, &console)
+}
+
+fn run_vm(paths: &Paths, reps: u32, runtime: &str) -> Result<String> {
     let (kernel, module) = crate::prepare(paths, Flavor::Test)?;
     let runner = crate::test::build_vmtest(paths)?;
     let opts = vm::VmOptions {
         kernel,
         module,
-        extra: vec![("usr/bin/vmtest".into(), runner)],
+        extra: runner,
         cmd: Some(format!("vmtest bench {reps} {runtime}")),
         timeout: 7200,
         icount: true,
@@ -46,11 +54,16 @@ pub fn bench(paths: &Paths, reps: u32, runtime: &str) -> Result<i32> {
     if res.status != 0 {
         bail!("the benchmark failed in the VM (status {}); console in target/vm/console.log", res.status);
     }
+    std::fs::write(paths.target().join("bench-console.log"), &res.console)?;
+    Ok(res.console)
+}
+
+fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str) -> Result<i32> {
     let mut runs: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut workloads: Vec<String> = Vec::new();
     let mut info: Vec<(String, String)> = Vec::new();
-    for line in res.console.lines() {
+    for line in console.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
         match w.as_slice() {
             ["BENCH", cfg, wl, _rep, iops] => {
@@ -110,6 +123,28 @@ pub fn bench(paths: &Paths, reps: u32, runtime: &str) -> Result<i32> {
             }
         }
         let _ = writeln!(md, "{row}");
+    }
+    // The chart: remap configs against their baselines.
+    let groups: Vec<crate::chart::Group> = order
+        .iter()
+        .filter(|c| c.starts_with("remap"))
+        .map(|c| {
+            let base = if c.starts_with("remap-allhit") { "dm-linear-spare" } else { "dm-linear" };
+            crate::chart::Group {
+                label: c.trim_start_matches("remap-").replace("interleaved", "inter"),
+                ratios: workloads
+                    .iter()
+                    .map(|w| Some(med.get(&(c.clone(), w.clone()))?.0 / med.get(&(base.to_string(), w.clone()))?.0 * 100.0))
+                    .collect(),
+            }
+        })
+        .collect();
+    let font = paths.root().join("usr/share/fonts/truetype/dejavu/DejaVuSans.ttf");
+    match crate::chart::draw(&paths.repo.join("docs/bench.png"), &font, &workloads, &groups) {
+        Ok(()) => {
+            let _ = writeln!(md, "\n![IOPS as % of the baseline](bench.png)");
+        }
+        Err(e) => step(format!("no chart: {e:#}")),
     }
     let _ = writeln!(md, "\n## Against the targets\n\n| config | baseline | target | worst workload ratio | met |\n| --- | --- | --- | --- | --- |");
     for (c, b, t) in TARGETS {

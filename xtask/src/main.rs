@@ -1,6 +1,7 @@
 //! `cargo xtask`: build automation for dm-remap, as plain Rust.
 
 mod bench;
+mod chart;
 mod cpio;
 mod env;
 mod kernel;
@@ -71,6 +72,9 @@ enum Cmd {
         /// fio runtime per run, seconds of virtual time.
         #[arg(long, default_value = "1")]
         runtime: String,
+        /// Tabulate a saved console log (target/bench-console.log) instead of running.
+        #[arg(long)]
+        from_log: Option<std::path::PathBuf>,
     },
 }
 
@@ -117,7 +121,7 @@ fn real_main() -> Result<i32> {
             let opts = vm::VmOptions {
                 kernel,
                 module,
-                extra: vec![("usr/bin/vmtest".into(), runner)],
+                extra: runner,
                 cmd: if cmd.is_empty() { None } else { Some(vm::shell_join(&cmd)) },
                 timeout,
                 icount: false,
@@ -126,7 +130,7 @@ fn real_main() -> Result<i32> {
             };
             Ok(vm::run(&paths, &opts)?.status)
         }
-        Cmd::Bench { reps, runtime } => bench::bench(&paths, reps, &runtime),
+        Cmd::Bench { reps, runtime, from_log } => bench::bench(&paths, reps, &runtime, from_log.as_deref()),
         Cmd::Test { filter, debug_kernel } => test::test(&paths, filter.as_deref(), flavor(debug_kernel)),
         Cmd::Demo => {
             let (kernel, module) = prepare(&paths, Flavor::Test)?;
@@ -134,7 +138,7 @@ fn real_main() -> Result<i32> {
             let opts = vm::VmOptions {
                 kernel,
                 module,
-                extra: vec![("usr/bin/vmtest".into(), runner)],
+                extra: runner,
                 cmd: Some("vmtest demo".into()),
                 timeout: 600,
                 icount: false,

@@ -22,6 +22,8 @@ pub const PACKAGES: &[&str] = &[
     "kmod", "python3", "xz-utils", "linux-source-6.12",
     // Guest userland and the VM.
     "busybox-static", "dmsetup", "fio", "util-linux", "e2fsprogs", "qemu-system-x86",
+    // The font the benchmark chart is drawn with.
+    "fonts-dejavu-core",
 ];
 
 /// Versions the build depends on; setup fails if the suite ever moves past them, rather
@@ -33,10 +35,47 @@ const MIN_FREE_BYTES: u64 = 10 << 30;
 
 const STAMP: &str = ".dm-remap-setup";
 
+/// Host packages the workspace itself needs: the build-root tool, and what the `devicemapper`
+/// crate of the `dmremap` tool builds against (libdevmapper headers, libclang for bindgen).
+const HOST_PACKAGES: &[&str] = &["debootstrap", "pkg-config", "libdevmapper-dev", "libclang-dev"];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Installs the missing [`HOST_PACKAGES`] with apt-get (the host's own Debian mirror).
+pub fn host_packages() -> Result<()> {
+    let missing: Vec<&str> = HOST_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the host packages {} are missing and installing them needs root.", missing.join(" "));
+    }
+    step(format!("installing host packages: {}", missing.join(" ")));
+    let ok = Command::new("apt-get").args(["update", "-q"]).status().map(|s| s.success()).unwrap_or(false)
+        && Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    if !ok || missing.iter().any(|p| !installed(p)) {
+        bail!("`apt-get install {}` failed; install them and run again.", missing.join(" "));
+    }
+    Ok(())
+}
+
 pub fn setup(paths: &Paths) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("cargo xtask setup must run as root: it uses debootstrap, chroot and bind mounts.");
     }
+    host_packages()?;
     std::fs::create_dir_all(&paths.cache)
         .with_context(|| format!("cannot create the cache directory {}", paths.cache.display()))?;
     let root = paths.root();
@@ -48,7 +87,6 @@ pub fn setup(paths: &Paths) -> Result<()> {
     check_free_space(&paths.cache)?;
     let mirror = debian_mirror()?;
     if !root.join("usr/bin/apt-get").exists() {
-        ensure_debootstrap()?;
         let tmp = paths.cache.join("trixie.partial");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).context("removing a half-made build root")?;
@@ -151,31 +189,6 @@ fn debian_mirror() -> Result<String> {
         }
     }
     bail!("no Debian mirror found in the host's apt sources; set DM_REMAP_MIRROR to one")
-}
-
-fn ensure_debootstrap() -> Result<()> {
-    if which("debootstrap") {
-        return Ok(());
-    }
-    step("debootstrap is missing on the host: installing it with apt-get");
-    let ok = Command::new("apt-get").args(["update", "-q"]).status().map(|s| s.success()).unwrap_or(false)
-        && Command::new("apt-get")
-            .args(["install", "-y", "-q", "debootstrap"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-    if !ok || !which("debootstrap") {
-        bail!("debootstrap is not installed and `apt-get install debootstrap` failed; install it and run again.");
-    }
-    Ok(())
-}
-
-fn which(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
-        || Path::new("/usr/sbin").join(prog).is_file()
 }
 
 fn check_free_space(dir: &Path) -> Result<()> {

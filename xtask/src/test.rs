@@ -20,6 +20,8 @@ struct Tally {
 /// Runs everything; returns the process exit code.
 pub fn test(paths: &Paths, filter: Option<&str>, flavor: Flavor) -> Result<i32> {
     let mut t = Tally::default();
+    // The host tests build the whole workspace, `dmremap` included, which needs host packages.
+    crate::setup::host_packages()?;
     host_tests(paths, filter, &mut t)?;
     vm_tests(paths, filter, flavor, &mut t);
     if !t.failures.is_empty() {
@@ -70,16 +72,20 @@ fn count(s: &str, what: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Builds the guest test runner for the host's target (the build root's libc is newer, so
-/// it runs in the guest).
-pub fn build_vmtest(paths: &Paths) -> Result<PathBuf> {
-    step("building the VM test runner");
+/// Builds the guest test runner and the operator tool for the host's target (the build
+/// root's libc is newer, so they run in the guest); returns them as initramfs entries.
+pub fn build_vmtest(paths: &Paths) -> Result<Vec<(String, PathBuf)>> {
+    step("building the VM test runner and dmremap");
+    crate::setup::host_packages()?;
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&paths.repo)
-        .args(["build", "--release", "--quiet", "-p", "dm-remap-vmtests"])
+        .args(["build", "--release", "--quiet", "-p", "dm-remap-vmtests", "-p", "dmremap"])
         .status()?;
     anyhow::ensure!(status.success(), "building the VM test runner failed");
-    Ok(paths.target().join("release/vmtest"))
+    Ok(vec![
+        ("usr/bin/vmtest".into(), paths.target().join("release/vmtest")),
+        ("usr/bin/dmremap".into(), paths.target().join("release/dmremap")),
+    ])
 }
 
 fn vm_tests(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut Tally) {
@@ -108,7 +114,7 @@ fn vm_tests_inner(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut T
         let opts = vm::VmOptions {
             kernel: kernel.clone(),
             module: module.clone(),
-            extra: vec![("usr/bin/vmtest".into(), runner.clone())],
+            extra: runner.clone(),
             cmd: Some(vm::shell_join(&cmd)),
             timeout: 1800,
             icount: false,

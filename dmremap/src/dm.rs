@@ -1,0 +1,157 @@
+//! Talking to device-mapper, through the `devicemapper` crate (its ioctls, no dmsetup).
+
+use crate::status;
+use crate::{Fail, Kind};
+use devicemapper::{DevId, DmName, DmOptions, DM};
+use std::os::fd::AsFd;
+use std::path::Path;
+
+fn dm() -> Result<DM, Fail> {
+    DM::new().map_err(|e| Fail::new(Kind::Dm, format!("cannot open /dev/mapper/control (are you root, is dm loaded?): {e}")))
+}
+
+fn name(n: &str) -> Result<&DmName, Fail> {
+    // The kernel's rules (dm-ioctl.c): no '/', not "." or "..", under 128 bytes.
+    if n.contains('/') || n == "." || n == ".." || n.is_empty() || n.len() >= 128 {
+        return Err(Fail::new(Kind::Refused, format!("{n:?} is not a valid device-mapper name (no '/', 1 to 127 bytes)")));
+    }
+    DmName::new(n).map_err(|e| Fail::new(Kind::Refused, format!("{n:?} is not a valid device-mapper name: {e}")))
+}
+
+/// Creates and activates `name` with one `remap` target; returns its device node.
+pub fn create(n: &str, len: u64, params: &str) -> Result<String, Fail> {
+    let dm = dm()?;
+    let dn = name(n)?;
+    let info = dm
+        .device_create(dn, None, DmOptions::default())
+        .map_err(|e| Fail::new(Kind::Dm, format!("cannot create device {n}: {e}")))?;
+    let id = DevId::Name(dn);
+    let table = vec![(0u64, len, "remap".to_string(), params.to_string())];
+    let loaded = dm.table_load(&id, &table, DmOptions::default()).and_then(|_| dm.device_suspend(&id, DmOptions::default()));
+    if let Err(e) = loaded {
+        let _ = dm.device_remove(&id, DmOptions::default());
+        return Err(Fail::new(Kind::Dm, format!("the kernel refused the table for {n} (the reason is in the kernel log, dmesg): {e}")));
+    }
+    let node = format!("/dev/mapper/{n}");
+    ensure_node(&node, info.device().major, info.device().minor)?;
+    Ok(node)
+}
+
+/// Makes the /dev/mapper node when no udev does it.
+fn ensure_node(node: &str, major: u32, minor: u32) -> Result<(), Fail> {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    // Give udev a moment if it is there.
+    for _ in 0..20 {
+        if Path::new(node).exists() {
+            return Ok(());
+        }
+        if !Path::new("/run/udev/control").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let dev = nix::sys::stat::makedev(u64::from(major), u64::from(minor));
+    mknod(node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), dev)
+        .map_err(|e| Fail::new(Kind::Io, format!("cannot create the device node {node}: {e}")))
+}
+
+/// Removes `name` and its node.
+pub fn remove(n: &str) -> Result<(), Fail> {
+    check_remap(n)?;
+    let dm = dm()?;
+    dm.device_remove(&DevId::Name(name(n)?), DmOptions::default())
+        .map_err(|e| Fail::new(Kind::Dm, format!("cannot remove {n} (is it in use?): {e}")))?;
+    let node = format!("/dev/mapper/{n}");
+    if Path::new(&node).exists() && !Path::new("/run/udev/control").exists() {
+        let _ = std::fs::remove_file(&node);
+    }
+    Ok(())
+}
+
+fn table(dm: &DM, n: &str, table_flag: bool) -> Result<Vec<(u64, u64, String, String)>, Fail> {
+    let opts = if table_flag {
+        DmOptions::default().set_flags(devicemapper::DmFlags::DM_STATUS_TABLE)
+    } else {
+        DmOptions::default()
+    };
+    dm.table_status(&DevId::Name(name(n)?), opts)
+        .map(|(_, t)| t)
+        .map_err(|e| Fail::new(Kind::NotRemap, format!("no device-mapper device {n}: {e}")))
+}
+
+fn check_remap(n: &str) -> Result<(), Fail> {
+    let dm = dm()?;
+    let t = table(&dm, n, true)?;
+    match t.as_slice() {
+        [(_, _, ty, _)] if ty == "remap" => Ok(()),
+        _ => Err(Fail::new(Kind::NotRemap, format!("{n} is not a dm-remap device"))),
+    }
+}
+
+/// The status fields of a dm-remap device (after `remap`).
+pub fn status_line(n: &str) -> Result<String, Fail> {
+    let dm = dm()?;
+    let t = table(&dm, n, false)?;
+    match t.as_slice() {
+        [(_, _, ty, params)] if ty == "remap" => Ok(params.clone()),
+        _ => Err(Fail::new(Kind::NotRemap, format!("{n} is not a dm-remap device"))),
+    }
+}
+
+/// Every dm-remap device's name.
+pub fn list() -> Result<Vec<String>, Fail> {
+    let dm = dm()?;
+    let devs = dm.list_devices().map_err(|e| Fail::new(Kind::Dm, format!("cannot list devices: {e}")))?;
+    Ok(devs.into_iter().map(|(n, _, _)| n.to_string()).filter(|n| status_line(n).is_ok()).collect())
+}
+
+fn event_nr(dm: &DM, n: &str) -> Result<u32, Fail> {
+    dm.device_info(&DevId::Name(name(n)?))
+        .map(|i| i.event_nr())
+        .map_err(|e| Fail::new(Kind::NotRemap, format!("no device-mapper device {n}: {e}")))
+}
+
+/// Waits for events on `n`; prints each with the state it left, runs `exec` with it in the
+/// environment. Returns after `count` events (never if `None`).
+pub fn watch(n: &str, exec: Option<&str>, count: Option<u64>) -> Result<i32, Fail> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    check_remap(n)?;
+    let dm = dm()?;
+    let mut last = event_nr(&dm, n)?;
+    let mut seen = 0u64;
+    println!("watching {n} (event {last})");
+    while count.is_none_or(|c| seen < c) {
+        // Arm first, then look: an event between the two still wakes the poll.
+        dm.arm_poll().map_err(|e| Fail::new(Kind::Dm, format!("cannot arm device-mapper polling: {e}")))?;
+        let now = event_nr(&dm, n)?;
+        if now == last {
+            let mut fds = [PollFd::new(dm.file().as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::NONE).map_err(|e| Fail::new(Kind::Dm, format!("poll failed: {e}")))?;
+            continue;
+        }
+        last = now;
+        seen += 1;
+        let s = status::parse(&status_line(n)?)?;
+        let used_pct = if s.spare_blocks == 0 { 0 } else { (s.spare_blocks - s.spare_free) * 100 / s.spare_blocks };
+        println!(
+            "event {now}: {n} {} health {} spare {}% used ({} free), {} remaps, {} pending",
+            s.state, s.health, used_pct, s.spare_free, s.remaps, s.pending
+        );
+        if let Some(cmd) = exec {
+            let st = std::process::Command::new("sh")
+                .args(["-c", cmd])
+                .env("DMREMAP_NAME", n)
+                .env("DMREMAP_EVENT", now.to_string())
+                .env("DMREMAP_STATE", &s.state)
+                .env("DMREMAP_HEALTH", s.health.to_string())
+                .env("DMREMAP_SPARE_USED_PERCENT", used_pct.to_string())
+                .env("DMREMAP_SPARE_FREE", s.spare_free.to_string())
+                .env("DMREMAP_REMAPS", s.remaps.to_string())
+                .status();
+            if let Err(e) = st {
+                eprintln!("dmremap: cannot run {cmd:?}: {e}");
+            }
+        }
+    }
+    Ok(0)
+}

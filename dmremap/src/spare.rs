@@ -1,0 +1,409 @@
+//! Offline work on a spare: format it, and inspect every metadata copy.
+//!
+//! The decoding is the kernel's own (`dm-remap-logic`); CRCs are also checked with crc32fast,
+//! independently of that code, so an inspection proves the on-disk bytes, not the decoder.
+
+use crate::{Fail, Kind};
+use dm_remap_logic::format::{
+    choose_log_slot, choose_superblock, log_decode, log_entry, DecodeError, Geometry, Replay,
+    Superblock, SuperblockChoice, CRC_OFFSET, META_BLOCK,
+};
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::Path;
+
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+
+/// Size in bytes of a block device or a regular file.
+pub fn size_of(path: &Path) -> Result<u64, Fail> {
+    let f = File::open(path).map_err(|e| Fail::new(Kind::Io, format!("cannot open {}: {e}", path.display())))?;
+    let meta = f.metadata().map_err(|e| Fail::new(Kind::Io, format!("cannot stat {}: {e}", path.display())))?;
+    if meta.file_type().is_block_device() {
+        let mut n = 0u64;
+        // SAFETY: BLKGETSIZE64 writes one u64 to the pointer, which is valid.
+        unsafe { blkgetsize64(std::os::fd::AsRawFd::as_raw_fd(&f), &mut n) }
+            .map_err(|e| Fail::new(Kind::Io, format!("cannot get the size of {}: {e}", path.display())))?;
+        Ok(n)
+    } else {
+        Ok(meta.len())
+    }
+}
+
+fn read_at(f: &File, off: u64, buf: &mut [u8], path: &Path) -> Result<(), Fail> {
+    f.read_exact_at(buf, off).map_err(|e| Fail::new(Kind::Io, format!("cannot read {} at byte {off}: {e}", path.display())))
+}
+
+/// Filesystem and volume signatures `format` refuses to overwrite without `--force`.
+fn signature(head: &[u8]) -> Option<&'static str> {
+    let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
+    if at(0, b"DMREMAP\0") || at(4096, b"DMREMAP\0") {
+        Some("dm-remap metadata")
+    } else if at(1080, &[0x53, 0xEF]) {
+        Some("an ext2/3/4 filesystem")
+    } else if at(0, b"XFSB") {
+        Some("an XFS filesystem")
+    } else if at(65600, b"_BHRfS_M") {
+        Some("a btrfs filesystem")
+    } else if at(0, b"LUKS\xba\xbe") {
+        Some("a LUKS volume")
+    } else if at(4086, b"SWAPSPACE2") {
+        Some("swap space")
+    } else if at(0x218, b"LVM2 001") || at(0x018, b"LVM2 001") {
+        Some("an LVM physical volume")
+    } else {
+        None
+    }
+}
+
+/// Writes fresh metadata for a target as long as `main_bytes`. Refuses a spare holding
+/// metadata or a filesystem unless `force`.
+pub fn format(spare: &Path, main_bytes: u64, block_size: u32, force: bool) -> Result<Superblock, Fail> {
+    let spare_bytes = size_of(spare)?;
+    if main_bytes == 0 || main_bytes % u64::from(block_size) != 0 {
+        return Err(Fail::new(Kind::Refused, format!("the main device's size ({main_bytes} bytes) is not a multiple of the block size {block_size}")));
+    }
+    let geometry = Geometry::compute(spare_bytes, block_size).ok_or_else(|| {
+        Fail::new(Kind::Refused, format!("{} ({spare_bytes} bytes) is too small for metadata and one spare block", spare.display()))
+    })?;
+    let f = OpenOptions::new().read(true).write(true).open(spare).map_err(|e| Fail::new(Kind::Io, format!("cannot open {} for writing: {e}", spare.display())))?;
+    let mut head = vec![0u8; 65536 + 4096];
+    let n = head.len().min(spare_bytes as usize);
+    read_at(&f, 0, &mut head[..n], spare)?;
+    if let (Some(what), false) = (signature(&head[..n]), force) {
+        return Err(Fail::new(Kind::Refused, format!("{} holds {what}; use --force to overwrite it", spare.display())));
+    }
+    let mut uuid = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut r| std::io::Read::read_exact(&mut r, &mut uuid))
+        .map_err(|e| Fail::new(Kind::Io, format!("cannot read /dev/urandom: {e}")))?;
+    let sb = Superblock { seq: 1, uuid, main_sectors: main_bytes / 512, geometry };
+    let mut buf = vec![0u8; 2 * META_BLOCK];
+    for half in buf.chunks_exact_mut(META_BLOCK) {
+        if let Ok(b) = <&mut [u8; META_BLOCK]>::try_from(half) {
+            sb.encode(b);
+        }
+    }
+    f.write_all_at(&buf, 0).and_then(|_| f.sync_all()).map_err(|e| Fail::new(Kind::Io, format!("cannot write {}: {e}", spare.display())))?;
+    Ok(sb)
+}
+
+/// The verdict on one 4 KiB metadata unit.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Copy {
+    /// `valid`, `blank` (no magic), `bad_crc`, `bad_version`, `bad_field`.
+    pub verdict: &'static str,
+    /// The CRC stored in the unit.
+    pub stored_crc: String,
+    /// crc32fast of its first 4092 bytes.
+    pub computed_crc: String,
+    /// Its sequence number, if it decoded.
+    pub seq: Option<u64>,
+}
+
+/// One logical log block: both slots and which one counts.
+#[derive(Serialize, Debug, Clone)]
+pub struct LogBlockReport {
+    pub index: u32,
+    pub slots: [Copy; 2],
+    /// The slot whose version is used, if any.
+    pub chosen: Option<u32>,
+    pub entries: u32,
+}
+
+/// The whole inspection, stable for scripts (`--json`).
+#[derive(Serialize, Debug)]
+pub struct Report {
+    pub spare: String,
+    pub spare_bytes: u64,
+    /// `valid`; `damaged` (loads, but a copy is bad); `corrupt` (will not load); `blank`.
+    pub metadata: &'static str,
+    pub superblocks: [Copy; 2],
+    pub version: Option<u32>,
+    pub uuid: Option<String>,
+    pub block_size: Option<u32>,
+    pub main_sectors: Option<u64>,
+    pub pool_start_sector: Option<u64>,
+    pub pool_blocks: Option<u64>,
+    pub pool_free: Option<u64>,
+    pub metadata_seq: Option<u64>,
+    pub log: Vec<LogBlockReport>,
+    /// (main block, pool block), in log order.
+    pub remaps: Vec<(u64, u64)>,
+    /// Problems found (empty if healthy).
+    pub problems: Vec<String>,
+}
+
+fn verdict(r: Result<(), DecodeError>) -> &'static str {
+    match r {
+        Ok(()) => "valid",
+        Err(DecodeError::NoMagic) => "blank",
+        Err(DecodeError::BadCrc) => "bad_crc",
+        Err(DecodeError::BadVersion) => "bad_version",
+        Err(DecodeError::BadField) => "bad_field",
+    }
+}
+
+fn copy_of(b: &[u8; META_BLOCK], r: Result<Option<u64>, DecodeError>) -> Copy {
+    let stored = u32::from_le_bytes([b[CRC_OFFSET], b[CRC_OFFSET + 1], b[CRC_OFFSET + 2], b[CRC_OFFSET + 3]]);
+    Copy {
+        verdict: verdict(r.map(|_| ())),
+        stored_crc: format!("{stored:08x}"),
+        computed_crc: format!("{:08x}", crc32fast::hash(&b[..CRC_OFFSET])),
+        seq: r.ok().flatten(),
+    }
+}
+
+/// Whether a log slot that does not decode was written for this format of the spare and is
+/// now damaged (or torn by a crash), as opposed to never written, or left from an earlier
+/// format (another uuid, intact CRC).
+fn slot_damaged(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> bool {
+    let magic_ok = b[..8] == dm_remap_logic::format::LOG_MAGIC;
+    let uuid_ok = b[8..24] == sb.uuid;
+    let stored = u32::from_le_bytes([b[CRC_OFFSET], b[CRC_OFFSET + 1], b[CRC_OFFSET + 2], b[CRC_OFFSET + 3]]);
+    let crc_ok = crc32fast::hash(&b[..CRC_OFFSET]) == stored;
+    log_decode(b, sb, index).is_err() && (uuid_ok || (magic_ok && !crc_ok))
+}
+
+/// Reads and checks every metadata copy of a spare.
+pub fn inspect(spare: &Path) -> Result<Report, Fail> {
+    let spare_bytes = size_of(spare)?;
+    let f = File::open(spare).map_err(|e| Fail::new(Kind::Io, format!("cannot open {}: {e}", spare.display())))?;
+    let mut head = [0u8; 2 * META_BLOCK];
+    if spare_bytes < head.len() as u64 {
+        return Err(Fail::new(Kind::Io, format!("{} is too small to hold dm-remap metadata", spare.display())));
+    }
+    read_at(&f, 0, &mut head, spare)?;
+    let (a, b) = head.split_at(META_BLOCK);
+    let (a, b): (&[u8; META_BLOCK], &[u8; META_BLOCK]) = (a.try_into().unwrap_or(&[0; META_BLOCK]), b.try_into().unwrap_or(&[0; META_BLOCK]));
+    let sbs = [copy_of(a, Superblock::decode(a).map(|s| Some(s.seq))), copy_of(b, Superblock::decode(b).map(|s| Some(s.seq)))];
+    let mut rep = Report {
+        spare: spare.display().to_string(),
+        spare_bytes,
+        metadata: "blank",
+        superblocks: sbs,
+        version: None,
+        uuid: None,
+        block_size: None,
+        main_sectors: None,
+        pool_start_sector: None,
+        pool_blocks: None,
+        pool_free: None,
+        metadata_seq: None,
+        log: Vec::new(),
+        remaps: Vec::new(),
+        problems: Vec::new(),
+    };
+    for (i, c) in rep.superblocks.iter().enumerate() {
+        if c.verdict != "valid" && c.verdict != "blank" {
+            rep.problems.push(format!("superblock copy {} is {}", ["A", "B"][i], c.verdict));
+        }
+    }
+    let sb = match choose_superblock(a, b) {
+        SuperblockChoice::Valid(sb) => sb,
+        SuperblockChoice::Blank => return Ok(rep),
+        SuperblockChoice::Corrupt => {
+            rep.metadata = "corrupt";
+            rep.problems.push("no valid superblock copy".into());
+            return Ok(rep);
+        }
+    };
+    rep.metadata = "valid";
+    for (i, c) in rep.superblocks.iter().enumerate() {
+        if c.verdict == "blank" {
+            // Beside a valid copy, a copy without its magic was damaged, not never written.
+            rep.problems.push(format!("superblock copy {} is missing (no magic)", ["A", "B"][i]));
+        }
+    }
+    rep.version = Some(dm_remap_logic::format::VERSION);
+    rep.uuid = Some(sb.uuid.iter().map(|b| format!("{b:02x}")).collect());
+    rep.block_size = Some(sb.geometry.block_size);
+    rep.main_sectors = Some(sb.main_sectors);
+    rep.pool_start_sector = Some(sb.geometry.pool_start);
+    rep.pool_blocks = Some(sb.geometry.pool_blocks);
+    if sb.geometry.end_bytes() > spare_bytes {
+        rep.problems.push(format!("the device is smaller ({spare_bytes} bytes) than its metadata says ({})", sb.geometry.end_bytes()));
+    }
+    let mut replay = Replay::default();
+    let mut last_spare: Option<u64> = None;
+    let mut slots = [0u8; 2 * META_BLOCK];
+    for index in 0..sb.geometry.log_blocks {
+        read_at(&f, Geometry::log_slot_sector(index, 0) * 512, &mut slots, spare)?;
+        let (s0, s1) = slots.split_at(META_BLOCK);
+        let (s0, s1): (&[u8; META_BLOCK], &[u8; META_BLOCK]) = (s0.try_into().unwrap_or(&[0; META_BLOCK]), s1.try_into().unwrap_or(&[0; META_BLOCK]));
+        let c = |s: &[u8; META_BLOCK]| copy_of(s, log_decode(s, &sb, index).map(|h| Some(h.seq)));
+        for (k, slot) in [s0, s1].iter().enumerate() {
+            if slot_damaged(slot, &sb, index) {
+                rep.problems.push(format!("log block {index} slot {k} is damaged or torn (a crash during a commit, or corruption)"));
+            }
+        }
+        let chosen = choose_log_slot(s0, s1, &sb, index);
+        let accepted = chosen.as_ref().is_some_and(|(h, _)| replay.accept(h));
+        rep.log.push(LogBlockReport {
+            index,
+            slots: [c(s0), c(s1)],
+            chosen: if accepted { chosen.as_ref().map(|(_, s)| *s) } else { None },
+            entries: if accepted { chosen.as_ref().map_or(0, |(h, _)| h.count) } else { 0 },
+        });
+        let Some((h, slot)) = chosen.filter(|_| accepted) else { break };
+        let src = if slot == 0 { s0 } else { s1 };
+        for i in 0..h.count as usize {
+            let e = log_entry(src, i);
+            if last_spare.is_some_and(|l| e.spare <= l) {
+                rep.problems.push(format!("log block {index}: pool blocks out of order"));
+            }
+            last_spare = Some(e.spare);
+            rep.remaps.push((e.main, e.spare));
+        }
+    }
+    let mut mains: Vec<u64> = rep.remaps.iter().map(|r| r.0).collect();
+    mains.sort_unstable();
+    if mains.windows(2).any(|w| w[0] == w[1]) {
+        rep.problems.push("a main block is remapped twice".into());
+    }
+    rep.pool_free = Some(sb.geometry.pool_blocks - replay.next_free);
+    rep.metadata_seq = Some(replay.seq);
+    // Problems in the log or the geometry stop the kernel from loading it; a bad superblock
+    // copy or a torn log slot beside a good one does not, but is worth knowing.
+    let fatal = rep.problems.iter().any(|p| !p.starts_with("superblock copy") && !p.contains("damaged or torn"));
+    if fatal {
+        rep.metadata = "corrupt";
+    } else if !rep.problems.is_empty() {
+        rep.metadata = "damaged";
+    }
+    Ok(rep)
+}
+
+/// The human-readable inspection.
+pub fn render(r: &Report) -> String {
+    let mut s = format!("spare {} ({} bytes): metadata {}\n", r.spare, r.spare_bytes, r.metadata);
+    for (i, c) in r.superblocks.iter().enumerate() {
+        s += &format!(
+            "  superblock {}: {:<11} crc stored {} computed {}{}\n",
+            ["A", "B"][i],
+            c.verdict,
+            c.stored_crc,
+            c.computed_crc,
+            c.seq.map(|q| format!(" seq {q}")).unwrap_or_default()
+        );
+    }
+    if let (Some(bs), Some(ms), Some(ps), Some(pb), Some(free)) = (r.block_size, r.main_sectors, r.pool_start_sector, r.pool_blocks, r.pool_free) {
+        s += &format!(
+            "  format v{} uuid {}\n  block size {bs} B, main device {ms} sectors, pool of {pb} blocks at sector {ps}, {free} free\n",
+            r.version.unwrap_or(0),
+            r.uuid.clone().unwrap_or_default()
+        );
+    }
+    for l in &r.log {
+        s += &format!(
+            "  log block {}: slot 0 {} (crc {}/{}), slot 1 {} (crc {}/{}) -> {}\n",
+            l.index,
+            l.slots[0].verdict,
+            l.slots[0].stored_crc,
+            l.slots[0].computed_crc,
+            l.slots[1].verdict,
+            l.slots[1].stored_crc,
+            l.slots[1].computed_crc,
+            match l.chosen {
+                Some(c) => format!("slot {c}, {} entries", l.entries),
+                None => "end of log".into(),
+            }
+        );
+    }
+    if let Some(seq) = r.metadata_seq {
+        s += &format!("  metadata sequence {seq}, {} remaps\n", r.remaps.len());
+    }
+    for (m, p) in &r.remaps {
+        s += &format!("    main block {m} -> pool block {p}\n");
+    }
+    for p in &r.problems {
+        s += &format!("  PROBLEM: {p}\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dm_remap_logic::format::{log_init, log_push, log_seal, Remap};
+
+    fn temp(name: &str, bytes: u64) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("dmremap-test-{}-{name}", std::process::id()));
+        let f = File::create(&p).unwrap();
+        f.set_len(bytes).unwrap();
+        p
+    }
+
+    /// Appends a log block with `entries` (as the kernel would after one commit).
+    fn add_log(spare: &Path, sb: &Superblock, entries: &[(u64, u64)]) {
+        let mut b = [0u8; META_BLOCK];
+        log_init(&mut b, &sb.uuid, 0);
+        for &(main, spare) in entries {
+            assert!(log_push(&mut b, Remap { main, spare }));
+        }
+        log_seal(&mut b, 1, entries.len() as u64);
+        let f = OpenOptions::new().write(true).open(spare).unwrap();
+        f.write_all_at(&b, Geometry::log_slot_sector(0, 0) * 512).unwrap();
+    }
+
+    #[test]
+    fn format_then_inspect() {
+        let spare = temp("spare", 4 << 20);
+        let sb = format(&spare, 16 << 20, 4096, false).unwrap();
+        assert_eq!(sb.main_sectors, 32768);
+        let r = inspect(&spare).unwrap();
+        assert_eq!((r.metadata, r.pool_blocks, r.pool_free, r.remaps.len()), ("valid", Some(1012), Some(1012), 0));
+        for c in &r.superblocks {
+            assert_eq!((c.verdict, &c.stored_crc), ("valid", &c.computed_crc));
+        }
+        add_log(&spare, &sb, &[(10, 0), (20, 1)]);
+        let r = inspect(&spare).unwrap();
+        assert_eq!((r.remaps.clone(), r.pool_free, r.metadata_seq), (vec![(10, 0), (20, 1)], Some(1010), Some(1)));
+        assert!(render(&r).contains("main block 20 -> pool block 1"));
+        // Valid metadata is never overwritten without --force.
+        let e = format(&spare, 16 << 20, 4096, false).unwrap_err();
+        assert_eq!(e.kind, Kind::Refused);
+        assert!(e.msg.contains("dm-remap metadata"));
+        assert!(format(&spare, 16 << 20, 4096, true).is_ok());
+        assert_eq!(inspect(&spare).unwrap().remaps.len(), 0);
+        std::fs::remove_file(spare).unwrap();
+    }
+
+    #[test]
+    fn refuses_filesystems_and_impossible_sizes() {
+        let spare = temp("fs", 4 << 20);
+        let f = OpenOptions::new().write(true).open(&spare).unwrap();
+        f.write_all_at(&[0x53, 0xEF], 1080).unwrap();
+        let e = format(&spare, 16 << 20, 4096, false).unwrap_err();
+        assert!(e.msg.contains("ext2/3/4"), "{}", e.msg);
+        assert_eq!(format(&spare, 4095, 4096, false).unwrap_err().kind, Kind::Refused);
+        let tiny = temp("tiny", 8192);
+        assert!(format(&tiny, 16 << 20, 4096, false).unwrap_err().msg.contains("too small"));
+        assert_eq!(size_of(Path::new("/nonexistent/spare")).unwrap_err().kind, Kind::Io);
+        std::fs::remove_file(spare).unwrap();
+        std::fs::remove_file(tiny).unwrap();
+    }
+
+    #[test]
+    fn every_corruption_of_a_copy_is_detected() {
+        let spare = temp("corrupt", 4 << 20);
+        let sb = format(&spare, 16 << 20, 4096, false).unwrap();
+        add_log(&spare, &sb, &[(10, 0)]);
+        let f = OpenOptions::new().read(true).write(true).open(&spare).unwrap();
+        let log_at = Geometry::log_slot_sector(0, 0) * 512;
+        for (at, what) in [(0u64, "superblock A"), (4096, "superblock B"), (log_at, "log slot")] {
+            let mut orig = [0u8; META_BLOCK];
+            f.read_exact_at(&mut orig, at).unwrap();
+            for i in 0..META_BLOCK {
+                let mut c = orig;
+                c[i] ^= 0x20;
+                f.write_all_at(&c, at).unwrap();
+                let r = inspect(&spare).unwrap();
+                assert_ne!(r.metadata, "valid", "{what} byte {i} not detected");
+            }
+            f.write_all_at(&orig, at).unwrap();
+        }
+        assert_eq!(inspect(&spare).unwrap().metadata, "valid");
+        std::fs::remove_file(spare).unwrap();
+    }
+}

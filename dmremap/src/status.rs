@@ -1,0 +1,178 @@
+//! The target's 26-field status line (docs/status.md), parsed and shown.
+
+use crate::{Fail, Kind};
+use serde::Serialize;
+
+/// A parsed status line. Field names and units are the JSON schema (stable).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub version: String,
+    pub main_device: String,
+    pub spare_device: String,
+    pub reads: u64,
+    pub writes: u64,
+    pub spare_ios: u64,
+    pub media_errors: u64,
+    pub remaps: u64,
+    pub spare_blocks: u64,
+    pub spare_free: u64,
+    pub pending: u64,
+    pub write_relocations: u64,
+    pub proactive_relocations: u64,
+    pub metadata_commits: u64,
+    pub metadata_seq: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub scanned_this_pass: u64,
+    pub scan_passes: u64,
+    pub health: u64,
+    pub seconds_to_exhaustion: u64,
+    pub hotspots: u64,
+    pub main_latency_us: u64,
+    pub alert_threshold: u64,
+    pub seconds_since_alert: Option<u64>,
+    pub state: String,
+}
+
+/// Parses the fields after `<start> <len> remap` (or a whole `dmsetup status` line).
+pub fn parse(line: &str) -> Result<Status, Fail> {
+    let mut f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() == 29 && f[2] == "remap" {
+        f.drain(..3);
+    }
+    if f.len() != 26 {
+        return Err(Fail::new(Kind::NotRemap, format!("the status has {} fields, not the 26 of a dm-remap target", f.len())));
+    }
+    let n = |i: usize| -> Result<u64, Fail> {
+        f[i - 1].parse().map_err(|_| Fail::new(Kind::NotRemap, format!("status field {i} ({:?}) is not a number", f[i - 1])))
+    };
+    Ok(Status {
+        version: f[0].into(),
+        main_device: f[1].into(),
+        spare_device: f[2].into(),
+        reads: n(4)?,
+        writes: n(5)?,
+        spare_ios: n(6)?,
+        media_errors: n(7)?,
+        remaps: n(8)?,
+        spare_blocks: n(9)?,
+        spare_free: n(10)?,
+        pending: n(11)?,
+        write_relocations: n(12)?,
+        proactive_relocations: n(13)?,
+        metadata_commits: n(14)?,
+        metadata_seq: n(15)?,
+        cache_hits: n(16)?,
+        cache_misses: n(17)?,
+        scanned_this_pass: n(18)?,
+        scan_passes: n(19)?,
+        health: n(20)?,
+        seconds_to_exhaustion: n(21)?,
+        hotspots: n(22)?,
+        main_latency_us: n(23)?,
+        alert_threshold: n(24)?,
+        seconds_since_alert: if f[24] == "-" { None } else { Some(n(25)?) },
+        state: f[25].into(),
+    })
+}
+
+/// Seconds as a human duration ("3d 4h", "12m 5s").
+pub fn human_duration(s: u64) -> String {
+    let (d, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m {sec}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// The readable report.
+pub fn render(name: &str, s: &Status) -> String {
+    let used = s.spare_blocks - s.spare_free;
+    let pct = if s.spare_blocks == 0 { 0 } else { used * 100 / s.spare_blocks };
+    let bar_len = 30;
+    let filled = (pct as usize * bar_len / 100).min(bar_len);
+    let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(bar_len - filled));
+    let eta = if s.seconds_to_exhaustion == 0 { "no trend".to_string() } else { human_duration(s.seconds_to_exhaustion) };
+    let alert = s.seconds_since_alert.map(|t| format!("{} ago", human_duration(t))).unwrap_or_else(|| "never".into());
+    format!(
+        "{name}: {state}, health {health}/100 (alert below {thr}; last alert {alert})\n\
+         main {main}, spare {spare}, dm-remap {ver}\n\
+         spare {bar} {pct}% used: {used} of {total} blocks, {free} free; exhausted in: {eta}\n\
+         remaps {remaps} ({wr} after write errors, {pr} proactive), pending {pending}, hotspots {hot}\n\
+         I/O: {reads} reads, {writes} writes, {sio} to the spare, {me} media errors, mean main latency {lat} us\n\
+         metadata: {commits} commits, sequence {seq}; cache {hits} hits / {misses} misses; scan: {scanned} blocks this pass, {passes} passes\n",
+        state = s.state,
+        health = s.health,
+        thr = s.alert_threshold,
+        main = s.main_device,
+        spare = s.spare_device,
+        ver = s.version,
+        total = s.spare_blocks,
+        free = s.spare_free,
+        remaps = s.remaps,
+        wr = s.write_relocations,
+        pr = s.proactive_relocations,
+        pending = s.pending,
+        hot = s.hotspots,
+        reads = s.reads,
+        writes = s.writes,
+        sio = s.spare_ios,
+        me = s.media_errors,
+        lat = s.main_latency_us,
+        commits = s.metadata_commits,
+        seq = s.metadata_seq,
+        hits = s.cache_hits,
+        misses = s.cache_misses,
+        scanned = s.scanned_this_pass,
+        passes = s.scan_passes,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captured from the module in the VM (`health_status_fields_known_workload`'s device).
+    const FIXTURE: &str = "0 32768 remap 0.1.0 252:0 7:1 1207 866 10 3 3 1012 1009 0 3 0 3 3 0 0 0 0 96 336 2 41 50 - operational";
+
+    #[test]
+    fn parses_a_real_line() {
+        let s = parse(FIXTURE).unwrap();
+        assert_eq!((s.reads, s.writes, s.remaps, s.spare_free, s.health), (1207, 866, 3, 1009, 96));
+        assert_eq!((s.main_device.as_str(), s.seconds_since_alert, s.state.as_str()), ("252:0", None, "operational"));
+        let with_alert = FIXTURE.replace(" - ", " 12 ");
+        assert_eq!(parse(&with_alert).unwrap().seconds_since_alert, Some(12));
+    }
+
+    #[test]
+    fn refuses_other_lines() {
+        assert!(parse("0 100 linear 7:0 0").is_err());
+        assert!(parse(&FIXTURE.replace(" 866 ", " x ")).is_err());
+    }
+
+    #[test]
+    fn json_schema_is_stable() {
+        let j = serde_json::to_value(parse(FIXTURE).unwrap()).unwrap();
+        let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = vec![
+            "version", "main_device", "spare_device", "reads", "writes", "spare_ios", "media_errors", "remaps",
+            "spare_blocks", "spare_free", "pending", "write_relocations", "proactive_relocations", "metadata_commits",
+            "metadata_seq", "cache_hits", "cache_misses", "scanned_this_pass", "scan_passes", "health",
+            "seconds_to_exhaustion", "hotspots", "main_latency_us", "alert_threshold", "seconds_since_alert", "state",
+        ];
+        want.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, want);
+    }
+
+    #[test]
+    fn readable_report() {
+        let r = render("failing", &parse(FIXTURE).unwrap());
+        assert!(r.contains("failing: operational, health 96/100"));
+        assert!(r.contains("0% used: 3 of 1012 blocks, 1009 free; exhausted in: 5m 36s"));
+        assert_eq!(human_duration(3 * 86400 + 4 * 3600 + 5), "3d 4h");
+    }
+}
