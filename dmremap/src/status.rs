@@ -134,8 +134,22 @@ pub fn render(name: &str, s: &Status) -> String {
 mod tests {
     use super::*;
 
-    /// Captured from the module in the VM (`health_status_fields_known_workload`'s device).
+    /// A made-up but well-formed line, for the arithmetic of the report.
     const FIXTURE: &str = "0 32768 remap 0.1.0 252:0 7:1 1207 866 10 3 3 1012 1009 0 3 0 3 3 0 0 0 0 96 336 2 41 50 - operational";
+    /// Lines captured from the module in the VM (`cargo xtask demo`: after one relocation,
+    /// and after re-creating the device).
+    const CAPTURED: &str = include_str!("status-fixture.txt");
+
+    #[test]
+    fn parses_captured_lines() {
+        let lines: Vec<&str> = CAPTURED.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let a = parse(lines[0]).unwrap();
+        assert_eq!((a.writes, a.media_errors, a.remaps, a.write_relocations, a.spare_free), (1, 1, 1, 1, 1011));
+        assert_eq!((a.version.as_str(), a.state.as_str(), a.seconds_since_alert), ("0.1.0", "operational", None));
+        let b = parse(lines[1]).unwrap();
+        assert_eq!((b.remaps, b.metadata_seq, b.write_relocations, b.health), (1, 1, 0, 100));
+    }
 
     #[test]
     fn parses_a_real_line() {

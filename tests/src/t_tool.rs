@@ -132,6 +132,14 @@ fn export() -> Result<()> {
         }
     }
     ensure!(samples >= 20, "only {samples} samples");
+    // And a real parser agrees.
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
+    expect_eq("samples seen by prometheus-parse", scrape.samples.len(), samples)?;
+    let w = scrape.samples.iter().find(|s| s.metric.starts_with("dmremap_writes")).context("no writes sample")?;
+    match w.value {
+        prometheus_parse::Value::Counter(v) => expect_eq("writes counter", v, 1.0)?,
+        ref other => bail!("dmremap_writes_total parsed as {other:?}, not a counter"),
+    }
     ensure!(text.contains("dmremap_writes_total{device=\"t-te\"} 1\n"), "writes sample:\n{text}");
     Ok(())
 }

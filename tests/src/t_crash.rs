@@ -1,0 +1,312 @@
+//! Crash consistency by replay: every write dm-remap made to its spare during an error
+//! storm is recorded by dm-log-writes, then every state a crash could have left on the spare
+//! is rebuilt from the log and checked.
+
+use crate::harness::*;
+use crate::logwrites::{self, Entry, FLUSH, FUA};
+use anyhow::{ensure, Context, Result};
+use dm_remap_logic::format::{
+    choose_log_slot, choose_superblock, log_entry, Geometry, Replay, Superblock, SuperblockChoice, META_BLOCK,
+};
+use std::collections::{HashMap, HashSet};
+
+pub const TESTS: &[crate::Test] = &[("crash_consistency_by_log_replay", crash_replay)];
+
+const MIB: u64 = 1 << 20;
+const BLOCK: u64 = 4096;
+const MAIN_BYTES: u64 = 16 * MIB;
+const SPARE_BYTES: u64 = 8 * MIB;
+/// Bad blocks written in the storm (so this many relocations).
+const BAD: u64 = 1200;
+/// Writes in flight together; one mark after each batch is acknowledged.
+const BATCH: usize = 16;
+
+/// A small deterministic generator (xorshift), so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// What the spare image says after a crash: the remaps, or why it is refused.
+type Loaded = Result<(Superblock, HashMap<u64, u64>), String>;
+
+/// Loads a spare image the way the kernel's ctr does (src/metadata.rs `load`/`replay`):
+/// newest valid superblock, then the log block by block until it ends.
+fn load(img: &[u8]) -> Loaded {
+    let block = |off: u64| -> &[u8; META_BLOCK] {
+        static ZERO: [u8; META_BLOCK] = [0; META_BLOCK];
+        img.get(off as usize..off as usize + META_BLOCK).and_then(|b| b.try_into().ok()).unwrap_or(&ZERO)
+    };
+    let sb = match choose_superblock(block(0), block(META_BLOCK as u64)) {
+        SuperblockChoice::Valid(sb) => sb,
+        SuperblockChoice::Blank => return Err("blank".into()),
+        SuperblockChoice::Corrupt => return Err("corrupt in every copy".into()),
+    };
+    if sb.main_sectors != MAIN_BYTES / 512 || sb.geometry.block_size != BLOCK as u32 {
+        return Err("superblock for another device".into());
+    }
+    if sb.geometry.end_bytes() > img.len() as u64 {
+        return Err("larger than the device".into());
+    }
+    let mut r = Replay::default();
+    let mut remaps = HashMap::new();
+    let mut last_spare: Option<u64> = None;
+    for index in 0..sb.geometry.log_blocks {
+        let off = Geometry::log_slot_sector(index, 0) * 512;
+        let (s0, s1) = (block(off), block(off + META_BLOCK as u64));
+        let Some((h, slot)) = choose_log_slot(s0, s1, &sb, index) else { break };
+        if !r.accept(&h) {
+            break;
+        }
+        let chosen = if slot == 0 { s0 } else { s1 };
+        for i in 0..h.count as usize {
+            let e = log_entry(chosen, i);
+            if last_spare.is_some_and(|l| e.spare <= l) {
+                return Err("pool blocks out of order".into());
+            }
+            last_spare = Some(e.spare);
+            if remaps.insert(e.main, e.spare).is_some() {
+                return Err("a block remapped twice".into());
+            }
+        }
+    }
+    Ok((sb, remaps))
+}
+
+/// Tallies of the states checked.
+#[derive(Default, Debug)]
+struct Tally {
+    prefixes: u64,
+    reordered: u64,
+    torn: u64,
+    refused_before_format: u64,
+    violations: Vec<String>,
+}
+
+/// What the log says was promised: where the format was acknowledged, and after which
+/// entry each main block's relocated write was acknowledged.
+struct Promises {
+    formatted: usize,
+    /// (entry index of the mark, main blocks acknowledged by then), in log order.
+    acks: Vec<(usize, usize)>,
+    bad: Vec<u64>,
+    /// Each bad block's data.
+    patterns: HashMap<u64, Vec<u8>>,
+}
+
+impl Promises {
+    /// Main blocks whose writes were acknowledged before entry `cut`.
+    fn acked_before(&self, cut: usize) -> &[u64] {
+        let n = self.acks.iter().take_while(|(at, _)| *at < cut).last().map_or(0, |(_, n)| *n);
+        &self.bad[..n]
+    }
+}
+
+/// Checks one crash state: it loads (or, before the format was acknowledged, is refused),
+/// every acknowledged relocation is there with its data, and every remap present is one the
+/// storm made, with its data (no unacknowledged garbage).
+fn check(img: &[u8], cut: usize, p: &Promises, bad: &HashSet<u64>, what: &str, t: &mut Tally) {
+    let (sb, remaps) = match load(img) {
+        Ok(x) => x,
+        Err(_) if cut <= p.formatted => {
+            t.refused_before_format += 1;
+            return;
+        }
+        Err(why) => {
+            t.violations.push(format!("{what}: refused after the format was acknowledged: {why}"));
+            return;
+        }
+    };
+    // The data, by a fingerprint of each sector (its first 16 bytes of the block's pattern):
+    // catches a block never written, written in part, or holding another block's data. The
+    // sampled states below read whole blocks through the real target.
+    let data_ok = |main: u64, spare: u64| {
+        let at = (sb.geometry.pool_sector(spare) * 512) as usize;
+        let Some(want) = p.patterns.get(&main) else { return false };
+        (0..BLOCK as usize / 512).all(|s| img.get(at + s * 512..at + s * 512 + 16) == Some(&want[s * 512..s * 512 + 16]))
+    };
+    for &main in p.acked_before(cut) {
+        match remaps.get(&main) {
+            None => t.violations.push(format!("{what}: acknowledged remap of block {main} missing")),
+            Some(&s) if !data_ok(main, s) => t.violations.push(format!("{what}: block {main}: acknowledged data lost")),
+            _ => {}
+        }
+    }
+    for (&main, &s) in &remaps {
+        if !bad.contains(&main) || !data_ok(main, s) {
+            t.violations.push(format!("{what}: remap of block {main} -> {s} is garbage"));
+        }
+    }
+}
+
+fn crash_replay() -> Result<()> {
+    let bad: Vec<u64> = (0..BAD).map(|i| i * 3 + 1).collect();
+    let ranges: Vec<(u64, u64)> = bad.iter().map(|&b| (b, 1)).collect();
+    let lo = LoopDev::new("cr", MAIN_BYTES)?;
+    let main = bad_device("t-cr-main", &lo.path, MAIN_BYTES / 512, &ranges)?;
+    let spare = LoopDev::new("cr-spare", SPARE_BYTES)?;
+    let logdev = LoopDev::new("cr-log", 64 * MIB)?;
+    let lw = DmDev::create("t-cr-lw", &format!("0 {} log-writes {} {}", SPARE_BYTES / 512, spare.path, logdev.path))?;
+    let mark = |m: &str| dmsetup(&["message", "t-cr-lw", "0", "mark", m]);
+    let dm = DmDev::create("t-cr", &format!("0 {} remap {} {} 1 format", MAIN_BYTES / 512, main.path, lw.path))?;
+    mark("formatted")?;
+    // The storm: batches of concurrent writes to bad blocks, each acknowledged (fsynced)
+    // before the batch's mark is logged.
+    let path = dm.path.as_str();
+    for (n, batch) in bad.chunks(BATCH).enumerate() {
+        std::thread::scope(|s| -> Result<()> {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|&b| s.spawn(move || write_at(path, b * BLOCK, &pattern(b, BLOCK as usize))))
+                .collect();
+            for (h, b) in handles.into_iter().zip(batch) {
+                h.join().map_err(|_| anyhow::anyhow!("writer panicked"))?.with_context(|| format!("write block {b}"))?;
+            }
+            Ok(())
+        })?;
+        mark(&format!("ack-{n}"))?;
+    }
+    let f = status_fields(&dm.name)?;
+    expect_eq("remaps after the storm", f[7].clone(), BAD.to_string())?;
+    drop(dm);
+    drop(lw);
+    let log = std::fs::read(&logdev.path)?;
+    let entries = logwrites::parse(&log)?;
+    let writes = entries.iter().filter(|e| e.is_write()).count();
+    let flushes = entries.iter().filter(|e| e.flags & FLUSH != 0).count();
+    println!("    log: {} entries, {writes} writes, {flushes} flushes, {} bytes", entries.len(), log.len());
+
+    let pos = |m: &str| entries.iter().position(|e| e.mark.as_deref() == Some(m));
+    let formatted = pos("formatted").context("no 'formatted' mark in the log")?;
+    let mut acks = Vec::new();
+    for n in 0..bad.chunks(BATCH).len() {
+        let at = pos(&format!("ack-{n}")).with_context(|| format!("mark ack-{n} missing"))?;
+        acks.push((at, ((n + 1) * BATCH).min(bad.len())));
+    }
+    let bad_set: HashSet<u64> = bad.iter().copied().collect();
+    let patterns = bad.iter().map(|&b| (b, pattern(b, BLOCK as usize))).collect();
+    let p = Promises { formatted, acks, bad, patterns };
+    let mut t = Tally::default();
+    let mut rng = Rng(0xc4a5_4000_0000_0001);
+    // `img` is the spare after every entry before `cut`. Instead of copying it for each
+    // variant, the bytes each write of the current flush epoch replaced are kept (`undo`),
+    // so the epoch can be rewound and replayed another way.
+    let mut img = vec![0u8; SPARE_BYTES as usize];
+    let mut undo: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut epoch_start = 0usize;
+    let rewind = |img: &mut [u8], undo: &[(usize, Vec<u8>)]| {
+        for (at, old) in undo.iter().rev() {
+            img[*at..*at + old.len()].copy_from_slice(old);
+        }
+    };
+    let mut samples = Vec::new(); // states also loaded by the kernel and dmremap
+    for cut in 0..=entries.len() {
+        // Every prefix: the writes logged before `cut` reached the disk in log order.
+        check(&img, cut, &p, &bad_set, &format!("prefix {cut}"), &mut t);
+        t.prefixes += 1;
+        if cut % 97 == 0 || cut == entries.len() {
+            samples.push((cut, img.clone()));
+        }
+        // Reordered: since the last flush, the disk's cache kept any subset of the plain
+        // writes, in any order (FUA writes are durable once complete).
+        if cut > epoch_start + 1 {
+            let epoch = &entries[epoch_start..cut];
+            rewind(&mut img, &undo);
+            let mut order: Vec<&Entry> = epoch.iter().collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i + 1));
+            }
+            for e in order {
+                if e.flags & FUA != 0 || rng.next() % 2 == 0 {
+                    logwrites::apply(&mut img, e)?;
+                }
+            }
+            check(&img, cut, &p, &bad_set, &format!("reordered epoch at {cut}"), &mut t);
+            t.reordered += 1;
+            rewind(&mut img, &undo);
+            for e in epoch {
+                logwrites::apply(&mut img, e)?;
+            }
+        }
+        let Some(e) = entries.get(cut) else { break };
+        let at = e.offset as usize;
+        let old = img.get(at..at + e.data.len()).context("write beyond the spare")?.to_vec();
+        // Torn: the next write reached the disk only in part, sector by sector.
+        if e.data.len() > 512 {
+            let mut any = false;
+            for (s, sector) in e.data.chunks(512).enumerate() {
+                if rng.next() % 2 == 0 {
+                    img[at + s * 512..at + (s + 1) * 512].copy_from_slice(sector);
+                    any = true;
+                }
+            }
+            if any {
+                check(&img, cut, &p, &bad_set, &format!("torn write {cut}"), &mut t);
+                t.torn += 1;
+                img[at..at + old.len()].copy_from_slice(&old);
+            }
+        }
+        logwrites::apply(&mut img, e)?;
+        undo.push((at, old));
+        if e.flags & FLUSH != 0 {
+            undo.clear();
+            epoch_start = cut + 1;
+        }
+    }
+    // The loader above stands in for the kernel's: on sampled states, the real target and
+    // `dmremap inspect` must agree with it.
+    let mut agreed = 0;
+    let img_dev = LoopDev::new("cr-img", SPARE_BYTES)?;
+    for (cut, state) in &samples {
+        let mine = load(state);
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).open(&img_dev.path)?;
+            f.write_all(state)?;
+            f.sync_all()?;
+        }
+        let table = format!("0 {} remap {} {}", MAIN_BYTES / 512, lo.path, img_dev.path);
+        let kernel = match DmDev::create("t-cr-load", &table) {
+            Ok(d) => {
+                let n: usize = status_fields(&d.name)?[7].parse()?;
+                for &b in p.acked_before(*cut).iter().step_by(25) {
+                    expect_eq(&format!("block {b} read through the target at {cut}"), read_at(&d.path, b * BLOCK, BLOCK as usize)?, pattern(b, BLOCK as usize))?;
+                }
+                Some(n)
+            }
+            Err(_) => None,
+        };
+        let inspect = std::process::Command::new("dmremap").args(["inspect", "--json", &img_dev.path]).output()?;
+        let json: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap_or_default();
+        let inspected = json["remaps"].as_array().map(|a| a.len());
+        let mine_n = mine.as_ref().ok().map(|(_, r)| r.len());
+        ensure!(kernel == mine_n, "state {cut}: the kernel loaded {kernel:?} remaps, the checker {mine_n:?}");
+        if mine_n.is_some() {
+            ensure!(inspected == mine_n, "state {cut}: dmremap inspect saw {inspected:?} remaps, the checker {mine_n:?}");
+        }
+        agreed += 1;
+    }
+    let states = t.prefixes + t.reordered + t.torn;
+    println!(
+        "    crash states checked: {states} ({} prefixes, {} reordered epochs, {} torn writes); \
+         {} refused before the format was acknowledged; {} also loaded by the kernel and dmremap; violations: {}",
+        t.prefixes,
+        t.reordered,
+        t.torn,
+        t.refused_before_format,
+        agreed,
+        t.violations.len()
+    );
+    ensure!(t.violations.is_empty(), "{} violations, first: {}", t.violations.len(), t.violations[..t.violations.len().min(5)].join("; "));
+    ensure!(p.acks.len() * BATCH >= 1000, "fewer than 1000 relocations");
+    Ok(())
+}
