@@ -171,6 +171,27 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A small deterministic generator (xorshift), so a generated test can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// A number below `n` (0 if `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    /// One of `v`.
+    pub fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
+        v[self.below(v.len())]
+    }
+}
+
 /// Fails unless `a == b`, showing both.
 pub fn expect_eq<T: PartialEq + std::fmt::Debug>(what: &str, a: T, b: T) -> Result<()> {
     if a != b {
@@ -329,7 +350,8 @@ pub fn bad_device(name: &str, base: &str, sectors: u64, bad: &[(u64, u64)]) -> R
     DmDev::create(name, &bad_table(base, sectors, bad))
 }
 
-fn bad_table(base: &str, sectors: u64, bad: &[(u64, u64)]) -> String {
+/// The dm table of `bad_device`.
+pub fn bad_table(base: &str, sectors: u64, bad: &[(u64, u64)]) -> String {
     {
         let mut lines = Vec::new();
         let mut at = 0u64;

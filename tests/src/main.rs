@@ -5,6 +5,11 @@
 //! KASAN, ...) while it ran. Results are printed as `--- PASS name` / `--- FAIL name: why`
 //! lines, which `cargo xtask test` counts, and a closing `vm: N passed, M failed` line.
 //!
+//! `vmtest powercut CYCLE storm|final` is the guest side of the power-cut test (see
+//! `t_powercut`).
+//!
+//! `vmtest replay-log LOG DEV [MARK]` replays a dm-log-writes log (see `logwrites`).
+//!
 //! `vmtest demo` walks through the target at work for `cargo xtask demo`.
 
 mod bench;
@@ -12,8 +17,13 @@ mod demo;
 mod harness;
 mod prep;
 mod t_engine;
+mod t_faults;
 mod t_foundation;
 mod t_health;
+mod t_powercut;
+mod logwrites;
+mod t_crash;
+mod t_reliability;
 mod t_tool;
 
 use harness::{is_kernel_bug, Kmsg};
@@ -32,6 +42,9 @@ fn all_tests() -> Vec<Test> {
     v.extend_from_slice(t_engine::TESTS);
     v.extend_from_slice(t_health::TESTS);
     v.extend_from_slice(t_tool::TESTS);
+    v.extend_from_slice(t_reliability::TESTS);
+    v.extend_from_slice(t_crash::TESTS);
+    v.extend_from_slice(t_faults::TESTS);
     v
 }
 
@@ -42,6 +55,20 @@ fn main() {
         let runtime = args.get(2).cloned().unwrap_or_else(|| "1".into());
         if let Err(e) = bench::run(reps, &runtime) {
             println!("bench failed: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("powercut") {
+        if let Err(e) = t_powercut::run(&args[1..]) {
+            println!("--- FAIL powercut: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("replay-log") {
+        if let Err(e) = logwrites::replay_cli(&args[1..]) {
+            println!("replay-log failed: {e:#}");
             std::process::exit(1);
         }
         return;
@@ -74,6 +101,15 @@ fn main() {
         tests.push((format!("{n} ({phase})"), f));
     }
     tests.retain(|(n, _)| filter.as_ref().map_or(true, |f| n.contains(f.as_str())));
+    // Latency figures need a fine-grained clock: wait (briefly) for the TSC clocksource.
+    let cs = "/sys/devices/system/clocksource/clocksource0/current_clocksource";
+    for _ in 0..50 {
+        if std::fs::read_to_string(cs).is_ok_and(|c| c.trim() == "tsc") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("vmtest: clocksource {}", std::fs::read_to_string(cs).unwrap_or_default().trim());
     let mut kmsg = match Kmsg::open() {
         Ok(k) => k,
         Err(e) => {
@@ -83,7 +119,7 @@ fn main() {
     };
     // Anything the boot itself logged is not a test's doing, but it is still a kernel bug.
     let boot_bugs: Vec<String> = kmsg.drain().into_iter().filter(|l| is_kernel_bug(l)).collect();
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     if !boot_bugs.is_empty() {
         println!("--- FAIL boot: kernel reported a bug during boot:\n    {}", boot_bugs.join("\n    "));
         failed += 1;
@@ -98,6 +134,11 @@ fn main() {
         let leftovers = harness::leftover_devices();
         let verdict = match result {
             Err(_) => Err("the test panicked".to_string()),
+            Ok(Err(e)) if format!("{e}").starts_with("SKIP: ") => {
+                skipped += 1;
+                println!("--- SKIP {name}: {}", format!("{e}").trim_start_matches("SKIP: "));
+                continue;
+            }
             Ok(Err(e)) => Err(format!("{e:#}")),
             Ok(Ok(())) if !bugs.is_empty() => Err(format!("kernel log gained:\n    {}", bugs.join("\n    "))),
             Ok(Ok(())) if !leftovers.is_empty() => Err(format!("left devices behind: {}", leftovers.join(", "))),
@@ -115,6 +156,6 @@ fn main() {
             }
         }
     }
-    println!("vm: {passed} passed, {failed} failed");
+    println!("vm: {passed} passed, {failed} failed, {skipped} skipped");
     std::process::exit(if failed == 0 { 0 } else { 1 });
 }

@@ -21,21 +21,6 @@ const BAD: u64 = 1200;
 /// Writes in flight together; one mark after each batch is acknowledged.
 const BATCH: usize = 16;
 
-/// A small deterministic generator (xorshift), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// What the spare image says after a crash: the remaps, or why it is refused.
 type Loaded = Result<(Superblock, HashMap<u64, u64>), String>;
 

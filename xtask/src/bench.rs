@@ -48,6 +48,7 @@ fn run_vm(paths: &Paths, reps: u32, runtime: &str) -> Result<String> {
         icount: true,
         append: String::new(),
         disk: None,
+        kill_on: None,
     };
     step(format!("benchmark: {reps} interleaved repetitions, fio runtime {runtime} s (virtual)"));
     let res = vm::run(paths, &opts)?;

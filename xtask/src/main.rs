@@ -4,6 +4,7 @@ mod bench;
 mod chart;
 mod cpio;
 mod env;
+mod fuzz;
 mod kernel;
 mod module;
 mod setup;
@@ -63,6 +64,12 @@ enum Cmd {
     },
     /// Build everything, boot the VM and show the target at work.
     Demo,
+    /// Fuzz the metadata decoder and the table-line and message parsers (cargo-fuzz).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Benchmark against dm-linear and null_blk in one instruction-counting VM boot;
     /// writes docs/BENCHMARKS.md.
     Bench {
@@ -127,9 +134,11 @@ fn real_main() -> Result<i32> {
                 icount: false,
                 append: String::new(),
                 disk,
+                kill_on: None,
             };
             Ok(vm::run(&paths, &opts)?.status)
         }
+        Cmd::Fuzz { seconds } => fuzz::fuzz(&paths, seconds),
         Cmd::Bench { reps, runtime, from_log } => bench::bench(&paths, reps, &runtime, from_log.as_deref()),
         Cmd::Test { filter, debug_kernel } => test::test(&paths, filter.as_deref(), flavor(debug_kernel)),
         Cmd::Demo => {
@@ -144,6 +153,7 @@ fn real_main() -> Result<i32> {
                 icount: false,
                 append: String::new(),
                 disk: None,
+                kill_on: None,
             };
             Ok(vm::run(&paths, &opts)?.status)
         }

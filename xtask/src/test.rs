@@ -6,7 +6,9 @@ use crate::kernel::Flavor;
 use crate::vm;
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 use std::process::{Command, Stdio};
 
 /// Tallies of one test run.
@@ -14,6 +16,8 @@ use std::process::{Command, Stdio};
 struct Tally {
     passed: u64,
     failed: u64,
+    /// VM tests that need the debug kernel, on the test kernel.
+    skipped: u64,
     failures: Vec<String>,
 }
 
@@ -29,6 +33,9 @@ pub fn test(paths: &Paths, filter: Option<&str>, flavor: Flavor) -> Result<i32> 
         for f in &t.failures {
             println!("    {f}");
         }
+    }
+    if t.skipped > 0 {
+        println!("{} skipped (they need the debug kernel: cargo xtask test --debug-kernel)", t.skipped);
     }
     println!("{} passed, {} failed", t.passed, t.failed);
     Ok(if t.failed == 0 { 0 } else { 1 })
@@ -120,10 +127,98 @@ fn vm_tests_inner(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut T
             icount: false,
             append: String::new(),
             disk: Some(disk.clone()),
+            kill_on: None,
         };
         count_vm_results(&vm::run(paths, &opts)?, t);
     }
+    if filter.map_or(true, |f| "powercut".contains(f) || f.contains("powercut")) {
+        powercut(paths, &kernel, &module, &runner, t)?;
+    }
     Ok(())
+}
+
+/// Storms killed mid-way: how many times the plug is pulled, and when (ms after the storm
+/// starts).
+const POWERCUT_KILLS: [u64; 3] = [2500, 4000, 1800];
+
+/// The power-cut test: boots that write until QEMU is killed, each followed by a boot that
+/// checks every write acknowledged before the kill (see tests/src/t_powercut.rs).
+fn powercut(paths: &Paths, kernel: &Path, module: &Path, runner: &[(String, PathBuf)], t: &mut Tally) -> Result<()> {
+    step("power-cut test: storms killed mid-way, each checked after a reboot");
+    let disk = paths.target().join("vm/powercut.img");
+    let f = std::fs::File::create(&disk)?;
+    f.set_len(64 << 20)?;
+    drop(f);
+    let acks_file = paths.target().join("vm/powercut-acks.txt");
+    let mut acks: BTreeMap<u64, u64> = BTreeMap::new();
+    for cycle in 0..=POWERCUT_KILLS.len() {
+        let text: String = acks.iter().map(|(b, g)| format!("{b} {g}\n")).collect();
+        std::fs::write(&acks_file, text)?;
+        let mut extra = runner.to_vec();
+        extra.push(("powercut-acks.txt".into(), acks_file.clone()));
+        let kill = POWERCUT_KILLS.get(cycle);
+        let mode = if kill.is_some() { "storm" } else { "final" };
+        let opts = vm::VmOptions {
+            kernel: kernel.to_path_buf(),
+            module: module.to_path_buf(),
+            extra,
+            cmd: Some(format!("vmtest powercut {cycle} {mode}")),
+            timeout: 600,
+            icount: false,
+            append: String::new(),
+            disk: Some(disk.clone()),
+            kill_on: kill.map(|ms| (POWERCUT_RUNNING.to_string(), Duration::from_millis(*ms))),
+        };
+        let res = vm::run(paths, &opts)?;
+        count_vm_results_of(&res, t, kill.is_some());
+        if kill.is_some() {
+            let seen = collect_acks(&res.console, &mut acks);
+            println!("power-cut: cycle {cycle}: QEMU killed {} ms into the storm; {seen} acknowledged writes seen", kill.unwrap_or(&0));
+            if res.console.contains("powercut: write of block") {
+                t.failed += 1;
+                t.failures.push(format!("vm: powercut cycle {cycle}: a write failed during the storm"));
+            }
+            if seen == 0 {
+                t.failed += 1;
+                t.failures.push(format!("vm: powercut cycle {cycle}: no write was acknowledged before the kill"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the guest prints when its storm starts (`t_powercut::RUNNING`).
+const POWERCUT_RUNNING: &str = "powercut: storm running";
+
+/// Adds the complete `ACK <block> <gen> .` lines of a console to `acks` (latest generation
+/// per block); returns how many there were. A line cut off by the kill is not complete.
+fn collect_acks(console: &str, acks: &mut BTreeMap<u64, u64>) -> u64 {
+    let mut n = 0;
+    for line in console.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if let ["ACK", b, g, "."] = w.as_slice() {
+            if let (Ok(b), Ok(g)) = (b.parse::<u64>(), g.parse::<u64>()) {
+                let e = acks.entry(b).or_insert(g);
+                *e = (*e).max(g);
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Like `count_vm_results`, for a boot that was meant to be killed (`killed`): then being
+/// killed is its success, and exiting by itself is a failure.
+fn count_vm_results_of(res: &vm::VmResult, t: &mut Tally, killed: bool) {
+    if !killed {
+        return count_vm_results(res, t);
+    }
+    let before = t.failed;
+    count_vm_results(&vm::VmResult { status: 0, console: res.console.clone() }, t);
+    if res.status != vm::KILLED && t.failed == before {
+        t.failed += 1;
+        t.failures.push(format!("vm: a power-cut storm ended by itself (status {})", res.status));
+    }
 }
 
 fn count_vm_results(res: &vm::VmResult, t: &mut Tally) {
@@ -131,6 +226,8 @@ fn count_vm_results(res: &vm::VmResult, t: &mut Tally) {
     for line in res.console.lines() {
         if line.starts_with("--- PASS ") {
             passed += 1;
+        } else if line.starts_with("--- SKIP ") {
+            t.skipped += 1;
         } else if let Some(rest) = line.strip_prefix("--- FAIL ") {
             failed += 1;
             t.failures.push(format!("vm: {rest}"));
@@ -146,7 +243,16 @@ fn count_vm_results(res: &vm::VmResult, t: &mut Tally) {
 
 #[cfg(test)]
 mod tests {
-    use super::count;
+    use super::{collect_acks, count};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn collects_only_complete_ack_lines() {
+        let mut acks = BTreeMap::new();
+        let console = "ACK 5 7 .\nACK 5 9 .\nnoise ACK 1 1 .\nACK 6 3 .\nACK 7 12";
+        assert_eq!(collect_acks(console, &mut acks), 3);
+        assert_eq!(acks.into_iter().collect::<Vec<_>>(), vec![(5, 9), (6, 3)]);
+    }
 
     #[test]
     fn counts_cargo_summary() {

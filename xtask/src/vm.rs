@@ -45,7 +45,13 @@ pub struct VmOptions {
     pub append: String,
     /// A raw disk image attached as /dev/vda (kept across boots).
     pub disk: Option<PathBuf>,
+    /// Pull the plug: kill QEMU this long after the console first shows this text (the run
+    /// then reports status [`KILLED`]).
+    pub kill_on: Option<(String, Duration)>,
 }
+
+/// The status of a run whose QEMU was killed on purpose (`kill_on`).
+pub const KILLED: i32 = -9;
 
 /// The outcome of a boot.
 pub struct VmResult {
@@ -187,7 +193,9 @@ pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
     let bzimage = opts.kernel.join("arch/x86/boot/bzImage");
     let log_path = paths.target().join("vm/console.log");
     let interactive = opts.cmd.is_none();
-    let mut append = String::from("console=ttyS0 panic=-1 quiet");
+    // tsc=reliable: the TSC clocksource from the start (no watchdog wait), so I/O latencies
+    // measured early in a boot are not rounded to the jiffy of a coarse clock.
+    let mut append = String::from("console=ttyS0 panic=-1 quiet tsc=reliable");
     if !opts.append.is_empty() {
         append.push(' ');
         append.push_str(&opts.append);
@@ -254,19 +262,35 @@ pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(opts.timeout);
+    let mut kill_at: Option<Instant> = None;
+    let mut killed = false;
     let timed_out = loop {
         if child.try_wait()?.is_some() {
             break false;
+        }
+        if let Some((text, after)) = &opts.kill_on {
+            if kill_at.is_none() && console.lock().unwrap_or_else(|e| e.into_inner()).contains(text.as_str()) {
+                kill_at = Some(Instant::now() + *after);
+            }
+            if kill_at.is_some_and(|t| Instant::now() >= t) {
+                let _ = child.kill();
+                let _ = child.wait();
+                killed = true;
+                break false;
+            }
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
             break true;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     };
     let _ = reader.join();
     let console = std::mem::take(&mut *console.lock().unwrap_or_else(|e| e.into_inner()));
+    if killed {
+        return Ok(VmResult { status: KILLED, console });
+    }
     if timed_out {
         bail!("the VM did not finish within {} s and was killed; console in {}", opts.timeout, log_path.display());
     }

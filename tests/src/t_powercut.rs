@@ -1,0 +1,139 @@
+//! The power-cut test's guest side (`vmtest powercut CYCLE storm|final`), driven by
+//! `cargo xtask test`, which kills QEMU in the middle of each storm and boots again.
+//!
+//! The disk (/dev/vda, kept across boots) holds the main device (first 16 MiB, every 4th
+//! 4 KiB block of it failing every I/O through a dm-error table) and the spare (next 8 MiB).
+//! A storm writes blocks over and over from 8 threads, each write fsynced, and prints
+//! `ACK <block> <generation> .` once it is acknowledged. The host collects the complete ACK
+//! lines it saw before the kill into /powercut-acks.txt for the next boot, which checks that
+//! every acknowledged write is there (its generation, or a later one that was in flight),
+//! that every acknowledged relocation survived, and that the kernel logged no bug.
+
+use crate::harness::*;
+use anyhow::{ensure, Context, Result};
+use std::collections::BTreeMap;
+
+const BLOCK: u64 = 4096;
+const MAIN_SECTORS: u64 = 16 << 11;
+const SPARE_SECTORS: u64 = 8 << 11;
+/// Blocks written by cycle `c`: its own quarter of the main device, plus the bad blocks of
+/// earlier cycles (rewrites of relocated blocks).
+const PER_CYCLE: u64 = 1024;
+const THREADS: u64 = 8;
+/// The text the host waits for before it starts the clock on the kill.
+pub const RUNNING: &str = "powercut: storm running";
+
+fn is_bad(b: u64) -> bool {
+    b % 4 == 1
+}
+
+fn data(block: u64, gen: u64) -> Vec<u8> {
+    pattern(gen << 20 | block, BLOCK as usize)
+}
+
+/// The devices, as every boot sets them up (`format` only on the first).
+fn setup(format: bool) -> Result<(DmDev, DmDev, DmDev)> {
+    let bad: Vec<(u64, u64)> = (0..MAIN_SECTORS / 8).filter(|&b| is_bad(b)).map(|b| (b, 1)).collect();
+    let main = bad_device("pc-main", "/dev/vda", MAIN_SECTORS, &bad)?;
+    let spare = DmDev::create("pc-spare", &format!("0 {SPARE_SECTORS} linear /dev/vda {MAIN_SECTORS}"))?;
+    let f = if format { " 1 format" } else { "" };
+    let dm = DmDev::create("pc", &format!("0 {MAIN_SECTORS} remap {} {}{f}", main.path, spare.path))?;
+    Ok((dm, spare, main))
+}
+
+/// `vmtest powercut CYCLE storm|final`.
+pub fn run(args: &[String]) -> Result<()> {
+    let [cycle, mode] = args else { anyhow::bail!("usage: vmtest powercut CYCLE storm|final") };
+    let cycle: u64 = cycle.parse()?;
+    let mut kmsg = Kmsg::open()?;
+    let devs = setup(cycle == 0)?;
+    if cycle > 0 {
+        let name = format!("powercut_after_kill_{cycle}");
+        match check(&devs.0, cycle).and_then(|s| {
+            let bugs: Vec<String> = kmsg.drain().into_iter().filter(|l| is_kernel_bug(l)).collect();
+            ensure!(bugs.is_empty(), "kernel log gained:\n    {}", bugs.join("\n    "));
+            Ok(s)
+        }) {
+            Ok(summary) => println!("--- PASS {name}: {summary}"),
+            Err(e) => {
+                println!("--- FAIL {name}: {e:#}");
+                return Ok(());
+            }
+        }
+    }
+    if mode == "storm" {
+        storm(&devs.0.path, cycle);
+    }
+    Ok(())
+}
+
+/// Writes until the plug is pulled.
+fn storm(path: &str, cycle: u64) {
+    let mut blocks: Vec<u64> = (0..cycle).flat_map(|c| (c * PER_CYCLE..(c + 1) * PER_CYCLE).filter(|&b| is_bad(b))).collect();
+    blocks.extend(cycle * PER_CYCLE..(cycle + 1) * PER_CYCLE);
+    // Shuffled, so relocations and rewrites of relocated blocks are in flight together.
+    let mut rng = Rng(0x9c00 + cycle);
+    for i in (1..blocks.len()).rev() {
+        blocks.swap(i, rng.below(i + 1));
+    }
+    println!("{RUNNING}: cycle {cycle}, {} blocks", blocks.len());
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let mine: Vec<u64> = blocks.iter().copied().skip(t as usize).step_by(THREADS as usize).collect();
+            s.spawn(move || {
+                for round in 1.. {
+                    let gen = cycle * 1_000_000 + round;
+                    for &b in &mine {
+                        match write_at(path, b * BLOCK, &data(b, gen)) {
+                            Ok(()) => println!("ACK {b} {gen} ."),
+                            Err(e) => println!("powercut: write of block {b} failed: {e}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// The acknowledged writes the host saw: block -> latest generation.
+fn acks() -> Result<BTreeMap<u64, u64>> {
+    let text = std::fs::read_to_string("/powercut-acks.txt").context("no /powercut-acks.txt")?;
+    let mut m = BTreeMap::new();
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        if let (Some(b), Some(g)) = (w.next(), w.next()) {
+            m.insert(b.parse()?, g.parse()?);
+        }
+    }
+    Ok(m)
+}
+
+fn check(dm: &DmDev, cycle: u64) -> Result<String> {
+    let acks = acks()?;
+    ensure!(!acks.is_empty(), "the host saw no acknowledged write before the kill");
+    let last = cycle - 1; // the storm that was cut short
+    let (mut exact, mut newer) = (0, 0);
+    for (&b, &gen) in &acks {
+        let got = read_at(&dm.path, b * BLOCK, BLOCK as usize).with_context(|| format!("read block {b}"))?;
+        if got == data(b, gen) {
+            exact += 1;
+            continue;
+        }
+        // A write issued after the last ACK the host saw may have landed.
+        let later = (gen + 1..gen + 4).chain(last * 1_000_000 + 1..last * 1_000_000 + 4).filter(|&g| g > gen);
+        ensure!(
+            later.into_iter().any(|g| got == data(b, g)),
+            "block {b}: acknowledged generation {gen} lost (and no later write is there)"
+        );
+        newer += 1;
+    }
+    let f = status_fields(&dm.name)?;
+    let remaps: u64 = f[7].parse()?;
+    let bad_acked = acks.keys().filter(|&&b| is_bad(b)).count() as u64;
+    ensure!(remaps >= bad_acked, "{remaps} remaps, but {bad_acked} bad blocks had acknowledged writes");
+    expect_eq("state", f[25].as_str(), "operational")?;
+    Ok(format!(
+        "{} acknowledged blocks intact ({exact} as acknowledged, {newer} with a later write), {remaps} remaps (>= {bad_acked} acknowledged)",
+        acks.len()
+    ))
+}
