@@ -106,6 +106,13 @@ fn block(e: &Engine, meta: &mut Meta, batch: &mut Batch, b: u64) {
         ok = e.main.rw_sync(b * e.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok();
         ns = now_ns().saturating_sub(t0);
     }
+    if ok && tries == 1 && slow(meta.scan_ewma_ns, ns, 1) {
+        // One slow read may be the machine (a stall, a busy CPU), not the disk: the block is
+        // weak only if a second read is slow too.
+        let t0 = now_ns();
+        ok = e.main.rw_sync(b * e.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok();
+        ns = now_ns().saturating_sub(t0);
+    }
     if !ok {
         e.stats.add(stat::MEDIA_ERRORS, 1);
         e.note_error(meta, b);

@@ -238,16 +238,52 @@ impl Kmsg {
 /// Kernel log lines that fail any test: the kernel found a bug.
 pub fn is_kernel_bug(line: &str) -> bool {
     const BAD: &[&str] = &[
-        "BUG:", "BUG ", "WARNING:", "Oops", "lockdep", "KASAN", "UBSAN", "Call Trace",
-        "circular locking", "panicked", "kmemleak", "general protection fault",
-        "INFO: task", "scheduling while atomic", "sleeping function called from invalid context",
+        "BUG:", "BUG ", "WARNING:", "Oops", "UBSAN", "Call Trace",
+        // KASAN reports are "BUG: KASAN: ..."; lockdep reports are WARNINGs or INFOs.
+        "circular locking", "recursive locking", "inconsistent lock state", "INFO: ",
+        // (kmemleak's "new suspected memory leaks" is judged by the kmemleak test, which
+        // tells dm-remap's leaks from the rest of the kernel's.)
+        "panicked", "general protection fault",
+        "scheduling while atomic", "sleeping function called from invalid context",
     ];
     BAD.iter().any(|b| line.contains(b))
+}
+
+/// The kernel-log lines that report a bug, each with the four lines before it (what the
+/// kernel was saying when it happened); empty if none.
+pub fn bug_reports(lines: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut shown = 0;
+    for (i, l) in lines.iter().enumerate() {
+        // A failed cache creation dumps the stack: the slab allocator's report of an
+        // allocation that failed (injected by the failslab test), not a bug.
+        let expected = l.contains("Call Trace:")
+            && lines[i.saturating_sub(4)..i].iter().any(|p| p.contains("__kmem_cache_create_args(") && p.contains("failed with error"));
+        if is_kernel_bug(l) && !expected {
+            for c in &lines[i.saturating_sub(4).max(shown)..=i] {
+                out.push(c.clone());
+            }
+            shown = i + 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bug_reports_carry_context() {
+        let l: Vec<String> = ["a", "b", "c", "WARNING: x", "Call Trace:", "d"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(bug_reports(&l), vec!["a", "b", "c", "WARNING: x", "Call Trace:"]);
+        assert!(bug_reports(&l[..3]).is_empty());
+        let l: Vec<String> = ["__kmem_cache_create_args(bio-328) failed with error -12", "CPU: 0", "Call Trace:"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(bug_reports(&l).is_empty(), "an injected allocation failure's stack dump");
+    }
 
     #[test]
     fn kernel_bug_lines() {
@@ -257,6 +293,12 @@ mod tests {
         assert!(is_kernel_bug("WARNING: possible circular locking dependency detected"));
         assert!(!is_kernel_bug("device-mapper: table: 252:0: remap: Unknown feature argument (-22)"));
         assert!(!is_kernel_bug("EXT4-fs (dm-0): mounted filesystem with ordered data mode"));
+        assert!(is_kernel_bug("INFO: task kworker/0:1:23 blocked for more than 120 seconds."));
+        // What the debug kernel says at every boot.
+        assert!(!is_kernel_bug("rcu: \tRCU lockdep checking is enabled."));
+        assert!(!is_kernel_bug("kmemleak: Kernel memory leak detector initialized (mem pool available: 15153)"));
+        assert!(!is_kernel_bug("kmemleak: Automatic memory scanning thread started"));
+        assert!(!is_kernel_bug("KASAN: KernelAddressSanitizer initialized (generic)"));
     }
 
     #[test]

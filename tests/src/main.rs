@@ -130,7 +130,7 @@ fn main() {
         let start = Instant::now();
         kmsg.drain();
         let result = std::panic::catch_unwind(body);
-        let bugs: Vec<String> = kmsg.drain().into_iter().filter(|l| is_kernel_bug(l)).collect();
+        let bugs = harness::bug_reports(&kmsg.drain());
         let leftovers = harness::leftover_devices();
         let verdict = match result {
             Err(_) => Err("the test panicked".to_string()),

@@ -390,7 +390,11 @@ fn error_storm_verify() -> Result<()> {
     let in_range = bad_blocks.iter().filter(|(b, _)| *b < 8 * MIB / BS).count() as u64;
     let f = status_fields(&dm.name)?;
     let (remaps, seq): (u64, u64) = (f[7].parse()?, f[14].parse()?);
-    expect_eq("remaps (one per bad block written)", remaps, in_range)?;
+    expect_eq(
+        &format!("remaps (one per bad block written; {} after write errors, {} proactive)", f[11], f[12]),
+        remaps,
+        in_range,
+    )?;
     expect_eq("relocations after write errors", f[11].parse::<u64>()?, in_range)?;
     expect_eq("free pool blocks", f[9].parse::<u64>()?, g.pool_blocks - in_range)?;
     println!("    storm: {remaps} remaps in {seq} metadata commits");

@@ -123,7 +123,8 @@ fn vm_tests_inner(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut T
             module: module.clone(),
             extra: runner.clone(),
             cmd: Some(vm::shell_join(&cmd)),
-            timeout: 1800,
+            // The sanitizer kernel runs the suite about ten times slower.
+            timeout: if flavor == Flavor::Debug { 7200 } else { 1800 },
             icount: false,
             append: String::new(),
             disk: Some(disk.clone()),
