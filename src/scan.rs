@@ -74,6 +74,9 @@ pub(crate) fn step(e: &Engine) {
                 let per = ns / n;
                 meta.scan_ewma_ns = if meta.scan_ewma_ns == 0 { per } else { (meta.scan_ewma_ns * 7 + per) / 8 };
             }
+            if fast {
+                meta.suspects.clear(pos, n);
+            }
             fast
         };
         if !whole_ok {
@@ -89,6 +92,24 @@ pub(crate) fn step(e: &Engine) {
     crate::control::check_alerts(e, &mut meta);
     drop(meta);
     start(e, false);
+}
+
+/// Whether the main device reads a block half of it away from `b` at its usual speed now.
+///
+/// Slowness is a property of a block only if the rest of the device is fast at the same
+/// moment: under a heavy load (or on a stalled machine) every read is slow, and relocating
+/// on that would spend the spare on healthy blocks. A reference read that fails or is slow
+/// says nothing about `b`, so `b` is not called weak this pass (the next pass looks again).
+fn device_fast(e: &Engine, meta: &mut Meta, b: u64) -> bool {
+    let r = (b + e.main_blocks / 2) % e.main_blocks;
+    if r == b {
+        return true; // a one-block device: nothing to compare with
+    }
+    let bs = e.line.block_size as usize;
+    let t0 = now_ns();
+    // Into the scan buffer: `meta.data` holds `b`'s data, which a relocation writes out.
+    let ok = e.main.rw_sync(r * e.bs_sectors, &mut meta.scan_buf.as_mut_slice()[..bs], IoKind::Read).is_ok();
+    ok && !slow(meta.scan_ewma_ns, now_ns().saturating_sub(t0), 1)
 }
 
 /// Scans one block: unreadable -> pending; weak -> relocated (if enabled).
@@ -119,8 +140,16 @@ fn block(e: &Engine, meta: &mut Meta, batch: &mut Batch, b: u64) {
         let _ = batch.pending.push(Entry { main: b, spare: PENDING }, GFP_KERNEL);
         return;
     }
-    if tries == 1 && !slow(meta.scan_ewma_ns, ns, 1) {
-        return;
+    if tries == 1 {
+        if !slow(meta.scan_ewma_ns, ns, 1) {
+            meta.suspects.clear(b, 1);
+            return;
+        }
+        // Slow on two reads in a row: weak only if the rest of the device is fast meanwhile
+        // and the block was slow on its previous visit too (a pass earlier).
+        if !device_fast(e, meta, b) || !meta.suspects.slow_again(b) {
+            return;
+        }
     }
     if tries > 1 {
         e.stats.add(stat::MEDIA_ERRORS, 1);
@@ -131,6 +160,12 @@ fn block(e: &Engine, meta: &mut Meta, batch: &mut Batch, b: u64) {
         let Meta { log, table_w, data, .. } = &mut *meta;
         if e.place(log, table_w, batch, b, &mut data.as_mut_slice()[..bs]) && batch.remaps.len() > before {
             e.proactive_relocations.fetch_add(1, Ordering::Relaxed);
+            // Rare (bounded by the spare's size), and the operator wants to know which block.
+            if tries > 1 {
+                pr_info!("weak block {} relocated: it read only at try {}\n", b, tries);
+            } else {
+                pr_info!("weak block {} relocated: slow on two scan passes (last read {} ms)\n", b, ns / 1_000_000);
+            }
         }
     }
 }

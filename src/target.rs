@@ -17,7 +17,7 @@ use crate::logic::{
     args::TableLine,
     cache::{self, Answered},
     format::Geometry,
-    health::{Hotspots, RecentCount},
+    health::{Hotspots, RecentCount, Suspects},
     remaps::{Entry, Route},
     status::{DevNo, Status},
 };
@@ -142,6 +142,8 @@ pub(crate) struct Meta {
     /// Moving average of the scan's per-block read time, ns.
     pub(crate) scan_ewma_ns: u64,
     pub(crate) hotspots: Hotspots,
+    /// Blocks the scan found slow once (see `scan::block`).
+    pub(crate) suspects: Suspects,
     pub(crate) recent_errors: RecentCount,
     pub(crate) recent_remaps: RecentCount,
     pub(crate) alerts: Alerts,
@@ -359,6 +361,7 @@ impl Target for Remap {
                         scan_pos: 0,
                         scan_ewma_ns: 0,
                         hotspots: Hotspots::default(),
+                        suspects: Suspects::default(),
                         recent_errors: RecentCount::default(),
                         recent_remaps: RecentCount::default(),
                         alerts: Alerts::default(),

@@ -156,9 +156,80 @@ impl Hotspots {
 
 }
 
+/// How many blocks the scan remembers as slow once.
+pub const MAX_SUSPECTS: usize = 32;
+const NO_BLOCK: u64 = u64::MAX;
+
+/// Blocks the scan found slow on one visit, waiting for the next visit to confirm them.
+///
+/// A slow read proves little on its own (the device or the machine may just be busy); a
+/// block that is slow again a whole scan pass later is weak. The oldest suspect makes room
+/// for a new one when all places are taken.
+#[derive(Clone, Copy, Debug)]
+pub struct Suspects {
+    blocks: [u64; MAX_SUSPECTS],
+    next: usize,
+}
+
+impl Default for Suspects {
+    fn default() -> Self {
+        Self { blocks: [NO_BLOCK; MAX_SUSPECTS], next: 0 }
+    }
+}
+
+impl Suspects {
+    /// Records a slow visit to `block`; true if its previous visit was slow too (then it is
+    /// weak, and forgotten here).
+    pub fn slow_again(&mut self, block: u64) -> bool {
+        if let Some(s) = self.blocks.iter_mut().find(|s| **s == block) {
+            *s = NO_BLOCK;
+            return true;
+        }
+        self.blocks[self.next] = block;
+        self.next = (self.next + 1) % MAX_SUSPECTS;
+        false
+    }
+
+    /// Forgets the blocks in `first..first + n`: they read at their usual speed.
+    pub fn clear(&mut self, first: u64, n: u64) {
+        for s in self.blocks.iter_mut().filter(|s| **s >= first && **s - first < n && **s != NO_BLOCK) {
+            *s = NO_BLOCK;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suspects_confirm_on_the_second_slow_visit() {
+        let mut s = Suspects::default();
+        assert!(!s.slow_again(7));
+        assert!(s.slow_again(7));
+        // Confirmed and forgotten: a third slow visit starts over.
+        assert!(!s.slow_again(7));
+        // A fast visit in between clears it.
+        s.clear(5, 3);
+        assert!(!s.slow_again(7));
+        s.clear(8, 10);
+        assert!(s.slow_again(7));
+        // Block u64::MAX - 1 and a range reaching the end of the u64 space.
+        assert!(!s.slow_again(u64::MAX - 1));
+        s.clear(u64::MAX - 1, 1);
+        assert!(!s.slow_again(u64::MAX - 1));
+    }
+
+    #[test]
+    fn suspects_forget_the_oldest_when_full() {
+        let mut s = Suspects::default();
+        for b in 0..MAX_SUSPECTS as u64 + 1 {
+            assert!(!s.slow_again(b));
+        }
+        // Block 0 made room for the last one.
+        assert!(!s.slow_again(0));
+        assert!(s.slow_again(MAX_SUSPECTS as u64));
+    }
 
     #[test]
     fn score_terms() {

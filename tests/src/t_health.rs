@@ -241,12 +241,20 @@ fn weak_block() -> Result<()> {
     write_at(&lo.path, 50 * BS, &data)?;
     let spare = LoopDev::new("wk-spare", 4 * MIB)?;
     let dm = DmDev::create("t-wk", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?;
+    let mut kmsg = Kmsg::open()?;
+    kmsg.drain();
     msg(&dm.name, &["scan_rate", "100000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
-    wait_for(60, "a full scan pass", || Ok(field(&dm.name, 19)? >= 1))?;
+    // Slow on one pass makes a suspect; slow again on the next makes it weak.
+    wait_for(60, "two full scan passes", || Ok(field(&dm.name, 19)? >= 2))?;
     msg(&dm.name, &["scan", "stop"])?;
     expect_eq("field 13 (proactive relocations)", field(&dm.name, 13)?, 1)?;
+    let said: Vec<String> = kmsg.drain().into_iter().filter(|l| l.contains("weak block")).collect();
+    ensure!(
+        said.len() == 1 && said[0].contains("weak block 50 relocated: slow on two scan passes"),
+        "kernel log about weak blocks: {said:?}"
+    );
     expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 1)?;
     expect_eq("query", msg(&dm.name, &["query", "400"])?.split(' ').take(2).collect::<Vec<_>>().join(" "), "block=50 location=spare".to_string())?;
     expect_eq("relocated data", read_at(&dm.path, 50 * BS, BS as usize)?, data)?;
