@@ -147,6 +147,7 @@ fn crash_replay() -> Result<()> {
     // The storm: batches of concurrent writes to bad blocks, each acknowledged (fsynced)
     // before the batch's mark is logged.
     let path = dm.path.as_str();
+    let t0 = std::time::Instant::now();
     for (n, batch) in bad.chunks(BATCH).enumerate() {
         std::thread::scope(|s| -> Result<()> {
             let handles: Vec<_> = batch
@@ -161,6 +162,7 @@ fn crash_replay() -> Result<()> {
         mark(&format!("ack-{n}"))?;
     }
     let f = status_fields(&dm.name)?;
+    println!("    storm: {BAD} relocating writes in {:.1} s", t0.elapsed().as_secs_f64());
     expect_eq("remaps after the storm", f[7].clone(), BAD.to_string())?;
     drop(dm);
     drop(lw);
