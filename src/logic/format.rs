@@ -324,7 +324,11 @@ pub fn log_decode(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<L
     if h.index != index || h.count == 0 || h.count as usize > ENTRIES_PER_BLOCK || h.next_free > sb.geometry.pool_blocks {
         return Err(DecodeError::BadField);
     }
-    let main_blocks = sb.main_sectors / u64::from(sb.geometry.block_size / 512);
+    // `Superblock::decode` refuses a block size under 512, but this takes any superblock:
+    // no division by zero (and no panic path in the kernel object) either way.
+    let Some(main_blocks) = sb.main_sectors.checked_div(u64::from(sb.geometry.block_size / 512)) else {
+        return Err(DecodeError::BadField);
+    };
     for i in 0..h.count as usize {
         let r = log_entry(b, i);
         if r.main >= main_blocks || r.spare >= h.next_free {
@@ -519,6 +523,10 @@ mod tests {
         // another format of the spare
         let other = Superblock { uuid: [8; 16], ..s };
         assert_eq!(log_decode(&log_block(&other, 0, 1, 1, &[(0, 0)]), &s, 0), Err(DecodeError::NoMagic));
+        // a superblock that was never decoded, with a block size of 0
+        let mut zero = s;
+        zero.geometry.block_size = 0;
+        assert_eq!(log_decode(&log_block(&zero, 0, 1, 1, &[(0, 0)]), &zero, 0), Err(DecodeError::BadField));
     }
 
     #[test]
