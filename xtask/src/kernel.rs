@@ -61,12 +61,23 @@ pub fn build_dir(paths: &Paths, flavor: Flavor) -> Result<PathBuf> {
         h.update(recorded_version(paths, pkg)?);
     }
     for f in flavor.fragments() {
-        let text = std::fs::read(paths.repo.join(f)).with_context(|| format!("reading {f}"))?;
+        let text = std::fs::read_to_string(paths.repo.join(f)).with_context(|| format!("reading {f}"))?;
         h.update(f);
-        h.update(&text);
+        h.update(settings(&text));
     }
     let hex = format!("{:x}", h.finalize());
     Ok(paths.cache.join(format!("kernel/{}-{}", flavor.name(), &hex[..16])))
+}
+
+/// A fragment's settings without its comments and blank lines, so that editing a comment
+/// does not cost a kernel build.
+fn settings(fragment: &str) -> String {
+    fragment
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && (!l.starts_with('#') || l.ends_with(" is not set")))
+        .flat_map(|l| [l, "\n"])
+        .collect()
 }
 
 /// Returns the build directory of a built kernel, or an error telling how to build it.
@@ -185,4 +196,17 @@ fn unpack_source(paths: &Paths) -> Result<PathBuf> {
     std::fs::rename(&tmp, &dir)?;
     std::fs::write(&stamp, "")?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settings;
+
+    #[test]
+    fn comments_do_not_change_the_settings() {
+        let a = "# why\nCONFIG_A=y\n\n# CONFIG_B is not set\n";
+        assert_eq!(settings(a), settings("# other words\n  CONFIG_A=y\n# CONFIG_B is not set"));
+        assert_ne!(settings(a), settings("CONFIG_A=y\n"));
+        assert_ne!(settings(a), settings("CONFIG_A=m\n# CONFIG_B is not set\n"));
+    }
 }
