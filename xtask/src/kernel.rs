@@ -69,15 +69,18 @@ pub fn build_dir(paths: &Paths, flavor: Flavor) -> Result<PathBuf> {
     Ok(paths.cache.join(format!("kernel/{}-{}", flavor.name(), &hex[..16])))
 }
 
-/// A fragment's settings without its comments and blank lines, so that editing a comment
-/// does not cost a kernel build.
-fn settings(fragment: &str) -> String {
+/// A fragment's setting lines: `CONFIG_X=...` and `# CONFIG_X is not set`.
+fn setting_lines(fragment: &str) -> impl Iterator<Item = &str> {
     fragment
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && (!l.starts_with('#') || l.ends_with(" is not set")))
-        .flat_map(|l| [l, "\n"])
-        .collect()
+        .filter(|l| l.starts_with("CONFIG_") || (l.starts_with("# CONFIG_") && l.ends_with(" is not set")))
+}
+
+/// A fragment's settings without its comments and blank lines, so that editing a comment
+/// does not cost a kernel build.
+fn settings(fragment: &str) -> String {
+    setting_lines(fragment).flat_map(|l| [l, "\n"]).collect()
 }
 
 /// Returns the build directory of a built kernel, or an error telling how to build it.
@@ -140,19 +143,16 @@ fn check_config(paths: &Paths, flavor: Flavor, out: &Path) -> Result<()> {
     let have: std::collections::HashSet<&str> = config.lines().collect();
     let mut lost = Vec::new();
     for f in flavor.fragments() {
-        for line in std::fs::read_to_string(paths.repo.join(f))?.lines() {
-            let line = line.trim();
-            let wanted_off = line.starts_with("# CONFIG_") && line.ends_with(" is not set");
-            if line.starts_with("CONFIG_") || wanted_off {
-                let sym = line.trim_start_matches("# ").split(['=', ' ']).next().unwrap_or("");
-                let ok = if wanted_off {
-                    !config.lines().any(|l| l.starts_with(&format!("{sym}=")))
-                } else {
-                    have.contains(line)
-                };
-                if !ok {
-                    lost.push(line.to_string());
-                }
+        for line in setting_lines(&std::fs::read_to_string(paths.repo.join(f))?) {
+            let wanted_off = line.starts_with('#');
+            let sym = line.trim_start_matches("# ").split(['=', ' ']).next().unwrap_or("");
+            let ok = if wanted_off {
+                !config.lines().any(|l| l.starts_with(&format!("{sym}=")))
+            } else {
+                have.contains(line)
+            };
+            if !ok {
+                lost.push(line.to_string());
             }
         }
     }
