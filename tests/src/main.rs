@@ -23,6 +23,7 @@ mod t_health;
 mod t_powercut;
 mod logwrites;
 mod t_crash;
+mod t_correct;
 mod t_reliability;
 mod t_tool;
 
@@ -40,6 +41,7 @@ fn all_tests() -> Vec<Test> {
     let mut v = Vec::new();
     v.extend_from_slice(t_foundation::TESTS);
     v.extend_from_slice(t_engine::TESTS);
+    v.extend_from_slice(t_correct::TESTS);
     v.extend_from_slice(t_health::TESTS);
     v.extend_from_slice(t_tool::TESTS);
     v.extend_from_slice(t_reliability::TESTS);

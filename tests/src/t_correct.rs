@@ -1,0 +1,366 @@
+//! Correctness of the relocation paths under particular interleavings and faults (issue 12):
+//! each test reproduces a defect that lost an acknowledged write, or left the target in a
+//! state that would lose one, on the code before its fix.
+
+use crate::harness::*;
+use anyhow::{bail, ensure, Context, Result};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::time::{Duration, Instant};
+
+pub const TESTS: &[crate::Test] = &[
+    ("correct_migration_remap_message_vs_write", migration_message),
+    ("correct_migration_scan_vs_write", migration_scan),
+    ("correct_migration_read_retry_vs_write", migration_read_retry),
+    ("correct_failed_pool_write_not_committed", failed_pool_write),
+    ("correct_fua_kept_on_partly_failed_write", fua_kept),
+    ("correct_failed_preresume_reloads_on_next_resume", failed_preresume),
+    ("correct_messages_do_not_scan_suspended_device", no_scan_while_suspended),
+    ("correct_pending_block_writable_with_pool_full", pending_writable_when_full),
+];
+
+const MIB: u64 = 1 << 20;
+const BS: u64 = 4096;
+/// Write delay of the slow spares, ms: long enough to act inside a relocation's window.
+const SPARE_WRITE_DELAY_MS: u64 = 2000;
+
+fn msg(name: &str, words: &[&str]) -> Result<String> {
+    let mut args = vec!["message", name, "0"];
+    args.extend_from_slice(words);
+    Ok(dmsetup(&args)?.trim_end().to_string())
+}
+
+fn field(name: &str, i: usize) -> Result<u64> {
+    let f = status_fields(name)?;
+    ensure!(f.len() == 26, "status has {} fields: {f:?}", f.len());
+    f[i - 1].parse().with_context(|| format!("field {i} = {:?}", f[i - 1]))
+}
+
+/// Polls `cond` every 20 ms for up to `secs` seconds.
+fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if cond()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("timed out after {secs} s waiting for {what}")
+}
+
+/// Writes in flight on a block device (`/sys/block/<dev>/inflight`).
+fn writes_in_flight(blkdev: &str) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/sys/block/{blkdev}/inflight"))?;
+    s.split_whitespace().nth(1).context("inflight")?.parse().context("inflight writes")
+}
+
+/// A spare whose writes take `SPARE_WRITE_DELAY_MS` (reads are immediate): dm-delay over a
+/// loop device.
+struct SlowSpare {
+    dm: DmDev,
+    _lo: LoopDev,
+}
+
+impl SlowSpare {
+    fn new(tag: &str) -> Result<Self> {
+        let lo = LoopDev::new(tag, 4 * MIB)?;
+        let n = 4 * MIB / 512;
+        let dm = DmDev::create(&format!("t-{tag}"), &format!("0 {n} delay {p} 0 0 {p} 0 {SPARE_WRITE_DELAY_MS}", p = lo.path))?;
+        Ok(Self { dm, _lo: lo })
+    }
+
+    /// Waits until a write to the spare is in flight (a relocation has started writing its
+    /// pool block).
+    fn wait_write_in_flight(&self, secs: u64) -> Result<()> {
+        let blk = dm_blkdev(&self.dm.name)?;
+        wait_for(secs, "a write to the spare in flight", || Ok(writes_in_flight(&blk)? > 0))
+    }
+}
+
+/// Writes `new` to block `b` through the target while a relocation of `b` is writing its pool
+/// block, then checks that `b` reads `new` (through the target, and again after re-creation).
+fn write_during_relocation(dm: &DmDev, spare: &SlowSpare, b: u64, new: &[u8], relocations_before: u64) -> Result<()> {
+    spare.wait_write_in_flight(60)?;
+    let t = Instant::now();
+    write_at(&dm.path, b * BS, new).context("the write during the relocation")?;
+    println!("    write during the relocation acknowledged after {} ms", t.elapsed().as_millis());
+    wait_for(60, "the relocation to finish", || Ok(field(&dm.name, 13)? > relocations_before))?;
+    expect_eq("the block after the relocation", read_at(&dm.path, b * BS, BS as usize)?, new.to_vec())?;
+    expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 1)?;
+    Ok(())
+}
+
+/// `remap <sector>` moves a block while a write to it arrives: the write must win.
+fn migration_message() -> Result<()> {
+    let lo = LoopDev::new("mm-main", 16 * MIB)?;
+    let spare = SlowSpare::new("mm-spare")?;
+    let n = 16 * MIB / 512;
+    let old = pattern(1, BS as usize);
+    write_at(&lo.path, 40 * BS, &old)?;
+    let dm = DmDev::create("t-mm", &format!("0 {n} remap {} {} 1 format", lo.path, spare.dm.path))?;
+    msg(&dm.name, &["maintenance", "on"])?;
+    let name = dm.name.clone();
+    let mover = std::thread::spawn(move || msg(&name, &["remap", &(40 * 8).to_string()]));
+    let new = pattern(2, BS as usize);
+    let r = write_during_relocation(&dm, &spare, 40, &new, 0);
+    let moved = mover.join().map_err(|_| anyhow::anyhow!("remap thread panicked"))?;
+    r?;
+    ensure!(moved?.starts_with("block=40 location=spare"), "remap reply");
+    msg(&dm.name, &["maintenance", "off"])?;
+    drop(dm);
+    let dm = DmDev::create("t-mm", &format!("0 {n} remap {} {}", lo.path, spare.dm.path))?;
+    expect_eq("the block after re-creation", read_at(&dm.path, 40 * BS, BS as usize)?, new)?;
+    Ok(())
+}
+
+/// The scan finds block 50 weak (every read of it takes 300 ms) and moves it while a write
+/// to it arrives: the write must win.
+fn migration_scan() -> Result<()> {
+    let lo = LoopDev::new("ms-main", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    // Reads of block 50 take 300 ms; writes are immediate.
+    let table = format!("0 400 linear {p} 0\n400 8 delay {p} 400 300 {p} 400 0\n408 {} linear {p} 408", n - 408, p = lo.path);
+    let main = DmDev::create("t-ms-main", &table)?;
+    write_at(&lo.path, 50 * BS, &pattern(3, BS as usize))?;
+    let spare = SlowSpare::new("ms-spare")?;
+    let dm = DmDev::create("t-ms", &format!("0 {n} remap {} {} 1 format", main.path, spare.dm.path))?;
+    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scan_interval", "1"])?;
+    msg(&dm.name, &["scan", "start"])?;
+    let new = pattern(4, BS as usize);
+    write_during_relocation(&dm, &spare, 50, &new, 0)?;
+    msg(&dm.name, &["scan", "stop"])?;
+    Ok(())
+}
+
+/// A single-block read fails on the main device; by the time the worker retries it, the
+/// block reads again, so it is weak and moved; a write to it arrives during the move: the
+/// write must win. The worker is held back by a manual remap of another block (the meta lock)
+/// while the main device's bad segment is replaced by a good one.
+fn migration_read_retry() -> Result<()> {
+    let lo = LoopDev::new("mr-main", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    let old = pattern(5, BS as usize);
+    write_at(&lo.path, 60 * BS, &old)?;
+    let good = format!("0 {n} linear {} 0", lo.path);
+    let main = DmDev::create("t-mr-main", &bad_table(&lo.path, n, &[(60, 1)]))?;
+    let spare = SlowSpare::new("mr-spare")?;
+    let dm = DmDev::create("t-mr", &format!("0 {n} remap {} {} 1 format read_retries 1", main.path, spare.dm.path))?;
+    msg(&dm.name, &["maintenance", "on"])?;
+    // Holds the worker back: a relocation of block 70 (two delayed writes, about 4 s).
+    let name = dm.name.clone();
+    let mover = std::thread::spawn(move || msg(&name, &["remap", &(70 * 8).to_string()]));
+    spare.wait_write_in_flight(60)?;
+    let path = dm.path.clone();
+    let reader = std::thread::spawn(move || read_at(&path, 60 * BS, BS as usize));
+    std::thread::sleep(Duration::from_millis(300));
+    dmsetup(&["reload", &main.name, "--table", &good])?;
+    dmsetup(&["resume", &main.name])?;
+    let moved = mover.join().map_err(|_| anyhow::anyhow!("remap thread panicked"))?;
+    ensure!(moved?.starts_with("block=70 location=spare"), "remap reply");
+    // The weak block's move writes its pool block now (the read may complete before or
+    // after it).
+    let new = pattern(6, BS as usize);
+    spare.wait_write_in_flight(60)?;
+    write_at(&dm.path, 60 * BS, &new).context("the write during the relocation")?;
+    let read = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    expect_eq("the read retried by the worker", read.context("read of block 60")?, old)?;
+    wait_for(60, "the relocation of block 60", || Ok(field(&dm.name, 8)? == 2))?;
+    expect_eq("block 60 after its relocation", read_at(&dm.path, 60 * BS, BS as usize)?, new)?;
+    msg(&dm.name, &["maintenance", "off"])?;
+    Ok(())
+}
+
+/// The scan moves a weak block, but the pool block's write fails: the remap must not be
+/// committed, and the block still reads its data from the main device.
+fn failed_pool_write() -> Result<()> {
+    let lo = LoopDev::new("fp-main", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    let table = format!("0 400 linear {p} 0\n400 8 delay {p} 400 300 {p} 400 0\n408 {} linear {p} 408", n - 408, p = lo.path);
+    let main = DmDev::create("t-fp-main", &table)?;
+    let data = pattern(7, BS as usize);
+    write_at(&lo.path, 50 * BS, &data)?;
+    let sl = LoopDev::new("fp-spare", 4 * MIB)?;
+    let ps = geometry(4 * MIB)?.pool_start;
+    let s = 4 * MIB / 512;
+    // Pool block 0 fails every I/O.
+    let spare_table = format!("0 {ps} linear {p} 0\n{ps} 8 error\n{} {} linear {p} {}", ps + 8, s - ps - 8, ps + 8, p = sl.path);
+    let spare = DmDev::create("t-fp-spare", &spare_table)?;
+    let dm = DmDev::create("t-fp", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?;
+    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scan_interval", "1"])?;
+    msg(&dm.name, &["scan", "start"])?;
+    wait_for(60, "the state to become degraded", || {
+        Ok(status_fields(&dm.name)?.last().map(String::as_str) == Some("degraded"))
+    })?;
+    expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 0)?;
+    expect_eq("the weak block's data", read_at(&dm.path, 50 * BS, BS as usize)?, data.clone())?;
+    drop(dm);
+    // And on disk: a new table over a working spare finds no remap of block 50.
+    dmsetup(&["reload", &spare.name, "--table", &format!("0 {s} linear {} 0", sl.path)])?;
+    dmsetup(&["resume", &spare.name])?;
+    let dm = DmDev::create("t-fp", &format!("0 {n} remap {} {}", main.path, spare.path))?;
+    expect_eq("field 8 (remaps) after re-creation", field(&dm.name, 8)?, 0)?;
+    expect_eq("the weak block's data after re-creation", read_at(&dm.path, 50 * BS, BS as usize)?, data)?;
+    Ok(())
+}
+
+/// A dm-log-writes entry: sector, sectors, flags, mark text.
+struct LwEntry {
+    sector: u64,
+    nr: u64,
+    flags: u64,
+    mark: String,
+}
+
+const LW_FLUSH: u64 = 1;
+const LW_FUA: u64 = 2;
+const LW_DISCARD: u64 = 4;
+const LW_MARK: u64 = 8;
+
+fn lw_entries(log: &str) -> Result<Vec<LwEntry>> {
+    let sup = read_at(log, 0, 512)?;
+    let u64at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    ensure!(u64at(&sup, 0) == 0x6a736677736872, "no dm-log-writes superblock");
+    let n = u64at(&sup, 16);
+    let ss = u64::from(u32::from_le_bytes(sup[24..28].try_into()?));
+    let mut at = ss;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let e = read_at(log, at, ss as usize)?;
+        let (sector, nr, flags, len) = (u64at(&e, 0), u64at(&e, 8), u64at(&e, 16), u64at(&e, 24) as usize);
+        let mark = if flags & LW_MARK != 0 { String::from_utf8_lossy(&e[32..32 + len.min(ss as usize - 32)]).into_owned() } else { String::new() };
+        out.push(LwEntry { sector, nr, flags, mark });
+        at += ss;
+        if flags & LW_DISCARD == 0 {
+            at += nr * ss;
+        }
+    }
+    Ok(out)
+}
+
+/// An O_DSYNC write of 4 blocks, one of them bad: when it is acknowledged, the good blocks
+/// rewritten on the main device are durable there (written FUA, or flushed afterwards).
+fn fua_kept() -> Result<()> {
+    let data_lo = LoopDev::new("fu-data", 16 * MIB)?;
+    let log_lo = LoopDev::new("fu-log", 64 * MIB)?;
+    let n = 16 * MIB / 512;
+    let lw = DmDev::create("t-fu-lw", &format!("0 {n} log-writes {} {}", data_lo.path, log_lo.path))?;
+    let main = bad_device("t-fu-main", &lw.path, n, &[(10, 1)])?;
+    let spare = LoopDev::new("fu-spare", 4 * MIB)?;
+    let dm = DmDev::create("t-fu", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?;
+    let data = pattern(8, 4 * BS as usize);
+    msg(&lw.name, &["mark", "before"])?;
+    {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(&dm.path)?;
+        f.write_all_at(Aligned::from(&data).as_ref(), 8 * BS)?;
+    }
+    // The write is acknowledged; nothing else has been sent to the main device.
+    msg(&lw.name, &["mark", "after"])?;
+    let entries = lw_entries(&log_lo.path)?;
+    let pos = |m: &str| entries.iter().position(|e| e.flags & LW_MARK != 0 && e.mark.starts_with(m));
+    let (b, a) = (pos("before").context("mark before")?, pos("after").context("mark after")?);
+    let window = &entries[b + 1..a];
+    ensure!(
+        window.iter().any(|e| e.nr > 0 && e.flags & LW_FUA != 0),
+        "the O_DSYNC write reached the main device without FUA at all: the test proves nothing"
+    );
+    for blk in [8u64, 9, 11] {
+        let s = blk * 8;
+        let last = window
+            .iter()
+            .rposition(|e| e.nr > 0 && e.flags & LW_DISCARD == 0 && e.sector <= s && s < e.sector + e.nr)
+            .with_context(|| format!("block {blk} never written to the main device"))?;
+        let durable = window[last].flags & LW_FUA != 0 || window[last + 1..].iter().any(|e| e.flags & LW_FLUSH != 0);
+        ensure!(
+            durable,
+            "block {blk}: its last write before the acknowledgement (sector {}, {} sectors, flags {:#x}) is neither FUA nor flushed",
+            window[last].sector,
+            window[last].nr,
+            window[last].flags
+        );
+    }
+    expect_eq("read back", read_at(&dm.path, 8 * BS, data.len())?, data)?;
+    drop(dm);
+    drop(main);
+    Ok(())
+}
+
+/// A reloaded table's first resume fails (the spare is unreachable at that moment); a later
+/// resume must still read the log again, so the remaps the old table committed after the new
+/// one's constructor ran are kept.
+fn failed_preresume() -> Result<()> {
+    let bad = BadMain::new("pr", 16 * MIB, &[(5, 1), (6, 1)])?;
+    let sl = LoopDev::new("pr-spare", 4 * MIB)?;
+    let s = 4 * MIB / 512;
+    let linear = format!("0 {s} linear {} 0", sl.path);
+    let spare = DmDev::create("t-pr-spare", &linear)?;
+    let table = format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path);
+    let dm = DmDev::create("t-pr", &table)?;
+    write_at(&dm.path, 5 * BS, &pattern(9, BS as usize))?;
+    dmsetup(&["reload", &dm.name, "--table", &table])?;
+    // The old table commits a relocation after the new constructor read the log.
+    write_at(&dm.path, 6 * BS, &pattern(10, BS as usize))?;
+    dmsetup(&["reload", &spare.name, "--table", &format!("0 {s} error")])?;
+    dmsetup(&["resume", &spare.name])?;
+    cmd_fails("dmsetup", &["resume", &dm.name]).context("the resume with the spare unreachable")?;
+    dmsetup(&["reload", &spare.name, "--table", &linear])?;
+    dmsetup(&["resume", &spare.name])?;
+    dmsetup(&["resume", &dm.name]).context("the resume with the spare back")?;
+    expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 2)?;
+    expect_eq("block 6", read_at(&dm.path, 6 * BS, BS as usize)?, pattern(10, BS as usize))?;
+    expect_eq("block 5", read_at(&dm.path, 5 * BS, BS as usize)?, pattern(9, BS as usize))?;
+    Ok(())
+}
+
+/// Messages that (re)start the scan do not start it on a suspended device: no scan read
+/// reaches the main device until it is resumed (then it does).
+fn no_scan_while_suspended() -> Result<()> {
+    let lo = LoopDev::new("ns-main", 16 * MIB)?;
+    let spare = LoopDev::new("ns-spare", 4 * MIB)?;
+    let n = 16 * MIB / 512;
+    let dm = DmDev::create("t-ns", &format!("0 {n} remap {} {} 1 format", lo.path, spare.path))?;
+    msg(&dm.name, &["scan", "stop"])?;
+    msg(&dm.name, &["scan_rate", "100000"])?;
+    dmsetup(&["suspend", &dm.name])?;
+    let blk = lo.path.trim_start_matches("/dev/").to_string();
+    let before = io_counts(&blk)?.0;
+    msg(&dm.name, &["scan", "start"])?;
+    msg(&dm.name, &["scan_interval", "1"])?;
+    msg(&dm.name, &["maintenance", "on"])?;
+    msg(&dm.name, &["maintenance", "off"])?;
+    std::thread::sleep(Duration::from_millis(2500));
+    expect_eq("sectors read from the main device while suspended", io_counts(&blk)?.0 - before, 0)?;
+    dmsetup(&["resume", &dm.name])?;
+    wait_for(30, "the scan to read after resume", || Ok(io_counts(&blk)?.0 > before))?;
+    Ok(())
+}
+
+/// A pending block (its read failed) stays writable when the pool cannot take it: the
+/// write goes to the main device, which accepts it.
+fn pending_writable_when_full() -> Result<()> {
+    let lo = LoopDev::new("pw", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    let dust = DmDev::create("t-pw-dust", &format!("0 {n} dust {} 0 4096", lo.path))?;
+    dmsetup(&["message", &dust.name, "0", "addbadblock", "20"])?;
+    dmsetup(&["message", &dust.name, "0", "enable"])?;
+    let g = dm_remap_logic::format::Geometry::for_pool(1, 4096, u64::MAX).context("layout")?;
+    let spare = LoopDev::new("pw-spare", g.end_bytes())?;
+    let dm = DmDev::create("t-pw", &format!("0 {n} remap {} {} 3 format read_retries 1", dust.path, spare.path))?;
+    // Fill the one-block pool.
+    msg(&dm.name, &["maintenance", "on"])?;
+    msg(&dm.name, &["remap", &(40 * 8).to_string()])?;
+    msg(&dm.name, &["maintenance", "off"])?;
+    expect_eq("state", status_fields(&dm.name)?.last().cloned().unwrap_or_default(), "spare_full".to_string())?;
+    match read_at(&dm.path, 20 * BS, BS as usize) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => bail!("reading the bad block: expected EIO, got {other:?}"),
+    }
+    expect_eq("field 11 (pending)", field(&dm.name, 11)?, 1)?;
+    let a = pattern(11, BS as usize);
+    write_at(&dm.path, 20 * BS, &a).context("write to the pending block with the pool full")?;
+    expect_eq("read back", read_at(&dm.path, 20 * BS, BS as usize)?, a)?;
+    Ok(())
+}
