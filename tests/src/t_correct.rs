@@ -16,6 +16,7 @@ pub const TESTS: &[crate::Test] = &[
     ("correct_failed_preresume_reloads_on_next_resume", failed_preresume),
     ("correct_messages_do_not_scan_suspended_device", no_scan_while_suspended),
     ("correct_pending_block_writable_with_pool_full", pending_writable_when_full),
+    ("correct_slow_scan_step_blocks_neither_relocation_nor_suspend", slow_scan_step),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -362,5 +363,43 @@ fn pending_writable_when_full() -> Result<()> {
     let a = pattern(11, BS as usize);
     write_at(&dm.path, 20 * BS, &a).context("write to the pending block with the pool full")?;
     expect_eq("read back", read_at(&dm.path, 20 * BS, BS as usize)?, a)?;
+    Ok(())
+}
+
+/// A scan step over a run of slow blocks (each read takes 200 ms, about 25 s for the step)
+/// must neither hold back the relocation of a failing write nor a suspend: the scan reads
+/// outside the metadata lock and stops between blocks. A wall-clock property, so it runs on
+/// the test kernel only.
+fn slow_scan_step() -> Result<()> {
+    if std::path::Path::new("/sys/kernel/debug/kmemleak").exists() {
+        bail!("SKIP: a wall-clock property, checked on the test kernel only");
+    }
+    let lo = LoopDev::new("sl-main", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    let p = &lo.path;
+    let table = format!(
+        "0 800 linear {p} 0\n800 512 delay {p} 800 200 {p} 800 0\n1312 14688 linear {p} 1312\n16000 8 error\n16008 {} linear {p} 16008",
+        n - 16008
+    );
+    let main = DmDev::create("t-sl-main", &table)?;
+    let spare = LoopDev::new("sl-spare", 4 * MIB)?;
+    let dm = DmDev::create("t-sl", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?;
+    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scan_interval", "1"])?;
+    msg(&dm.name, &["scan", "start"])?;
+    // The step reaches the slow run at once and stays in it for many seconds.
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    write_at(&dm.path, 2000 * BS, &pattern(12, BS as usize)).context("write to the bad block")?;
+    let relocated = t.elapsed();
+    let t = Instant::now();
+    dmsetup(&["suspend", &dm.name])?;
+    let suspended = t.elapsed();
+    dmsetup(&["resume", &dm.name])?;
+    msg(&dm.name, &["scan", "stop"])?;
+    println!("    relocation took {} ms, suspend {} ms, during a slow scan step", relocated.as_millis(), suspended.as_millis());
+    ensure!(relocated < Duration::from_secs(5), "a failing write waited {relocated:?} behind the scan");
+    ensure!(suspended < Duration::from_secs(5), "suspend waited {suspended:?} behind the scan");
+    expect_eq("the relocated block", read_at(&dm.path, 2000 * BS, BS as usize)?, pattern(12, BS as usize))?;
     Ok(())
 }

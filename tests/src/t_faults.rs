@@ -90,6 +90,29 @@ fn failslab_ctr() -> Result<()> {
     }
     println!("    failslab: {} allocations failed in turn, {refused} loads refused, the rest worked", n - 1);
     ensure!(refused > 0, "no injected failure made the load fail");
+    // A refused table line never writes to the spare: with `format` on a blank spare, every
+    // load an injected failure refused leaves it blank.
+    let blank = LoopDev::new("fs-blank", 4 * MIB)?;
+    let bparams = format!("{} {} 1 format", bad.path(), blank.path);
+    let zero = vec![0u8; 2 * 4096];
+    let (mut refused_blank, mut n) = (0, 0u32);
+    loop {
+        n += 1;
+        ensure!(n < 20_000, "the table load never ran out of allocations to fail");
+        let (loaded, reached) = load_failing_nth(&dm, &nth, name, len, &bparams, n)?;
+        if !reached {
+            ensure!(loaded, "load {n} failed without an injected fault");
+            break;
+        }
+        if loaded {
+            // Loaded and resumed: formatted; blank it again for the next round.
+            write_at(&blank.path, 0, &zero)?;
+        } else {
+            refused_blank += 1;
+            ensure!(read_at(&blank.path, 0, zero.len())? == zero, "load {n} was refused but wrote to the blank spare");
+        }
+    }
+    println!("    failslab, blank spare with format: {refused_blank} loads refused, none wrote to the spare");
     // And the spare is intact after all that.
     let d = DmDev::create("t-fs-after", &format!("0 {len} {}", format_args!("remap {params}")))?;
     for b in [3u64, 5, 9] {
