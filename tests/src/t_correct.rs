@@ -4,7 +4,6 @@
 
 use crate::harness::*;
 use anyhow::{bail, ensure, Context, Result};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::time::{Duration, Instant};
 
 pub const TESTS: &[crate::Test] = &[
@@ -48,12 +47,6 @@ fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Re
     bail!("timed out after {secs} s waiting for {what}")
 }
 
-/// Writes in flight on a block device (`/sys/block/<dev>/inflight`).
-fn writes_in_flight(blkdev: &str) -> Result<u64> {
-    let s = std::fs::read_to_string(format!("/sys/block/{blkdev}/inflight"))?;
-    s.split_whitespace().nth(1).context("inflight")?.parse().context("inflight writes")
-}
-
 /// A spare whose writes take `SPARE_WRITE_DELAY_MS` (reads are immediate): dm-delay over a
 /// loop device.
 struct SlowSpare {
@@ -68,19 +61,19 @@ impl SlowSpare {
         let dm = DmDev::create(&format!("t-{tag}"), &format!("0 {n} delay {p} 0 0 {p} 0 {SPARE_WRITE_DELAY_MS}", p = lo.path))?;
         Ok(Self { dm, _lo: lo })
     }
+}
 
-    /// Waits until a write to the spare is in flight (a relocation has started writing its
-    /// pool block).
-    fn wait_write_in_flight(&self, secs: u64) -> Result<()> {
-        let blk = dm_blkdev(&self.dm.name)?;
-        wait_for(secs, "a write to the spare in flight", || Ok(writes_in_flight(&blk)? > 0))
-    }
+/// Waits until the target `name` has sent an I/O to its spare past `base` (status field 6):
+/// in these tests, nothing but a relocation writing its pool block does (dm's own inflight
+/// counters do not count the spare's delayed bios), and it takes `SPARE_WRITE_DELAY_MS`.
+fn wait_pool_write(name: &str, base: u64, secs: u64) -> Result<()> {
+    wait_for(secs, "a relocation's write to the spare", || Ok(field(name, 6)? > base))
 }
 
 /// Writes `new` to block `b` through the target while a relocation of `b` is writing its pool
 /// block, then checks that `b` reads `new` (through the target, and again after re-creation).
-fn write_during_relocation(dm: &DmDev, spare: &SlowSpare, b: u64, new: &[u8], relocations_before: u64) -> Result<()> {
-    spare.wait_write_in_flight(60)?;
+fn write_during_relocation(dm: &DmDev, base: u64, b: u64, new: &[u8], relocations_before: u64) -> Result<()> {
+    wait_pool_write(&dm.name, base, 90)?;
     let t = Instant::now();
     write_at(&dm.path, b * BS, new).context("the write during the relocation")?;
     println!("    write during the relocation acknowledged after {} ms", t.elapsed().as_millis());
@@ -99,10 +92,11 @@ fn migration_message() -> Result<()> {
     write_at(&lo.path, 40 * BS, &old)?;
     let dm = DmDev::create("t-mm", &format!("0 {n} remap {} {} 1 format", lo.path, spare.dm.path))?;
     msg(&dm.name, &["maintenance", "on"])?;
+    let base = field(&dm.name, 6)?;
     let name = dm.name.clone();
     let mover = std::thread::spawn(move || msg(&name, &["remap", &(40 * 8).to_string()]));
     let new = pattern(2, BS as usize);
-    let r = write_during_relocation(&dm, &spare, 40, &new, 0);
+    let r = write_during_relocation(&dm, base, 40, &new, 0);
     let moved = mover.join().map_err(|_| anyhow::anyhow!("remap thread panicked"))?;
     r?;
     ensure!(moved?.starts_with("block=40 location=spare"), "remap reply");
@@ -124,11 +118,12 @@ fn migration_scan() -> Result<()> {
     write_at(&lo.path, 50 * BS, &pattern(3, BS as usize))?;
     let spare = SlowSpare::new("ms-spare")?;
     let dm = DmDev::create("t-ms", &format!("0 {n} remap {} {} 1 format", main.path, spare.dm.path))?;
+    let base = field(&dm.name, 6)?;
     msg(&dm.name, &["scan_rate", "100000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
     let new = pattern(4, BS as usize);
-    write_during_relocation(&dm, &spare, 50, &new, 0)?;
+    write_during_relocation(&dm, base, 50, &new, 0)?;
     msg(&dm.name, &["scan", "stop"])?;
     Ok(())
 }
@@ -145,12 +140,13 @@ fn migration_read_retry() -> Result<()> {
     let good = format!("0 {n} linear {} 0", lo.path);
     let main = DmDev::create("t-mr-main", &bad_table(&lo.path, n, &[(60, 1)]))?;
     let spare = SlowSpare::new("mr-spare")?;
-    let dm = DmDev::create("t-mr", &format!("0 {n} remap {} {} 1 format read_retries 1", main.path, spare.dm.path))?;
+    let dm = DmDev::create("t-mr", &format!("0 {n} remap {} {} 3 format read_retries 1", main.path, spare.dm.path))?;
     msg(&dm.name, &["maintenance", "on"])?;
     // Holds the worker back: a relocation of block 70 (two delayed writes, about 4 s).
+    let base = field(&dm.name, 6)?;
     let name = dm.name.clone();
     let mover = std::thread::spawn(move || msg(&name, &["remap", &(70 * 8).to_string()]));
-    spare.wait_write_in_flight(60)?;
+    wait_pool_write(&dm.name, base, 60)?;
     let path = dm.path.clone();
     let reader = std::thread::spawn(move || read_at(&path, 60 * BS, BS as usize));
     std::thread::sleep(Duration::from_millis(300));
@@ -161,7 +157,8 @@ fn migration_read_retry() -> Result<()> {
     // The weak block's move writes its pool block now (the read may complete before or
     // after it).
     let new = pattern(6, BS as usize);
-    spare.wait_write_in_flight(60)?;
+    // Past the mover's two spare I/Os (its pool block and its commit): the weak block's.
+    wait_pool_write(&dm.name, base + 2, 60)?;
     write_at(&dm.path, 60 * BS, &new).context("the write during the relocation")?;
     let read = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))?;
     expect_eq("the read retried by the worker", read.context("read of block 60")?, old)?;
@@ -239,8 +236,10 @@ fn lw_entries(log: &str) -> Result<Vec<LwEntry>> {
     Ok(out)
 }
 
-/// An O_DSYNC write of 4 blocks, one of them bad: when it is acknowledged, the good blocks
-/// rewritten on the main device are durable there (written FUA, or flushed afterwards).
+/// An asynchronous O_DSYNC write of 4 blocks, one of them bad: when it is acknowledged, the
+/// good blocks rewritten on the main device are durable there (written FUA, or flushed
+/// afterwards). Asynchronous (io_uring), because a synchronous O_DSYNC write is followed by
+/// an fsync anyway; an asynchronous one relies on REQ_FUA alone.
 fn fua_kept() -> Result<()> {
     let data_lo = LoopDev::new("fu-data", 16 * MIB)?;
     let log_lo = LoopDev::new("fu-log", 64 * MIB)?;
@@ -249,15 +248,15 @@ fn fua_kept() -> Result<()> {
     let main = bad_device("t-fu-main", &lw.path, n, &[(10, 1)])?;
     let spare = LoopDev::new("fu-spare", 4 * MIB)?;
     let dm = DmDev::create("t-fu", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?;
-    let data = pattern(8, 4 * BS as usize);
     msg(&lw.name, &["mark", "before"])?;
-    {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
-            .open(&dm.path)?;
-        f.write_all_at(Aligned::from(&data).as_ref(), 8 * BS)?;
-    }
+    cmd(
+        "fio",
+        &[
+            "--name=dsync", &format!("--filename={}", dm.path), "--ioengine=io_uring", "--direct=1",
+            "--sync=dsync", "--rw=write", "--bs=16k", "--size=16k", &format!("--offset={}", 8 * BS),
+            "--iodepth=1", "--buffer_pattern=0x5a", "--end_fsync=0", "--fsync=0", "--output-format=terse",
+        ],
+    )?;
     // The write is acknowledged; nothing else has been sent to the main device.
     msg(&lw.name, &["mark", "after"])?;
     let entries = lw_entries(&log_lo.path)?;
@@ -283,7 +282,7 @@ fn fua_kept() -> Result<()> {
             window[last].flags
         );
     }
-    expect_eq("read back", read_at(&dm.path, 8 * BS, data.len())?, data)?;
+    expect_eq("read back", read_at(&dm.path, 8 * BS, 4 * BS as usize)?, vec![0x5au8; 4 * BS as usize])?;
     drop(dm);
     drop(main);
     Ok(())
