@@ -8,7 +8,7 @@
 //! code without kernel types that the host workspace compiles and tests too.
 
 // pin_init! expands recursively once per field of the engine.
-#![recursion_limit = "256"]
+#![recursion_limit = "512"]
 
 mod control;
 mod dm;

@@ -67,7 +67,7 @@ fn op_of(bio: *const bindings::bio) -> Op {
 ///
 /// # Safety
 /// `bio` must be a clone of a target whose per-bio type is `P`.
-unsafe fn per_bio_ptr<P>(bio: *mut bindings::bio) -> *mut P {
+pub(super) unsafe fn per_bio_ptr<P>(bio: *mut bindings::bio) -> *mut P {
     // dm aligns the area for any `P` with at most pointer alignment (checked at registration).
     // SAFETY: per the contract the area exists and has the size of `P`.
     unsafe { bindings::dm_per_bio_data(bio, core::mem::size_of::<P>()).cast::<P>() }
@@ -157,6 +157,18 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
             }
         }
         MapResult::Remapped
+    }
+
+    /// Whether the bio asks to be on stable media when it completes (REQ_FUA).
+    pub(crate) fn is_fua(&self) -> bool {
+        // SAFETY: `bio` is valid (type invariant).
+        let f = unsafe { bindings::dmr_bio_flags(self.bio) };
+        f & bindings::dmr_const::DMR_REQ_FUA as u32 != 0
+    }
+
+    /// Parks the bio from `map` in `q`; the target submits it later (`dm::parked::ParkedBio`).
+    pub(crate) fn park(self, q: &super::BioQueue<P>) -> MapResult {
+        super::parked::park(q, self.bio)
     }
 
     /// Hands the bio to the target's worker from `map`; the worker completes it.

@@ -67,7 +67,8 @@ struct workqueue_struct *dmr_alloc_workqueue(const char *name)
 {
 	/* WQ_MEM_RECLAIM: the worker completes I/O, so it must make progress under memory
 	 * pressure, like every dm target's workqueue. */
-	return alloc_workqueue("%s", WQ_MEM_RECLAIM, 1, name);
+	/* Ordered: the relocation work and the scan never run at the same time. */
+	return alloc_ordered_workqueue("%s", WQ_MEM_RECLAIM, name);
 }
 
 unsigned int dmr_noio_save(void)
@@ -246,4 +247,47 @@ static DEFINE_RATELIMIT_STATE(dmr_rs, 5 * HZ, 10);
 bool dmr_ratelimit(void)
 {
 	return __ratelimit(&dmr_rs);
+}
+
+struct dmr_gate {
+	struct srcu_struct srcu;
+};
+
+struct dmr_gate *dmr_gate_alloc(void)
+{
+	struct dmr_gate *g = kzalloc(sizeof(*g), GFP_KERNEL);
+
+	if (!g)
+		return NULL;
+	if (init_srcu_struct(&g->srcu)) {
+		kfree(g);
+		return NULL;
+	}
+	return g;
+}
+
+void dmr_gate_free(struct dmr_gate *g)
+{
+	cleanup_srcu_struct(&g->srcu);
+	kfree(g);
+}
+
+int dmr_gate_enter(struct dmr_gate *g)
+{
+	return srcu_down_read(&g->srcu);
+}
+
+void dmr_gate_leave(struct dmr_gate *g, int idx)
+{
+	srcu_up_read(&g->srcu, idx);
+}
+
+void dmr_gate_wait(struct dmr_gate *g)
+{
+	synchronize_srcu(&g->srcu);
+}
+
+void dmr_submit_remapped(struct bio *bio)
+{
+	dm_submit_bio_remap(bio, NULL);
 }

@@ -18,6 +18,7 @@
 #include <linux/timekeeping.h>
 #include <linux/sched/mm.h>
 #include <linux/spinlock.h>
+#include <linux/srcu.h>
 #include <linux/workqueue.h>
 
 /* Values of __bitwise constants, as plain integers bindgen can read. */
@@ -65,6 +66,21 @@ u64 dmr_now_ns(void);
 bool dmr_ratelimit(void);
 bool dmr_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 struct workqueue_struct *dmr_alloc_workqueue(const char *name);
+
+/*
+ * A write gate: SRCU whose read side spans a write from map to end_io (srcu_down_read and
+ * srcu_up_read may run in different contexts), so a relocation can wait for every write
+ * mapped before it marked its block.
+ */
+struct dmr_gate;
+struct dmr_gate *dmr_gate_alloc(void);
+void dmr_gate_free(struct dmr_gate *g);
+int dmr_gate_enter(struct dmr_gate *g);
+void dmr_gate_leave(struct dmr_gate *g, int idx);
+void dmr_gate_wait(struct dmr_gate *g);
+
+/* Submits a clone the target took in map (DM_MAPIO_SUBMITTED) after remapping it. */
+void dmr_submit_remapped(struct bio *bio);
 
 unsigned int dmr_noio_save(void);
 void dmr_noio_restore(unsigned int flags);

@@ -10,13 +10,17 @@
 mod bindings;
 mod bio;
 mod dev;
+mod gate;
 mod io;
+mod parked;
 mod percpu;
 mod rcu;
 mod worker;
 
 pub(crate) use bio::{Bio, BlkStatus, HeldBio, Op, SavedIter};
 pub(crate) use dev::Dev;
+pub(crate) use gate::{Ticket, WriteGate};
+pub(crate) use parked::BioQueue;
 pub(crate) use io::{crc32_le, random_bytes, IoKind};
 pub(crate) use percpu::{now_ns, ratelimit, PerCpu};
 pub(crate) use rcu::{RcuBox, RcuWriter};
@@ -151,6 +155,10 @@ pub(crate) trait Target: Sized + Send + Sync + 'static {
 
     /// Runs before the device suspends (I/O still flows); may sleep.
     fn presuspend(&self) {}
+
+    /// Runs when a suspend that `presuspend` saw begin was cancelled (the device goes on
+    /// serving I/O without a resume).
+    fn presuspend_undo(&self) {}
 
     /// Runs when the device has resumed.
     fn resume(&self) {}
@@ -326,6 +334,7 @@ impl<T: Target> Registration<T> {
             io_hints: Some(io_hints_callback::<T>),
             message: Some(message_callback::<T>),
             presuspend: Some(presuspend_callback::<T>),
+            presuspend_undo: Some(presuspend_undo_callback::<T>),
             resume: Some(resume_callback::<T>),
             ..Default::default()
         };
@@ -521,4 +530,9 @@ unsafe extern "C" fn presuspend_callback<T: Target>(ti: *mut bindings::dm_target
 unsafe extern "C" fn resume_callback<T: Target>(ti: *mut bindings::dm_target) {
     // SAFETY: `resume` runs on a constructed target.
     unsafe { target_of::<T>(ti) }.resume();
+}
+
+unsafe extern "C" fn presuspend_undo_callback<T: Target>(ti: *mut bindings::dm_target) {
+    // SAFETY: `presuspend_undo` runs on a constructed target.
+    unsafe { target_of::<T>(ti) }.presuspend_undo();
 }

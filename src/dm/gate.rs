@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A write gate: lets a relocation wait until every write mapped before a point in time has
+//! completed (SRCU, with the read side spanning a write from `map` to `end_io`).
+//!
+//! The map path enters the gate before it looks at what is migrating, and leaves it when the
+//! write completes; the relocation marks its block, then [`WriteGate::wait`]s. A write that
+//! did not see the mark entered before the wait began, so the wait covers it (SRCU's
+//! grace-period guarantee).
+
+use super::bindings;
+use core::ptr::NonNull;
+use kernel::prelude::*;
+
+/// Proof of an entry into a [`WriteGate`], to leave it with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket(u8);
+
+/// An SRCU domain for in-flight writes.
+pub(crate) struct WriteGate {
+    // INVARIANT: from `dmr_gate_alloc`, initialised, freed only in `drop`.
+    g: NonNull<bindings::dmr_gate>,
+}
+
+// SAFETY: SRCU's read and update sides are thread-safe; the pointer is owned.
+unsafe impl Send for WriteGate {}
+// SAFETY: see `Send`.
+unsafe impl Sync for WriteGate {}
+
+impl WriteGate {
+    /// A new gate. Process context (allocates with GFP_KERNEL).
+    pub(crate) fn new() -> Result<Self> {
+        // SAFETY: plain allocation and init_srcu_struct.
+        let g = NonNull::new(unsafe { bindings::dmr_gate_alloc() }).ok_or(ENOMEM)?;
+        Ok(Self { g })
+    }
+
+    /// Enters the gate; any context but NMI; never sleeps.
+    pub(crate) fn enter(&self) -> Ticket {
+        // SAFETY: type invariant: an initialised gate.
+        let idx = unsafe { bindings::dmr_gate_enter(self.g.as_ptr()) };
+        Ticket((idx & 1) as u8)
+    }
+
+    /// Leaves the gate entered with `t` (possibly from another context, e.g. interrupt).
+    /// Each ticket must be used once.
+    pub(crate) fn leave(&self, t: Ticket) {
+        // SAFETY: type invariant; the index is 0 or 1, as SRCU requires.
+        unsafe { bindings::dmr_gate_leave(self.g.as_ptr(), i32::from(t.0 & 1)) };
+    }
+
+    /// Waits until every entry made before this call has left. Sleeps.
+    pub(crate) fn wait(&self) {
+        // SAFETY: type invariant; process context (documented requirement).
+        unsafe { bindings::dmr_gate_wait(self.g.as_ptr()) };
+    }
+}
+
+impl Drop for WriteGate {
+    fn drop(&mut self) {
+        // The owner is dropped when no I/O is in flight, so no entry is left open.
+        // SAFETY: type invariant; nothing uses the gate after this.
+        unsafe { bindings::dmr_gate_free(self.g.as_ptr()) };
+    }
+}
