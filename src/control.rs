@@ -2,11 +2,10 @@
 
 //! Health figures, alerts and `dmsetup message` commands.
 
-use crate::dm::{now_ns, ratelimit, Args, IoKind, StatusWriter};
+use crate::dm::{now_ns, ratelimit, Args, StatusWriter};
 use crate::logic::health::{score, seconds_to_exhaustion, Signals};
 use crate::logic::message::{Message, HELP};
 use crate::logic::remaps;
-use crate::relocate::Batch;
 use crate::target::{stat, Engine, Meta, State};
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
@@ -203,37 +202,28 @@ fn manual_remap(e: &Engine, sector: u64, out: &mut StatusWriter<'_>) -> Result<b
         return Err(refuse("sector beyond the end of the device"));
     }
     let block = sector / e.bs_sectors;
-    let bs = e.line.block_size as usize;
-    let mut batch = Batch::new()?;
     let mut meta = e.meta.lock();
-    if remaps::find(e.table.get(&meta.table_w).entries.as_slice(), block).is_some_and(|en| !en.is_pending()) {
-        return Err(refuse("block already remapped"));
-    }
-    let mut ok = false;
-    for _ in 0..=e.line.read_retries {
-        if e.main.rw_sync(block * e.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok() {
-            ok = true;
-            break;
-        }
-    }
-    if !ok {
-        // Its data cannot be read, so it cannot be moved (nothing is invented); its next
-        // write will relocate it.
+    if e.suspended.load(Ordering::Relaxed) {
+        // A suspended table may be on its way out while another table uses the spare.
         if ratelimit() {
-            pr_warn!("message refused: block {} is unreadable; write it to relocate it\n", block);
+            pr_warn!("message refused: remap needs the device resumed\n");
         }
-        return Err(EIO);
+        return Err(EBUSY);
     }
-    let placed = {
-        let Meta { log, table_w, data, .. } = &mut *meta;
-        e.place(log, table_w, &mut batch, block, &mut data.as_mut_slice()[..bs])
+    let pool = match e.migrate(&mut meta, block) {
+        Ok(pool) => pool,
+        Err(err) if err == EEXIST => return Err(refuse("block already remapped")),
+        Err(err) if err == EIO && e.state() == State::Operational => {
+            // Its data cannot be read, so it cannot be moved (nothing is invented); its next
+            // write will relocate it.
+            if ratelimit() {
+                pr_warn!("message refused: block {} is unreadable; write it to relocate it\n", block);
+            }
+            return Err(EIO);
+        }
+        Err(err) => return Err(err),
     };
-    let pool = batch.remaps.last().map(|r| r.spare);
-    if !placed || !e.commit_publish(&mut meta, batch) {
-        return Err(if e.state() == State::SpareFull { ENOSPC } else { EIO });
-    }
-    e.proactive_relocations.fetch_add(1, Ordering::Relaxed);
     check_alerts(e, &mut meta);
-    let _ = write!(out, "block={block} location=spare pool_block={}", pool.unwrap_or(0));
+    let _ = write!(out, "block={block} location=spare pool_block={pool}");
     Ok(true)
 }

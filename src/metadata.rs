@@ -26,6 +26,10 @@ pub(crate) struct Log {
     pub(crate) seq: u64,
     /// Next pool block to allocate.
     pub(crate) next_free: u64,
+    /// A blank spare accepted for formatting whose superblocks are not written yet: the
+    /// first resume writes them (`write_superblocks`), so a table line refused after the
+    /// metadata was read leaves the spare untouched.
+    pub(crate) unformatted: bool,
 }
 
 /// A loaded spare: the log state and the remaps it records, sorted by main block.
@@ -52,7 +56,8 @@ fn as_block_mut(b: &mut [u8]) -> Option<&mut [u8; META_BLOCK]> {
     b.get_mut(..META_BLOCK).and_then(|b| b.try_into().ok())
 }
 
-/// Reads the spare's metadata, formatting a blank spare if `format` is set.
+/// Reads the spare's metadata; a blank spare with `format` set gets a new superblock, in
+/// memory only (see `Log::unformatted`).
 ///
 /// Refuses (never overwrites) a spare whose metadata is corrupt in every copy, belongs to
 /// a main device of another length, uses another block size, or is larger than the device.
@@ -64,7 +69,7 @@ pub(crate) fn load(spare: &Dev, block_size: u32, main_sectors: u64, format: bool
     let (a, b) = buf.as_slice().split_at(META_BLOCK);
     let sb = match choose_superblock(as_block(a), as_block(b)) {
         SuperblockChoice::Valid(sb) => sb,
-        SuperblockChoice::Blank if format => return format_spare(spare, block_size, main_sectors),
+        SuperblockChoice::Blank if format => return new_superblock(spare, block_size, main_sectors),
         SuperblockChoice::Blank => {
             return Err(CtrError::inval(c"Spare holds no dm-remap metadata (add the format feature to initialise it)"))
         }
@@ -82,28 +87,34 @@ pub(crate) fn load(spare: &Dev, block_size: u32, main_sectors: u64, format: bool
     replay(spare, sb)
 }
 
-/// Writes a new superblock (both copies) on a blank spare.
-fn format_spare(spare: &Dev, block_size: u32, main_sectors: u64) -> Result<Loaded, CtrError> {
+/// A new superblock for a blank spare, not written yet.
+fn new_superblock(spare: &Dev, block_size: u32, main_sectors: u64) -> Result<Loaded, CtrError> {
     let geometry = Geometry::compute(spare.sectors() * 512, block_size)
         .ok_or(CtrError::inval(c"Spare device too small for metadata and one spare block"))?;
     let mut uuid = [0u8; 16];
     random_bytes(&mut uuid);
     let sb = Superblock { seq: 1, uuid, main_sectors, geometry };
-    let mut buf = meta_buf(2 * META_BLOCK)?;
+    let mut tail = meta_buf(META_BLOCK)?;
+    if let Some(b) = as_block_mut(tail.as_mut_slice()) {
+        log_init(b, &sb.uuid, 0);
+    }
+    Ok(Loaded {
+        log: Log { sb, tail, tail_slot: 0, tail_written: false, seq: 0, next_free: 0, unformatted: true },
+        entries: KVVec::new(),
+    })
+}
+
+/// Writes both copies of `sb` (formatting the spare), durably.
+pub(crate) fn write_superblocks(spare: &Dev, sb: &Superblock) -> Result {
+    let mut buf = KVVec::from_elem(0u8, 2 * META_BLOCK, GFP_KERNEL)?;
     for half in buf.as_mut_slice().chunks_exact_mut(META_BLOCK) {
         if let Ok(b) = <&mut [u8; META_BLOCK]>::try_from(half) {
             sb.encode(b);
         }
     }
-    spare
-        .rw_sync(0, buf.as_mut_slice(), IoKind::WriteCommit)
-        .map_err(|e| err(e, c"Cannot write the spare's superblocks"))?;
-    pr_info!("formatted spare: {} pool blocks of {} bytes\n", geometry.pool_blocks, block_size);
-    let mut tail = meta_buf(META_BLOCK)?;
-    if let Some(b) = as_block_mut(tail.as_mut_slice()) {
-        log_init(b, &sb.uuid, 0);
-    }
-    Ok(Loaded { log: Log { sb, tail, tail_slot: 0, tail_written: false, seq: 0, next_free: 0 }, entries: KVVec::new() })
+    spare.rw_sync(0, buf.as_mut_slice(), IoKind::WriteCommit)?;
+    pr_info!("formatted spare: {} pool blocks of {} bytes\n", sb.geometry.pool_blocks, sb.geometry.block_size);
+    Ok(())
 }
 
 /// Replays the log: every acknowledged remap, in a table sorted by main block.
@@ -157,33 +168,10 @@ pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
             .map_err(|_| err(ENOMEM, c"Cannot allocate the remap table"))?;
         entries = exact;
     }
-    Ok(Loaded { log: Log { sb, tail, tail_slot, tail_written, seq: r.seq, next_free: r.next_free }, entries })
-}
-
-/// Whether the log on the spare has moved past what `log` knows: its tail block has a newer
-/// version, or a block follows it. Two reads, instead of a whole replay.
-pub(crate) fn changed_since(spare: &Dev, log: &Log) -> Result<bool, CtrError> {
-    let mut buf = meta_buf(2 * META_BLOCK)?;
-    let index = log_header(as_block(log.tail.as_slice())).index;
-    let next = if log.tail_written { index + 1 } else { index };
-    if log.tail_written {
-        spare
-            .rw_sync(Geometry::log_slot_sector(index, 0), buf.as_mut_slice(), IoKind::Read)
-            .map_err(|e| err(e, c"Cannot read the spare's remap log"))?;
-        let (s0, s1) = buf.as_slice().split_at(META_BLOCK);
-        match choose_log_slot(as_block(s0), as_block(s1), &log.sb, index) {
-            Some((h, _)) if h.seq == log.seq => {}
-            _ => return Ok(true),
-        }
-    }
-    if next >= log.sb.geometry.log_blocks {
-        return Ok(false);
-    }
-    spare
-        .rw_sync(Geometry::log_slot_sector(next, 0), buf.as_mut_slice(), IoKind::Read)
-        .map_err(|e| err(e, c"Cannot read the spare's remap log"))?;
-    let (s0, s1) = buf.as_slice().split_at(META_BLOCK);
-    Ok(choose_log_slot(as_block(s0), as_block(s1), &log.sb, next).is_some_and(|(h, _)| h.seq >= log.seq))
+    Ok(Loaded {
+        log: Log { sb, tail, tail_slot, tail_written, seq: r.seq, next_free: r.next_free, unformatted: false },
+        entries,
+    })
 }
 
 impl Log {

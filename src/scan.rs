@@ -7,11 +7,13 @@
 //!
 //! It runs as delayed work on the target's ordered workqueue (so never alongside the
 //! relocation worker), is cancelled before suspend and in the destructor, and restarts on
-//! resume.
+//! resume. It reads without holding the metadata lock (its state is its own, in
+//! [`ScanState`]) and takes that lock only to record what it found and move weak blocks.
 
 use crate::dm::{now_ns, IoKind};
 use crate::logic::remaps::{self, Entry, Route, PENDING};
-use crate::relocate::Batch;
+use crate::logic::health::Suspects;
+use crate::relocate::{Batch, Weak};
 use crate::target::{stat, Engine, Meta, State};
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
@@ -24,148 +26,244 @@ const SLOW_FLOOR_NS: u64 = 50_000_000;
 /// Size of the scan buffer for a block size.
 pub(crate) fn buf_bytes(block_size: u32) -> usize {
     let bs = block_size as usize;
-    (CHUNK_BYTES / bs).max(1) * bs
+    // Checked: objtool does not know the division panic as noreturn (bs is never 0).
+    CHUNK_BYTES.checked_div(bs).unwrap_or(1).max(1) * bs
 }
 
 /// Schedules the next step (`now`: at once), if the scan is on and may run.
 pub(crate) fn start(e: &Engine, now: bool) {
+    let _g = e.sched.lock();
+    // Under `sched`: presuspend sets `suspended` under it before cancelling, so no step is
+    // scheduled after that cancel (a message may arrive at a suspended table).
+    if e.suspended.load(Ordering::Relaxed) {
+        return;
+    }
     if e.scan_enabled.load(Ordering::Relaxed) && !e.maintenance.load(Ordering::Relaxed) && e.state() != State::Degraded {
         let ms = if now { 0 } else { e.scan_interval.load(Ordering::Relaxed).saturating_mul(1000) };
         e.worker.schedule_scan(ms);
     }
 }
 
+/// Stops the scan for a suspend: no step runs after this returns, and none is scheduled
+/// until [`unsuspend`].
+pub(crate) fn suspend(e: &Engine) {
+    {
+        let _g = e.sched.lock();
+        e.suspended.store(true, Ordering::Relaxed);
+    }
+    e.worker.cancel_scan();
+}
+
+/// Lets the scan run again (resume, or a cancelled suspend) and schedules it.
+pub(crate) fn unsuspend(e: &Engine) {
+    {
+        let _g = e.sched.lock();
+        e.suspended.store(false, Ordering::Relaxed);
+    }
+    start(e, false);
+}
+
 fn slow(ewma: u64, ns: u64, blocks: u64) -> bool {
     ns > (8 * ewma * blocks).max(SLOW_FLOOR_NS)
 }
 
-/// One step: `scan_rate x scan_interval` blocks from where the last step stopped.
+/// The scan's own state: only the scan step uses it (under `Engine::scan`), so the step
+/// reads the main device without holding the metadata lock.
+pub(crate) struct ScanState {
+    /// Chunk buffer.
+    buf: KVVec<u8>,
+    /// One block, for the per-block reads of a chunk that failed or was slow.
+    one: KVVec<u8>,
+    /// Next block to read.
+    pos: u64,
+    /// Moving average of the per-block read time, ns.
+    ewma_ns: u64,
+    /// Blocks found slow once (see `block`).
+    suspects: Suspects,
+}
+
+impl ScanState {
+    pub(crate) fn new(block_size: u32) -> Result<Self> {
+        Ok(Self {
+            buf: KVVec::from_elem(0u8, buf_bytes(block_size), GFP_KERNEL)?,
+            one: KVVec::from_elem(0u8, block_size as usize, GFP_KERNEL)?,
+            pos: 0,
+            ewma_ns: 0,
+            suspects: Suspects::default(),
+        })
+    }
+}
+
+/// Longest a step reads before it yields (checked between blocks); the next step goes on
+/// from there. The relocation worker shares the ordered workqueue, so this bounds how long a
+/// failing write waits behind the scan.
+const STEP_NS: u64 = 500_000_000;
+
+/// Whether the scan must stop now (between chunks and blocks): switched off, maintenance,
+/// degraded, or suspending.
+fn stopped(e: &Engine) -> bool {
+    !e.scan_enabled.load(Ordering::Relaxed)
+        || e.maintenance.load(Ordering::Relaxed)
+        || e.state() == State::Degraded
+        || e.suspended.load(Ordering::Relaxed)
+}
+
+/// One step: up to `scan_rate x scan_interval` blocks from where the last step stopped, for
+/// about `STEP_NS` at most. The reads happen outside the metadata lock, which is taken only
+/// to record what they found; `presuspend` waits for at most one block's reads.
 pub(crate) fn step(e: &Engine) {
-    if !e.scan_enabled.load(Ordering::Relaxed) || e.maintenance.load(Ordering::Relaxed) || e.state() == State::Degraded {
+    if stopped(e) {
         return;
     }
     let Ok(mut batch) = Batch::new() else {
         start(e, false);
         return;
     };
-    let mut meta = e.meta.lock();
+    let mut guard = e.scan.lock();
+    let st = &mut *guard;
     let bs = u64::from(e.line.block_size);
-    let chunk = (meta.scan_buf.len() as u64 / bs).max(1);
+    let chunk = (st.buf.len() as u64 / bs).max(1);
     let budget = u64::from(e.scan_rate.load(Ordering::Relaxed))
         .saturating_mul(u64::from(e.scan_interval.load(Ordering::Relaxed)))
         .clamp(1, e.main_blocks);
+    let deadline = now_ns().saturating_add(STEP_NS);
     let mut done = 0;
-    while done < budget {
-        if meta.scan_pos >= e.main_blocks {
-            meta.scan_pos = 0;
+    while done < budget && !stopped(e) && now_ns() < deadline {
+        if st.pos >= e.main_blocks {
+            st.pos = 0;
             e.scan_passes.fetch_add(1, Ordering::Relaxed);
             e.scanned.store(0, Ordering::Relaxed);
         }
-        let pos = meta.scan_pos;
+        let pos = st.pos;
         let n = chunk.min(budget - done).min(e.main_blocks - pos);
-        let clean = remaps::route(e.table.get(&meta.table_w).entries.as_slice(), pos, n) == Route::Main { blocks: n };
+        let clean = e.table.read(|t| remaps::route(t.entries.as_slice(), pos, n)) == Route::Main { blocks: n };
         let whole_ok = clean && {
             let t0 = now_ns();
-            let buf = &mut meta.scan_buf.as_mut_slice()[..(n * bs) as usize];
+            let buf = &mut st.buf.as_mut_slice()[..(n * bs) as usize];
             let ok = e.main.rw_sync(pos * e.bs_sectors, buf, IoKind::Read).is_ok();
             let ns = now_ns().saturating_sub(t0);
-            let fast = ok && !slow(meta.scan_ewma_ns, ns, n);
+            let fast = ok && !slow(st.ewma_ns, ns, n);
             if fast {
                 let per = ns / n;
-                meta.scan_ewma_ns = if meta.scan_ewma_ns == 0 { per } else { (meta.scan_ewma_ns * 7 + per) / 8 };
-            }
-            if fast {
-                meta.suspects.clear(pos, n);
+                st.ewma_ns = if st.ewma_ns == 0 { per } else { (st.ewma_ns * 7 + per) / 8 };
+                st.suspects.clear(pos, n);
             }
             fast
         };
+        let mut b = pos;
         if !whole_ok {
-            for b in pos..pos + n {
-                block(e, &mut meta, &mut batch, b);
+            while b < pos + n && !stopped(e) && now_ns() < deadline {
+                block(e, st, &mut batch, b);
+                b += 1;
+            }
+        } else {
+            b = pos + n;
+        }
+        st.pos = b;
+        done += b - pos;
+        e.scanned.fetch_add(b - pos, Ordering::Relaxed);
+    }
+    drop(guard);
+    let mut meta = e.meta.lock();
+    record(e, &mut meta, &mut batch);
+    let weak = core::mem::replace(&mut batch.weak, KVVec::new());
+    e.commit_publish(&mut meta, batch);
+    // Weak blocks move one by one, each quiesced (`Engine::migrate`).
+    for w in weak.iter().filter(|_| e.line.proactive) {
+        if e.migrate(&mut meta, w.block).is_ok() {
+            // Rare (bounded by the spare's size), and the operator wants to know which block.
+            if w.tries > 1 {
+                pr_info!("weak block {} relocated: it read only at try {}\n", w.block, w.tries);
+            } else {
+                pr_info!("weak block {} relocated: slow on two scan passes (last read {} ms)\n", w.block, w.last_ms);
             }
         }
-        meta.scan_pos = pos + n;
-        done += n;
-        e.scanned.fetch_add(n, Ordering::Relaxed);
     }
-    e.commit_publish(&mut meta, batch);
     crate::control::check_alerts(e, &mut meta);
     drop(meta);
     start(e, false);
 }
 
+/// Under the metadata lock: counts what the step found, and drops findings about blocks that
+/// were remapped (or marked pending) while it read, so a pending mark never hides a remap.
+fn record(e: &Engine, meta: &mut Meta, batch: &mut Batch) {
+    let table = e.table.get(&meta.table_w).entries.as_slice();
+    let mut pending = KVVec::new();
+    // Without room the marks are dropped: they are hints, and the next pass finds them again.
+    if pending.reserve(batch.pending.len(), GFP_KERNEL).is_ok() {
+        for p in batch.pending.iter().filter(|p| remaps::find(table, p.main).is_none()) {
+            let _ = pending.push(*p, GFP_KERNEL);
+        }
+    }
+    batch.pending = pending;
+    for p in batch.pending.iter() {
+        e.stats.add(stat::MEDIA_ERRORS, 1);
+        meta.hotspots.add(p.main);
+        meta.recent_errors.add(now_ns() / 1_000_000_000, 1);
+    }
+    for w in batch.weak.iter() {
+        if w.tries > 1 {
+            e.stats.add(stat::MEDIA_ERRORS, 1);
+        }
+        meta.hotspots.add(w.block);
+        meta.recent_errors.add(now_ns() / 1_000_000_000, 1);
+    }
+}
 /// Whether the main device reads a block half of it away from `b` at its usual speed now.
 ///
 /// Slowness is a property of a block only if the rest of the device is fast at the same
 /// moment: under a heavy load (or on a stalled machine) every read is slow, and relocating
 /// on that would spend the spare on healthy blocks. A reference read that fails or is slow
 /// says nothing about `b`, so `b` is not called weak this pass (the next pass looks again).
-fn device_fast(e: &Engine, meta: &mut Meta, b: u64) -> bool {
+fn device_fast(e: &Engine, st: &mut ScanState, b: u64) -> bool {
     let r = (b + e.main_blocks / 2) % e.main_blocks;
     if r == b {
         return true; // a one-block device: nothing to compare with
     }
     let bs = e.line.block_size as usize;
     let t0 = now_ns();
-    // Into the scan buffer: `meta.data` holds `b`'s data, which a relocation writes out.
-    let ok = e.main.rw_sync(r * e.bs_sectors, &mut meta.scan_buf.as_mut_slice()[..bs], IoKind::Read).is_ok();
-    ok && !slow(meta.scan_ewma_ns, now_ns().saturating_sub(t0), 1)
+    let ok = e.main.rw_sync(r * e.bs_sectors, &mut st.buf.as_mut_slice()[..bs], IoKind::Read).is_ok();
+    ok && !slow(st.ewma_ns, now_ns().saturating_sub(t0), 1)
 }
 
-/// Scans one block: unreadable -> pending; weak -> relocated (if enabled).
-fn block(e: &Engine, meta: &mut Meta, batch: &mut Batch, b: u64) {
-    if remaps::find(e.table.get(&meta.table_w).entries.as_slice(), b).is_some() {
+/// Scans one block: unreadable -> pending; weak -> to be moved after the step. Reads only;
+/// `record` counts the findings under the metadata lock.
+fn block(e: &Engine, st: &mut ScanState, batch: &mut Batch, b: u64) {
+    if e.table.read(|t| remaps::find(t.entries.as_slice(), b).is_some()) {
         return; // remapped or already pending
     }
-    let bs = e.line.block_size as usize;
     let mut tries = 0;
     let mut ok = false;
     let mut ns = 0;
     while tries <= e.line.read_retries && !ok {
         tries += 1;
         let t0 = now_ns();
-        ok = e.main.rw_sync(b * e.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok();
+        ok = e.main.rw_sync(b * e.bs_sectors, st.one.as_mut_slice(), IoKind::Read).is_ok();
         ns = now_ns().saturating_sub(t0);
     }
-    if ok && tries == 1 && slow(meta.scan_ewma_ns, ns, 1) {
+    if ok && tries == 1 && slow(st.ewma_ns, ns, 1) {
         // One slow read may be the machine (a stall, a busy CPU), not the disk: the block is
         // weak only if a second read is slow too.
         let t0 = now_ns();
-        ok = e.main.rw_sync(b * e.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok();
+        ok = e.main.rw_sync(b * e.bs_sectors, st.one.as_mut_slice(), IoKind::Read).is_ok();
         ns = now_ns().saturating_sub(t0);
     }
     if !ok {
-        e.stats.add(stat::MEDIA_ERRORS, 1);
-        e.note_error(meta, b);
         let _ = batch.pending.push(Entry { main: b, spare: PENDING }, GFP_KERNEL);
         return;
     }
     if tries == 1 {
-        if !slow(meta.scan_ewma_ns, ns, 1) {
-            meta.suspects.clear(b, 1);
+        if !slow(st.ewma_ns, ns, 1) {
+            st.suspects.clear(b, 1);
             return;
         }
         // Slow on two reads in a row: weak only if the rest of the device is fast meanwhile
         // and the block was slow on its previous visit too (a pass earlier).
-        if !device_fast(e, meta, b) || !meta.suspects.slow_again(b) {
+        if !device_fast(e, st, b) || !st.suspects.slow_again(b) {
             return;
         }
     }
-    if tries > 1 {
-        e.stats.add(stat::MEDIA_ERRORS, 1);
-    }
-    e.note_error(meta, b);
-    if e.line.proactive {
-        let before = batch.remaps.len();
-        let Meta { log, table_w, data, .. } = &mut *meta;
-        if e.place(log, table_w, batch, b, &mut data.as_mut_slice()[..bs]) && batch.remaps.len() > before {
-            e.proactive_relocations.fetch_add(1, Ordering::Relaxed);
-            // Rare (bounded by the spare's size), and the operator wants to know which block.
-            if tries > 1 {
-                pr_info!("weak block {} relocated: it read only at try {}\n", b, tries);
-            } else {
-                pr_info!("weak block {} relocated: slow on two scan passes (last read {} ms)\n", b, ns / 1_000_000);
-            }
-        }
-    }
+    // Counted (`record`) even when it is not to be moved; moved only if enabled. If there is
+    // no room to note it, the next pass finds it again.
+    let _ = batch.weak.push(Weak { block: b, tries, last_ms: ns / 1_000_000 }, GFP_KERNEL);
 }

@@ -9,15 +9,16 @@
 //! (`relocate.rs`), which acknowledges it only once the data and the remap are durable.
 
 use crate::dm::{
-    self, now_ns, Args, Bio, BlkStatus, CtrContext, CtrError, DeviceIterator, Dev, EndIo, Limits, MapResult, Op,
-    PerCpu, RcuBox, RcuWriter, SavedIter, StatusType, StatusWriter, Target, TargetHandle, Worker,
+    self, now_ns, Args, Bio, BioQueue, BlkStatus, CtrContext, CtrError, DeviceIterator, Dev, EndIo, Limits, MapResult,
+    Op, PerCpu, RcuBox, RcuWriter, SavedIter, StatusType, StatusWriter, Target, TargetHandle, Ticket, Worker,
+    WriteGate,
 };
 use crate::logic::{
     self,
     args::TableLine,
     cache::{self, Answered},
     format::Geometry,
-    health::{Hotspots, RecentCount, Suspects},
+    health::{Hotspots, RecentCount},
     remaps::{Entry, Route},
     status::{DevNo, Status},
 };
@@ -47,9 +48,15 @@ pub(crate) enum Routed {
     FailedWrite,
     /// A read that failed on the main device, held for retries.
     FailedRead,
+    /// A write to the block being relocated, parked in map until the block has moved
+    /// (`relocate::migrate`), then submitted to where the block lives.
+    Parked,
     /// Completed by the worker: end_io passes it through.
     Completed,
 }
+
+/// `Engine::migrating` when no block is being relocated.
+pub(crate) const NOT_MIGRATING: u64 = u64::MAX;
 
 /// Per-bio data: what map decided, and where the bio's data is.
 #[derive(Clone, Copy, Default)]
@@ -65,6 +72,12 @@ pub(crate) struct PerBio {
     pub(crate) iter: SavedIter,
     /// When it was sent to the main device (ns), for the latency figure.
     pub(crate) start_ns: u64,
+    /// First sector, relative to the target, at map time.
+    pub(crate) sector: u64,
+    /// Its entry into the write gate (a write sent to the main device), left at completion.
+    pub(crate) gate: Option<Ticket>,
+    /// The bio carries REQ_FUA: whatever the target writes for it is written FUA too.
+    pub(crate) fua: bool,
 }
 
 /// Per-CPU counters (`Engine::stats`).
@@ -135,15 +148,7 @@ pub(crate) struct Meta {
     pub(crate) table_w: RcuWriter,
     /// One relocation block of data.
     pub(crate) data: KVVec<u8>,
-    /// The scan's read buffer.
-    pub(crate) scan_buf: KVVec<u8>,
-    /// Next block the scan reads.
-    pub(crate) scan_pos: u64,
-    /// Moving average of the scan's per-block read time, ns.
-    pub(crate) scan_ewma_ns: u64,
     pub(crate) hotspots: Hotspots,
-    /// Blocks the scan found slow once (see `scan::block`).
-    pub(crate) suspects: Suspects,
     pub(crate) recent_errors: RecentCount,
     pub(crate) recent_remaps: RecentCount,
     pub(crate) alerts: Alerts,
@@ -166,6 +171,22 @@ pub(crate) struct Engine {
     pub(crate) table: RcuBox<Table>,
     #[pin]
     pub(crate) meta: Mutex<Meta>,
+    /// Writes to the main device in flight (see `relocate::migrate`).
+    pub(crate) gate: WriteGate,
+    /// The main block being relocated from a readable main block, or `NOT_MIGRATING`.
+    /// Written under `meta`; map parks writes to it.
+    pub(crate) migrating: AtomicU64,
+    /// Writes parked by map while their block moves.
+    pub(crate) parked: BioQueue<PerBio>,
+    /// The scan's own state (`scan::step`), apart from `meta` so that the scan reads without
+    /// holding the metadata lock.
+    #[pin]
+    pub(crate) scan: Mutex<crate::scan::ScanState>,
+    /// Serialises scheduling the scan with `suspended`.
+    #[pin]
+    pub(crate) sched: Mutex<()>,
+    /// Between presuspend and resume (and before the first resume): no scan may start.
+    pub(crate) suspended: AtomicBool,
     pub(crate) state: AtomicU8,
     /// Set by end_io (which cannot raise events) for the worker to raise one.
     pub(crate) event_pending: AtomicBool,
@@ -337,8 +358,10 @@ impl Target for Remap {
         let main_blocks = len / bs_sectors;
         let nomem_e = |_: Error| CtrError { code: ENOMEM, msg: c"Cannot allocate target state" };
         let (table, table_w) = RcuBox::new(Table::build(loaded.entries, main_blocks, line.cache_size).map_err(nomem_e)?);
-        let scan_buf = KVVec::from_elem(0u8, crate::scan::buf_bytes(line.block_size), GFP_KERNEL).map_err(nomem)?;
+        let scan = crate::scan::ScanState::new(line.block_size).map_err(nomem_e)?;
         let stats = PerCpu::new().map_err(nomem_e)?;
+        let gate = WriteGate::new().map_err(nomem_e)?;
+        let parked = BioQueue::new().map_err(nomem_e)?;
         let log = loaded.log;
         let handle = ctx.handle();
         let e = Arc::pin_init(
@@ -357,17 +380,19 @@ impl Target for Remap {
                         log,
                         table_w,
                         data,
-                        scan_buf,
-                        scan_pos: 0,
-                        scan_ewma_ns: 0,
                         hotspots: Hotspots::default(),
-                        suspects: Suspects::default(),
                         recent_errors: RecentCount::default(),
                         recent_remaps: RecentCount::default(),
                         alerts: Alerts::default(),
                     },
                     "dm_remap_meta"
                 ),
+                gate,
+                migrating: AtomicU64::new(NOT_MIGRATING),
+                parked,
+                sched <- kernel::new_mutex!((), "dm_remap_sched"),
+                scan <- kernel::new_mutex!(scan, "dm_remap_scan"),
+                suspended: AtomicBool::new(true),
                 state: AtomicU8::new(State::Operational as u8),
                 event_pending: AtomicBool::new(false),
                 resumed: AtomicBool::new(false),
@@ -443,22 +468,52 @@ impl Target for Remap {
             Answered::Miss => e.stats.add(stat::CACHE_MISSES, 1),
             Answered::Shortcut | Answered::Table => {}
         }
-        let (blocks, routed) = match route {
+        let (mut blocks, mut routed) = match route {
             Route::Main { blocks } => (blocks, Routed::Main),
             Route::Spare { blocks, .. } => (blocks, Routed::Spare),
-            // A write to a pending block goes straight to a new pool block; a read still
-            // tries the main device.
-            Route::Pending { blocks } if op == Op::Write => (blocks, Routed::PendingWrite),
+            // A write to a pending block goes to a new pool block while the pool can take
+            // one; otherwise to the main device, which may well accept it (and if it fails,
+            // end_io holds it as any failed write). A read still tries the main device.
+            Route::Pending { blocks } if op == Op::Write && e.state() == State::Operational => (blocks, Routed::PendingWrite),
             Route::Pending { blocks } => (blocks, Routed::Main),
         };
+        let mut gate = None;
+        if routed == Routed::Main && op != Op::Read {
+            // Anything that changes data on the main device passes the write gate, so that a
+            // relocation can wait for it; one that reaches the block being relocated is
+            // parked until the block has moved. Entering before looking at `migrating`
+            // makes the relocation's wait cover every write that did not see its mark.
+            let t = e.gate.enter();
+            let m = e.migrating.load(Ordering::Acquire);
+            if m >= first && m - first < blocks {
+                if m > first {
+                    blocks = m - first;
+                    gate = Some(t);
+                } else {
+                    // Still inside the gate while parking: the relocation's second wait, after
+                    // it clears the mark, covers this push, so it finds the bio parked.
+                    routed = Routed::Parked;
+                    let fua = bio.is_fua();
+                    bio.accept_partial(((first + 1) * bs - sector) as u32);
+                    let iter = bio.save_iter();
+                    *bio.per_bio() = PerBio { routed, first, blocks: 1, iter, sector, fua, ..PerBio::default() };
+                    let r = bio.park(&e.parked);
+                    e.gate.leave(t);
+                    return r;
+                }
+            } else {
+                gate = Some(t);
+            }
+        }
         if blocks < end - first {
             // The piece ends on a block boundary; dm sends the rest as a new bio.
             bio.accept_partial(((first + blocks) * bs - sector) as u32);
         }
         let iter = bio.save_iter();
+        let fua = bio.is_fua();
         let start_ns = if routed == Routed::Main { now_ns() } else { 0 };
         let pb = bio.per_bio();
-        *pb = PerBio { routed, first, blocks: blocks as u32, error: BlkStatus::OK, iter, start_ns };
+        *pb = PerBio { routed, first, blocks: blocks as u32, error: BlkStatus::OK, iter, start_ns, sector, gate, fua };
         match route {
             Route::Spare { spare, .. } => {
                 e.stats.add(stat::SPARE_IOS, 1);
@@ -475,6 +530,10 @@ impl Target for Remap {
         let op = bio.op();
         let (routed, start_ns) = {
             let pb = bio.per_bio();
+            // Once: a bio the worker completes passes through here again.
+            if let Some(t) = pb.gate.take() {
+                e.gate.leave(t);
+            }
             (pb.routed, pb.start_ns)
         };
         let media = status.is_media_error();
@@ -507,22 +566,30 @@ impl Target for Remap {
     }
 
     fn preresume(&self) -> Result {
-        if self.e.resumed.swap(true, Ordering::AcqRel) {
+        if self.e.resumed.load(Ordering::Acquire) {
             return Ok(());
         }
         // First resume of this instance: a previous table on the same spare may have
-        // committed remaps after our constructor read the log (it kept serving I/O until the
-        // swap). Read it again now that it is suspended.
-        crate::relocate::reload(&self.e)
+        // committed remaps while our constructor read the log (it kept serving I/O until the
+        // swap). Replay it whole now that the old table is suspended. Marked done only on
+        // success: a failed resume must read it again next time.
+        crate::relocate::reload(&self.e)?;
+        self.e.resumed.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn presuspend(&self) {
-        // No scan I/O while the device is suspended (or after it is destroyed).
-        self.e.worker.cancel_scan();
+        // No scan I/O while the device is suspended (or after it is destroyed): a message
+        // cannot restart it until resume (`scan::start` checks the flag under `sched`).
+        crate::scan::suspend(&self.e);
+    }
+
+    fn presuspend_undo(&self) {
+        crate::scan::unsuspend(&self.e);
     }
 
     fn resume(&self) {
-        crate::scan::start(&self.e, false);
+        crate::scan::unsuspend(&self.e);
     }
 
     fn message(&self, args: &Args<'_>, out: &mut StatusWriter<'_>) -> Result<bool> {
