@@ -10,6 +10,7 @@ use devicemapper::{DevId, DmName, DmOptions, DM};
 pub const TESTS: &[crate::Test] = &[
     ("fault_failslab_each_allocation_of_the_ctr", failslab_ctr),
     ("fault_fail_make_request_on_the_spare", fail_make_request),
+    ("fault_failslab_during_relocation_is_not_a_device_failure", failslab_relocation),
     ("fault_kmemleak_clean_after_unload", kmemleak_after_unload),
 ];
 
@@ -117,6 +118,56 @@ fn failslab_ctr() -> Result<()> {
     let d = DmDev::create("t-fs-after", &format!("0 {len} {}", format_args!("remap {params}")))?;
     for b in [3u64, 5, 9] {
         expect_eq("relocated block", read_at(&d.path, b * BS, BS as usize)?, pattern(b, BS as usize))?;
+    }
+    Ok(())
+}
+
+/// Slab allocations fail at random (failslab, 25%) in the process that sends `remap`
+/// messages, so in the relocation they run (reading, writing the pool block, committing):
+/// each message works or is refused, the target stays operational (no memory is not a
+/// failed device), nothing hangs, and every block reads its data.
+fn failslab_relocation() -> Result<()> {
+    need("failslab")?;
+    let lo = LoopDev::new("fr", 16 * MIB)?;
+    let blocks: Vec<u64> = (0..40).map(|i| 100 + 3 * i).collect();
+    for &b in &blocks {
+        write_at(&lo.path, b * BS, &pattern(b + 500, BS as usize))?;
+    }
+    let spare = LoopDev::new("fr-spare", 4 * MIB)?;
+    let len = 16 * MIB / 512;
+    let dm = DmDev::create("t-fr", &format!("0 {len} remap {} {} 1 format", lo.path, spare.path))?;
+    dmsetup(&["message", &dm.name, "0", "maintenance", "on"])?;
+    let fs = format!("{DEBUGFS}/failslab");
+    put(&format!("{fs}/ignore-gfp-wait"), "N")?;
+    put(&format!("{fs}/cache-filter"), "N")?;
+    put(&format!("{fs}/verbose"), "0")?;
+    put(&format!("{fs}/task-filter"), "Y")?;
+    put(&format!("{fs}/interval"), "1")?;
+    put(&format!("{fs}/times"), "-1")?;
+    put(&format!("{fs}/probability"), "25")?;
+    let (mut moved, mut refused) = (0, 0);
+    for &b in &blocks {
+        // Only this child fails its allocations: make-it-fail is set for itself, then it
+        // becomes dmsetup.
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("echo 1 > /proc/self/make-it-fail && exec dmsetup message {} 0 remap {}", dm.name, b * 8)])
+            .output()?;
+        if out.status.success() {
+            moved += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    put(&format!("{fs}/probability"), "0")?;
+    put(&format!("{fs}/task-filter"), "N")?;
+    println!("    failslab in relocation: {moved} blocks moved, {refused} refused");
+    ensure!(refused > 0, "no injected failure reached a relocation");
+    ensure!(moved > 0, "no relocation worked");
+    expect_eq("state", status_fields(&dm.name)?[25].clone(), "maintenance".to_string())?;
+    dmsetup(&["message", &dm.name, "0", "maintenance", "off"])?;
+    expect_eq("state", status_fields(&dm.name)?[25].clone(), "operational".to_string())?;
+    for &b in &blocks {
+        expect_eq(&format!("block {b}"), read_at(&dm.path, b * BS, BS as usize)? == pattern(b + 500, BS as usize), true)?;
     }
     Ok(())
 }
