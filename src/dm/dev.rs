@@ -4,6 +4,7 @@
 
 use super::bindings;
 use core::ffi::CStr;
+use core::ptr::NonNull;
 
 /// An underlying block device of a target, released with `dm_put_device` on drop.
 pub(crate) struct Dev {
@@ -12,6 +13,8 @@ pub(crate) struct Dev {
     // a failing constructor), before device-mapper frees `ti`.
     ti: *mut bindings::dm_target,
     dev: *mut bindings::dm_dev,
+    // INVARIANT: from `dmr_pool_alloc`, freed only by `drop`.
+    pool: NonNull<bindings::dmr_pool>,
 }
 
 // SAFETY: a `dm_dev` may be used from any CPU; `Dev` only reads it.
@@ -22,9 +25,22 @@ unsafe impl Sync for Dev {}
 impl Dev {
     /// # Safety
     /// `dev` must come from a successful `dm_get_device(ti, ...)`, and `ti` must outlive
-    /// the returned value. Ownership of the reference passes to it.
-    pub(super) unsafe fn from_raw(ti: *mut bindings::dm_target, dev: *mut bindings::dm_dev) -> Self {
-        Self { ti, dev }
+    /// the returned value. Ownership of the reference passes to it, also on error (the
+    /// device is put if its bio pool cannot be allocated).
+    pub(super) unsafe fn from_raw(ti: *mut bindings::dm_target, dev: *mut bindings::dm_dev) -> kernel::error::Result<Self> {
+        // SAFETY: plain allocation.
+        match NonNull::new(unsafe { bindings::dmr_pool_alloc() }) {
+            Some(pool) => Ok(Self { ti, dev, pool }),
+            None => {
+                // SAFETY: per the contract, the reference is ours to put.
+                unsafe { bindings::dm_put_device(ti, dev) };
+                Err(kernel::error::code::ENOMEM)
+            }
+        }
+    }
+
+    pub(super) fn pool(&self) -> *mut bindings::dmr_pool {
+        self.pool.as_ptr()
     }
 
     pub(super) fn as_ptr(&self) -> *mut bindings::dm_dev {
@@ -65,6 +81,9 @@ impl Dev {
 
 impl Drop for Dev {
     fn drop(&mut self) {
+        // SAFETY: type invariant: allocated in `from_raw`, freed once here; no I/O of ours is
+        // in flight (synchronous I/O waits for its bio).
+        unsafe { bindings::dmr_pool_free(self.pool.as_ptr()) };
         // SAFETY: type invariant: `dev` is a reference of `ti`, put exactly once here.
         unsafe { bindings::dm_put_device(self.ti, self.dev) };
     }

@@ -156,17 +156,45 @@ unsigned int dmr_bio_flags(const struct bio *bio)
 	return (__force unsigned int)bio->bi_opf;
 }
 
-int dmr_rw_sync(struct block_device *bdev, sector_t sector, void *buf, unsigned int len,
-		unsigned int opf)
+struct dmr_pool {
+	struct bio_set bs;
+};
+
+/* Bios in reserve: the worker, a message and a constructor may each have one in flight. */
+#define DMR_POOL_BIOS 4
+
+struct dmr_pool *dmr_pool_alloc(void)
+{
+	struct dmr_pool *pool = kzalloc(sizeof(*pool), GFP_KERNEL);
+
+	if (!pool)
+		return NULL;
+	if (bioset_init(&pool->bs, DMR_POOL_BIOS, 0, BIOSET_NEED_BVECS)) {
+		kfree(pool);
+		return NULL;
+	}
+	return pool;
+}
+
+void dmr_pool_free(struct dmr_pool *pool)
+{
+	bioset_exit(&pool->bs);
+	kfree(pool);
+}
+
+int dmr_rw_sync(struct dmr_pool *pool, struct block_device *bdev, sector_t sector, void *buf,
+		unsigned int len, unsigned int opf)
 {
 	unsigned int nr = DIV_ROUND_UP(offset_in_page(buf) + len, PAGE_SIZE);
 	struct bio *bio;
 	int ret = 0;
 
-	bio = bio_kmalloc(nr ? nr : 1, GFP_NOIO);
+	if (nr > BIO_MAX_VECS)
+		return -EINVAL;
+	/* GFP_NOIO may sleep: from the mempool, this never fails. */
+	bio = bio_alloc_bioset(bdev, nr ? nr : 1, (__force blk_opf_t)opf, GFP_NOIO, &pool->bs);
 	if (!bio)
 		return -ENOMEM;
-	bio_init(bio, bdev, bio->bi_inline_vecs, nr, (__force blk_opf_t)opf);
 	bio->bi_iter.bi_sector = sector;
 	while (len) {
 		unsigned int off = offset_in_page(buf);
@@ -182,8 +210,7 @@ int dmr_rw_sync(struct block_device *bdev, sector_t sector, void *buf, unsigned 
 	}
 	ret = submit_bio_wait(bio);
 out:
-	bio_uninit(bio);
-	kfree(bio);
+	bio_put(bio);
 	return ret;
 }
 

@@ -102,9 +102,18 @@ void dmr_bio_endio(struct bio *bio, u8 status);
 u8 dmr_bio_status(const struct bio *bio);
 unsigned int dmr_bio_flags(const struct bio *bio);
 
+/*
+ * A device's own bio pool (a bio_set with bvecs): the target's synchronous I/O allocates
+ * from it with GFP_NOIO, which waits for a free bio instead of failing, so relocation makes
+ * progress under memory pressure (a stacking driver must not depend on the page allocator).
+ */
+struct dmr_pool;
+struct dmr_pool *dmr_pool_alloc(void);
+void dmr_pool_free(struct dmr_pool *pool);
+
 /* Synchronous I/O from a kmalloc or vmalloc buffer; process context only. */
-int dmr_rw_sync(struct block_device *bdev, sector_t sector, void *buf, unsigned int len,
-		unsigned int opf);
+int dmr_rw_sync(struct dmr_pool *pool, struct block_device *bdev, sector_t sector, void *buf,
+		unsigned int len, unsigned int opf);
 
 void dmr_bio_set_dev(struct bio *bio, struct block_device *bdev);
 unsigned int dmr_bio_op(const struct bio *bio);

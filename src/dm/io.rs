@@ -33,7 +33,7 @@ impl Dev {
         // The I/O is waited for, so `buf` outlives it.
         // SAFETY: the bdev is open; `buf` is a valid heap buffer of `buf.len()` bytes.
         let ret = unsafe {
-            bindings::dmr_rw_sync(self.bdev(), sector, buf.as_mut_ptr().cast(), buf.len() as u32, opf)
+            bindings::dmr_rw_sync(self.pool(), self.bdev(), sector, buf.as_mut_ptr().cast(), buf.len() as u32, opf)
         };
         if ret == 0 {
             Ok(())

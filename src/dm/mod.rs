@@ -224,7 +224,7 @@ impl CtrContext<'_> {
             return Err(Error::from_errno(ret));
         }
         // SAFETY: `dm_get_device` succeeded: `dev` is an open device of `ti`, now owned by `Dev`.
-        Ok(unsafe { Dev::from_raw(self.ti, dev) })
+        unsafe { Dev::from_raw(self.ti, dev) }
     }
 
     /// Number of empty flush bios the target receives per flush (0 drops flushes).

@@ -11,6 +11,7 @@ use core::ffi::{c_void, CStr};
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use kernel::prelude::*;
+use kernel::types::Opaque;
 
 /// What the worker runs.
 pub(crate) trait WorkHandler: Send + Sync {
@@ -25,14 +26,16 @@ pub(crate) trait WorkHandler: Send + Sync {
     fn scan(&self) {}
 }
 
+/// The worker's state. The C fields are `Opaque`: the workqueue core and the queue's lock
+/// change them while Rust holds `&Inner`.
 #[repr(C)]
 struct Inner {
     // `work` first: the work function finds `Inner` from it.
-    work: bindings::work_struct,
-    queue: bindings::dmr_bio_queue,
+    work: Opaque<bindings::work_struct>,
+    queue: Opaque<bindings::dmr_bio_queue>,
     wq: *mut bindings::workqueue_struct,
     ctx: AtomicPtr<c_void>,
-    scan: bindings::delayed_work,
+    scan: Opaque<bindings::delayed_work>,
     /// `work` and `scan` are initialised (by `bind`).
     bound: AtomicBool,
 }
@@ -81,7 +84,7 @@ unsafe extern "C" fn scan_fn<H: WorkHandler>(work: *mut bindings::work_struct) {
 }
 
 unsafe extern "C" fn work_fn<H: WorkHandler>(work: *mut bindings::work_struct) {
-    // SAFETY: `work` is the first field of a `#[repr(C)]` `Inner` (see `Worker::new`).
+    // SAFETY: `work` is the first field of a `#[repr(C)]` `Inner` (`Opaque` is transparent).
     let inner = unsafe { &*(work as *const Inner) };
     // SAFETY: a bound worker.
     unsafe { run::<H>(inner, |h| h.work()) };
@@ -92,11 +95,11 @@ impl<P: Copy + Send> Worker<P> {
     pub(crate) fn new(name: &CStr) -> Result<Self> {
         let mut inner = KBox::new(
             Inner {
-                work: Default::default(),
-                queue: Default::default(),
+                work: Opaque::uninit(),
+                queue: Opaque::uninit(),
                 wq: core::ptr::null_mut(),
                 ctx: AtomicPtr::new(core::ptr::null_mut()),
-                scan: Default::default(),
+                scan: Opaque::uninit(),
                 bound: AtomicBool::new(false),
             },
             GFP_KERNEL,
@@ -108,42 +111,39 @@ impl<P: Copy + Send> Worker<P> {
         }
         inner.wq = wq;
         // SAFETY: `queue` is ours and not yet shared.
-        unsafe { bindings::dmr_bio_queue_init(&mut inner.queue) };
+        unsafe { bindings::dmr_bio_queue_init(inner.queue.get()) };
         Ok(Self { inner, _p: PhantomData })
     }
 
     /// Makes `handler` the one the worker runs. `handler` must own this worker (so it lives
     /// as long as the worker); call once, before anything is queued.
     pub(crate) fn bind<H: WorkHandler<PerBio = P>>(&self, handler: &H) {
-        let inner = &*self.inner as *const Inner as *mut Inner;
-        // SAFETY: nothing is queued yet, so nobody else touches `work` and `scan`.
+        // SAFETY: nothing is queued yet, so nobody else touches `work` and `scan`; `Opaque`
+        // allows writing them through a shared reference.
         unsafe {
-            bindings::dmr_init_work(&mut (*inner).work, Some(work_fn::<H>));
-            bindings::dmr_init_delayed_work(&mut (*inner).scan, Some(scan_fn::<H>));
+            bindings::dmr_init_work(self.inner.work.get(), Some(work_fn::<H>));
+            bindings::dmr_init_delayed_work(self.inner.scan.get(), Some(scan_fn::<H>));
         }
         self.inner.ctx.store(handler as *const H as *mut c_void, Ordering::Release);
         self.inner.bound.store(true, Ordering::Release);
     }
 
     pub(super) fn push(&self, bio: *mut bindings::bio) {
-        let q = &self.inner.queue as *const _ as *mut bindings::dmr_bio_queue;
         // SAFETY: the queue was initialised in `new` and is protected by its own lock.
-        unsafe { bindings::dmr_bio_queue_push(q, bio) };
+        unsafe { bindings::dmr_bio_queue_push(self.inner.queue.get(), bio) };
         self.kick();
     }
 
     /// Makes the worker run (again) soon.
     pub(crate) fn kick(&self) {
-        let work = &self.inner.work as *const _ as *mut bindings::work_struct;
         // SAFETY: `wq` and `work` were initialised in `new`/`bind`; queueing is thread-safe.
-        unsafe { bindings::dmr_queue_work(self.inner.wq, work) };
+        unsafe { bindings::dmr_queue_work(self.inner.wq, self.inner.work.get()) };
     }
 
     /// Runs the handler's `scan` in `msecs` milliseconds (no-op if already scheduled).
     pub(crate) fn schedule_scan(&self, msecs: u32) {
-        let d = &self.inner.scan as *const _ as *mut bindings::delayed_work;
         // SAFETY: `wq` and `scan` were initialised in `new`/`bind`; queueing is thread-safe.
-        unsafe { bindings::dmr_queue_delayed_work(self.inner.wq, d, msecs) };
+        unsafe { bindings::dmr_queue_delayed_work(self.inner.wq, self.inner.scan.get(), msecs) };
     }
 
     /// Cancels a scheduled scan and waits for a running one to finish. Sleeps.
@@ -151,16 +151,14 @@ impl<P: Copy + Send> Worker<P> {
         if !self.inner.bound.load(Ordering::Acquire) {
             return;
         }
-        let d = &self.inner.scan as *const _ as *mut bindings::delayed_work;
         // SAFETY: `scan` was initialised by `bind`.
-        unsafe { bindings::dmr_cancel_delayed_work_sync(d) };
+        unsafe { bindings::dmr_cancel_delayed_work_sync(self.inner.scan.get()) };
     }
 
     /// The next queued bio, if any.
     pub(crate) fn pop(&self) -> Option<HeldBio<P>> {
-        let q = &self.inner.queue as *const _ as *mut bindings::dmr_bio_queue;
         // SAFETY: see `push`.
-        let bio = unsafe { bindings::dmr_bio_queue_pop(q) };
+        let bio = unsafe { bindings::dmr_bio_queue_pop(self.inner.queue.get()) };
         if bio.is_null() {
             None
         } else {
