@@ -16,6 +16,7 @@ pub const TESTS: &[crate::Test] = &[
     ("correct_messages_do_not_scan_suspended_device", no_scan_while_suspended),
     ("correct_pending_block_writable_with_pool_full", pending_writable_when_full),
     ("correct_slow_scan_step_blocks_neither_relocation_nor_suspend", slow_scan_step),
+    ("correct_large_discard_goes_out_as_through_dm_linear", large_discard),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -410,4 +411,34 @@ fn slow_scan_step() -> Result<()> {
     ensure!(suspended < Duration::from_secs(5), "suspend waited {suspended:?} behind the scan");
     expect_data("the relocated block", &read_at(&dm.path, 2000 * BS, BS as usize)?, &pattern(12, BS as usize), &[])?;
     Ok(())
+}
+
+/// Discard requests (and merges) a block device has seen (`/sys/block/<dev>/stat`).
+fn discards(blkdev: &str) -> Result<u64> {
+    let st = std::fs::read_to_string(format!("/sys/block/{blkdev}/stat"))?;
+    let f: Vec<u64> = st.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    ensure!(f.len() >= 13, "no discard fields in /sys/block/{blkdev}/stat");
+    Ok(f[11] + f[12])
+}
+
+/// A 16 MiB discard (4096 blocks) reaches the main device in as many pieces through
+/// dm-remap with no remap as through dm-linear: map does not cut discards into 1024-block
+/// pieces as it does reads and writes.
+fn large_discard() -> Result<()> {
+    let lo = LoopDev::new("ld", 32 * MIB)?;
+    let blk = lo.path.trim_start_matches("/dev/").to_string();
+    let n = 32 * MIB / 512;
+    let len = (16 * MIB).to_string();
+    let through = |table: &str| -> Result<u64> {
+        let dm = DmDev::create("t-ld", table)?;
+        let before = discards(&blk)?;
+        cmd("blkdiscard", &["-o", "0", "-l", &len, &dm.path])?;
+        Ok(discards(&blk)? - before)
+    };
+    let linear = through(&format!("0 {n} linear {} 0", lo.path))?;
+    let spare = LoopDev::new("ld-spare", 4 * MIB)?;
+    let remap = through(&format!("0 {n} remap {} {} 1 format", lo.path, spare.path))?;
+    println!("    discard requests on the main device: dm-linear {linear}, dm-remap {remap}");
+    ensure!(linear > 0, "the discard never reached the loop device");
+    expect_eq("discard requests through dm-remap (as through dm-linear)", remap, linear)
 }
