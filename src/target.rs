@@ -29,7 +29,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
-/// Longest bio, in blocks, that map lets through in one piece; bounds a relocation batch.
+/// Longest read or write, in blocks, that map lets through in one piece; bounds the worker's
+/// work for one bio.
 pub(crate) const MAX_BIO_BLOCKS: u64 = 1024;
 
 /// What became of a bio, kept in its per-bio data between map and completion.
@@ -459,7 +460,11 @@ impl Target for Remap {
         let bs = e.bs_sectors;
         let first = sector / bs;
         let end = (sector + size.div_ceil(512)).div_ceil(bs);
-        let count = (end - first).min(MAX_BIO_BLOCKS);
+        // Reads and writes may come back to the worker block by block (a failed write is
+        // rewritten or relocated per block), which bounds them; a discard or write-zeroes
+        // never does, so it goes out whole where it touches no remapped block.
+        let cap = if matches!(op, Op::Read | Op::Write) { MAX_BIO_BLOCKS } else { u64::MAX };
+        let count = (end - first).min(cap);
         let (route, answered) = e.table.read(|t| {
             cache::route_cached(t.entries.as_slice(), t.bits.as_slice(), t.shift, t.cache.as_slice(), first, count)
         });

@@ -442,7 +442,9 @@ unsafe extern "C" fn end_io_callback<T: Target>(
 unsafe extern "C" fn preresume_callback<T: Target>(ti: *mut bindings::dm_target) -> c_int {
     // SAFETY: `preresume` runs on a constructed target.
     let t = unsafe { target_of::<T>(ti) };
-    match t.preresume() {
+    // A NOIO scope: the target may allocate while its device is suspended (I/O to it would
+    // wait for this very resume).
+    match noio(|| t.preresume()) {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
@@ -514,7 +516,8 @@ unsafe extern "C" fn message_callback<T: Target>(
         // SAFETY: device-mapper provides a writable buffer of `maxlen` bytes.
         unsafe { core::slice::from_raw_parts_mut(result.cast::<u8>(), maxlen as usize) }
     };
-    match t.message(&Args { argv }, &mut StatusWriter::new(buf)) {
+    // A NOIO scope: the handler may allocate while relocating (holding the target's lock).
+    match noio(|| t.message(&Args { argv }, &mut StatusWriter::new(buf))) {
         // dm passes the reply to userspace only when the handler returns 1.
         Ok(true) => 1,
         Ok(false) => 0,
@@ -535,4 +538,15 @@ unsafe extern "C" fn resume_callback<T: Target>(ti: *mut bindings::dm_target) {
 unsafe extern "C" fn presuspend_undo_callback<T: Target>(ti: *mut bindings::dm_target) {
     // SAFETY: `presuspend_undo` runs on a constructed target.
     unsafe { target_of::<T>(ti) }.presuspend_undo();
+}
+
+/// Runs `f` in a NOIO allocation scope (memalloc_noio_save/restore): allocations inside
+/// it do not start I/O to reclaim memory, which could wait for the device being served.
+fn noio<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: plain memalloc_noio_save, restored below on the same task.
+    let flags = unsafe { bindings::dmr_noio_save() };
+    let r = f();
+    // SAFETY: pairs with the save above.
+    unsafe { bindings::dmr_noio_restore(flags) };
+    r
 }
