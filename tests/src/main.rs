@@ -24,6 +24,7 @@ mod t_powercut;
 mod logwrites;
 mod t_crash;
 mod t_correct;
+mod t_safety;
 mod t_reliability;
 mod t_tool;
 
@@ -42,6 +43,7 @@ fn all_tests() -> Vec<Test> {
     v.extend_from_slice(t_foundation::TESTS);
     v.extend_from_slice(t_engine::TESTS);
     v.extend_from_slice(t_correct::TESTS);
+    v.extend_from_slice(t_safety::TESTS);
     v.extend_from_slice(t_health::TESTS);
     v.extend_from_slice(t_tool::TESTS);
     v.extend_from_slice(t_reliability::TESTS);

@@ -23,6 +23,7 @@ const GUEST_BINARIES: &[&str] = &[
     "/usr/sbin/blkdiscard",
     "/usr/bin/fio",
     "/usr/sbin/mkfs.ext4",
+    "/usr/sbin/e2fsck",
 ];
 
 const EXIT_MARKER: &str = "@@DMREMAP-EXIT ";
