@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The spare's metadata in the kernel: load (with validation), format, and commit.
-//! The byte layout and the rules for choosing between copies are in `logic::format`.
+//! The spare's metadata in the kernel: reading what the loader asks for, format, commit.
+//! Every decision about what the spare holds (which superblock copy, the geometry checks,
+//! the replay and its rules) is `logic::loader`'s; this file only does the I/O.
 
 use crate::dm::{random_bytes, CtrError, Dev, IoKind};
-use crate::logic::format::{
-    choose_log_slot, choose_superblock, log_entry, log_header, log_init, log_push, log_seal, Geometry, Remap,
-    Replay, Superblock, SuperblockChoice, META_BLOCK,
-};
+use crate::logic::format::{log_header, log_init, log_push, log_seal, Geometry, Remap, Superblock, META_BLOCK};
+use crate::logic::loader::{self, Expect, LoadError};
 use crate::logic::remaps::Entry;
 use kernel::prelude::*;
 
@@ -56,35 +55,60 @@ fn as_block_mut(b: &mut [u8]) -> Option<&mut [u8; META_BLOCK]> {
     b.get_mut(..META_BLOCK).and_then(|b| b.try_into().ok())
 }
 
+fn refused(e: LoadError) -> CtrError {
+    let code = match e {
+        LoadError::Read => EIO,
+        LoadError::NoMemory => ENOMEM,
+        _ => EINVAL,
+    };
+    err(code, e.message())
+}
+
 /// Reads the spare's metadata; a blank spare with `format` set gets a new superblock, in
 /// memory only (see `Log::unformatted`).
 ///
-/// Refuses (never overwrites) a spare whose metadata is corrupt in every copy, belongs to
-/// a main device of another length, uses another block size, or is larger than the device.
+/// Refuses (never overwrites) a spare whose metadata does not fit the devices, with the
+/// loader's reason; with `format`, refuses a spare without metadata that is not blank.
 pub(crate) fn load(spare: &Dev, block_size: u32, main_sectors: u64, format: bool) -> Result<Loaded, CtrError> {
     let mut buf = meta_buf(2 * META_BLOCK)?;
     spare
         .rw_sync(0, buf.as_mut_slice(), IoKind::Read)
         .map_err(|e| err(e, c"Cannot read the spare's superblocks"))?;
     let (a, b) = buf.as_slice().split_at(META_BLOCK);
-    let sb = match choose_superblock(as_block(a), as_block(b)) {
-        SuperblockChoice::Valid(sb) => sb,
-        SuperblockChoice::Blank if format => return new_superblock(spare, block_size, main_sectors),
-        SuperblockChoice::Blank => {
-            return Err(CtrError::inval(c"Spare holds no dm-remap metadata (add the format feature to initialise it)"))
+    let want = Expect { spare_sectors: spare.sectors(), main_sectors, block_size };
+    match loader::superblock(as_block(a), as_block(b), &want) {
+        Ok(sb) => replay(spare, sb),
+        Err(LoadError::Blank) if format => {
+            ensure_blank(spare)?;
+            new_superblock(spare, block_size, main_sectors)
         }
-        SuperblockChoice::Corrupt => return Err(CtrError::inval(c"Spare metadata is corrupt in every copy")),
-    };
-    if sb.main_sectors != main_sectors {
-        return Err(CtrError::inval(c"Spare metadata belongs to another main device (length differs)"));
+        Err(e) => Err(refused(e)),
     }
-    if sb.geometry.block_size != block_size {
-        return Err(CtrError::inval(c"Spare metadata was formatted with another block_size"));
+}
+
+/// Refuses to format a spare whose first or last MiB holds anything: it has no dm-remap
+/// metadata, so whatever it holds is someone else's (a filesystem, a partition table, an md
+/// or LVM label at either end).
+fn ensure_blank(spare: &Dev) -> Result<(), CtrError> {
+    const CHUNK: usize = 64 * 1024;
+    let mut buf = meta_buf(CHUNK)?;
+    let bytes = spare.sectors().saturating_mul(512);
+    for (start, len) in loader::blank_ranges(bytes) {
+        let mut at = start;
+        while at < start + len {
+            let n = (start + len - at).min(CHUNK as u64) as usize;
+            // Whole sectors: the device size is a multiple of 512, and so are the ranges.
+            let piece = &mut buf.as_mut_slice()[..n];
+            spare.rw_sync(at / 512, piece, IoKind::Read).map_err(|e| err(e, c"Cannot read the spare"))?;
+            if !loader::is_zero(piece) {
+                return Err(CtrError::inval(
+                    c"Spare is not blank and holds no dm-remap metadata: format refused (prepare it with dmremap format --force)",
+                ));
+            }
+            at += n as u64;
+        }
     }
-    if sb.geometry.end_bytes() > spare.sectors() * 512 {
-        return Err(CtrError::inval(c"Spare device is smaller than its metadata says"));
-    }
-    replay(spare, sb)
+    Ok(())
 }
 
 /// A new superblock for a blank spare, not written yet.
@@ -117,61 +141,36 @@ pub(crate) fn write_superblocks(spare: &Dev, sb: &Superblock) -> Result {
     Ok(())
 }
 
-/// Replays the log: every acknowledged remap, in a table sorted by main block.
+/// Replays the log (`loader::replay`): every acknowledged remap, in a table sorted by main
+/// block.
 pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
     let mut buf = meta_buf(2 * META_BLOCK)?;
     let mut tail = meta_buf(META_BLOCK)?;
-    if let Some(b) = as_block_mut(tail.as_mut_slice()) {
-        log_init(b, &sb.uuid, 0);
-    }
     let mut entries: KVVec<Entry> = KVVec::new();
-    let mut r = Replay::default();
-    let (mut tail_slot, mut tail_written) = (0, false);
-    let mut last_spare: Option<u64> = None;
-    for index in 0..sb.geometry.log_blocks {
-        spare
-            .rw_sync(Geometry::log_slot_sector(index, 0), buf.as_mut_slice(), IoKind::Read)
-            .map_err(|e| err(e, c"Cannot read the spare's remap log"))?;
-        let (s0, s1) = buf.as_slice().split_at(META_BLOCK);
-        let Some((h, slot)) = choose_log_slot(as_block(s0), as_block(s1), &sb, index) else { break };
-        if !r.accept(&h) {
-            break;
-        }
-        let chosen = as_block(if slot == 0 { s0 } else { s1 });
-        for i in 0..h.count as usize {
-            let e = log_entry(chosen, i);
-            // Pool blocks are handed out in order, so along the log they strictly increase:
-            // this also proves no pool block is used twice.
-            if last_spare.is_some_and(|l| e.spare <= l) {
-                return Err(CtrError::inval(c"Spare metadata is inconsistent (pool blocks out of order)"));
-            }
-            last_spare = Some(e.spare);
-            entries
-                .push(Entry { main: e.main, spare: e.spare }, GFP_KERNEL)
-                .map_err(|_| err(ENOMEM, c"Cannot allocate the remap table"))?;
-        }
-        tail.as_mut_slice().copy_from_slice(chosen);
-        tail_slot = slot;
-        tail_written = true;
-    }
-    let s = entries.as_mut_slice();
-    s.sort_unstable_by_key(|e| e.main);
-    if s.windows(2).any(|w| w[0].main == w[1].main) {
-        return Err(CtrError::inval(c"Spare metadata is inconsistent (a block remapped twice)"));
-    }
+    let end = {
+        let tail_block = as_block_mut(tail.as_mut_slice()).ok_or(err(ENOMEM, c"Cannot allocate metadata buffer"))?;
+        log_init(tail_block, &sb.uuid, 0);
+        let read = |index: u32, b: &mut [u8]| spare.rw_sync(Geometry::log_slot_sector(index, 0), b, IoKind::Read).map_err(|_| ());
+        let push = |r: Remap| entries.push(Entry { main: r.main, spare: r.spare }, GFP_KERNEL).is_ok();
+        loader::replay(&sb, buf.as_mut_slice(), tail_block, read, push).map_err(refused)?
+    };
+    loader::finish(entries.as_mut_slice()).map_err(refused)?;
     // The vector grew by doubling: keep an exact-size copy (16 bytes per remap, not up to 32).
     if entries.capacity() > entries.len() + entries.len() / 16 {
-        let mut exact = KVVec::with_capacity(entries.len(), GFP_KERNEL)
-            .map_err(|_| err(ENOMEM, c"Cannot allocate the remap table"))?;
-        exact
-            .extend_from_slice(entries.as_slice(), GFP_KERNEL)
-            .map_err(|_| err(ENOMEM, c"Cannot allocate the remap table"))?;
+        let mut exact = KVVec::with_capacity(entries.len(), GFP_KERNEL).map_err(|_| refused(LoadError::NoMemory))?;
+        exact.extend_from_slice(entries.as_slice(), GFP_KERNEL).map_err(|_| refused(LoadError::NoMemory))?;
         entries = exact;
     }
-    Ok(Loaded {
-        log: Log { sb, tail, tail_slot, tail_written, seq: r.seq, next_free: r.next_free, unformatted: false },
-        entries,
-    })
+    let log = Log {
+        sb,
+        tail,
+        tail_slot: end.tail_slot,
+        tail_written: end.tail_written,
+        seq: end.seq,
+        next_free: end.next_free,
+        unformatted: false,
+    };
+    Ok(Loaded { log, entries })
 }
 
 impl Log {
@@ -193,7 +192,8 @@ impl Log {
     /// the relocated data written before it is durable first; every write is FUA.
     /// Returns the number of log blocks written.
     pub(crate) fn commit(&mut self, spare: &Dev, new: &[Remap]) -> Result<u64> {
-        let seq = self.seq + 1;
+        // The loader refuses sequence numbers near the limit; still, never overflow.
+        let seq = self.seq.checked_add(1).ok_or(EINVAL)?;
         let next_free = self.next_free;
         let uuid = self.sb.uuid;
         let log_blocks = self.sb.geometry.log_blocks;

@@ -101,13 +101,18 @@ impl Geometry {
     }
 
     /// Sector of pool block `block`.
+    ///
+    /// Saturating: for a geometry the loader accepted (`loader::check_geometry`) and a block
+    /// in the pool this is exact; for anything else it cannot overflow or panic.
     pub fn pool_sector(&self, block: u64) -> u64 {
-        self.pool_start + block * u64::from(self.block_size / 512)
+        self.pool_start.saturating_add(block.saturating_mul(u64::from(self.block_size / 512)))
     }
 
-    /// Bytes of the spare this geometry uses.
+    /// Bytes of the spare this geometry uses (saturating, like `pool_sector`: a value read
+    /// from a hostile spare may be anything).
+    #[allow(dead_code)] // the host tools use it; the kernel asks `loader::check_geometry`
     pub fn end_bytes(&self) -> u64 {
-        self.pool_start * 512 + self.pool_blocks * u64::from(self.block_size)
+        self.pool_start.saturating_mul(512).saturating_add(self.pool_blocks.saturating_mul(u64::from(self.block_size)))
     }
 }
 

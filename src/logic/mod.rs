@@ -16,6 +16,7 @@ pub mod cache;
 pub mod crc32;
 pub mod format;
 pub mod health;
+pub mod loader;
 pub mod message;
 pub mod remaps;
 pub mod status;

@@ -1,0 +1,416 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The one metadata loader: every decision about what a spare holds, as plain functions over
+//! byte slices with the I/O passed in. The kernel (`src/metadata.rs`), `dmremap inspect`, the
+//! crash checker and the fuzzers all call these, so a spare is judged the same everywhere.
+//!
+//! Every value read from the spare is checked against the real device sizes with checked
+//! arithmetic before it is used: a crafted or corrupt spare whose CRCs match is refused with
+//! a [`LoadError`], never trusted.
+
+use super::format::{
+    choose_log_slot, choose_superblock, log_decode, log_entry, DecodeError, Geometry, Remap, Replay, Superblock,
+    SuperblockChoice, ENTRIES_PER_BLOCK, META_BLOCK,
+};
+use super::remaps::Entry;
+use core::ffi::CStr;
+
+/// Commit sequence numbers at or above this are refused: a real log never gets near it (one
+/// commit per nanosecond would take 290 years), and the next commit's `seq + 1` must not
+/// overflow.
+pub const SEQ_LIMIT: u64 = 1 << 63;
+
+/// The devices the metadata must describe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expect {
+    /// Size of the spare, in 512-byte sectors.
+    pub spare_sectors: u64,
+    /// Length of the target (the main device's used part), in sectors.
+    pub main_sectors: u64,
+    /// The table line's block size, in bytes.
+    pub block_size: u32,
+}
+
+/// Why a spare is refused. Each has one `ti->error` line ([`LoadError::message`]), listed in
+/// docs/table.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// Reading the spare failed.
+    Read,
+    /// Neither superblock copy has the magic.
+    Blank,
+    /// Both superblock copies are damaged (magic present, CRC or fields wrong).
+    Corrupt,
+    /// The metadata is of a format version this module does not know.
+    Unsupported,
+    /// Made for a main device of another length.
+    OtherMain,
+    /// Made with another block size.
+    OtherBlockSize,
+    /// The layout does not add up (pool overlapping the log, log of the wrong size).
+    BadGeometry,
+    /// The layout reaches past the end of the spare.
+    TooSmall,
+    /// A commit sequence number at the limit.
+    SeqLimit,
+    /// Pool blocks not in allocation order along the log.
+    OutOfOrder,
+    /// A log block whose CRC is right but whose fields are not (not a torn write: a crash
+    /// never leaves that): an entry outside the devices, a wrong index, an empty block.
+    BadLog,
+    /// A main block remapped twice.
+    Duplicate,
+    /// No memory for the table.
+    NoMemory,
+}
+
+impl LoadError {
+    /// The `ti->error` text.
+    pub fn message(&self) -> &'static CStr {
+        match self {
+            LoadError::Read => c"Cannot read the spare's metadata",
+            LoadError::Blank => c"Spare holds no dm-remap metadata (add the format feature to initialise it)",
+            LoadError::Corrupt => c"Spare metadata is corrupt in every copy",
+            LoadError::Unsupported => c"Spare metadata has an unsupported format version",
+            LoadError::OtherMain => c"Spare metadata belongs to another main device (length differs)",
+            LoadError::OtherBlockSize => c"Spare metadata was formatted with another block_size",
+            LoadError::BadGeometry => c"Spare metadata is inconsistent (pool and log layout)",
+            LoadError::TooSmall => c"Spare device is smaller than its metadata says",
+            LoadError::SeqLimit => c"Spare metadata is inconsistent (sequence number at its limit)",
+            LoadError::OutOfOrder => c"Spare metadata is inconsistent (pool blocks out of order)",
+            LoadError::BadLog => c"Spare metadata is inconsistent (a log block with impossible fields)",
+            LoadError::Duplicate => c"Spare metadata is inconsistent (a block remapped twice)",
+            LoadError::NoMemory => c"Cannot allocate the remap table",
+        }
+    }
+}
+
+/// Checks a decoded superblock's layout against the devices.
+pub fn check_geometry(sb: &Superblock, want: &Expect) -> Result<(), LoadError> {
+    let g = &sb.geometry;
+    if sb.main_sectors != want.main_sectors {
+        return Err(LoadError::OtherMain);
+    }
+    if g.block_size != want.block_size {
+        return Err(LoadError::OtherBlockSize);
+    }
+    // The log holds exactly one entry per pool block, as `Geometry::for_pool` lays it out;
+    // a larger one would make the loader read a crafted number of blocks.
+    let log_needed = g.pool_blocks.div_ceil(ENTRIES_PER_BLOCK as u64);
+    let log_end = Geometry::log_slot_sector(g.log_blocks, 0);
+    let bs_sectors = u64::from(g.block_size / 512);
+    if g.pool_blocks == 0 || u64::from(g.log_blocks) != log_needed || g.pool_start < log_end || bs_sectors == 0 {
+        return Err(LoadError::BadGeometry);
+    }
+    if g.pool_start % bs_sectors != 0 {
+        return Err(LoadError::BadGeometry);
+    }
+    let end = g.pool_blocks.checked_mul(bs_sectors).and_then(|n| n.checked_add(g.pool_start));
+    match end {
+        Some(end) if end <= want.spare_sectors => Ok(()),
+        _ => Err(LoadError::TooSmall),
+    }
+}
+
+/// Chooses the superblock copy and checks it against the devices.
+pub fn superblock(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK], want: &Expect) -> Result<Superblock, LoadError> {
+    let sb = match choose_superblock(a, b) {
+        SuperblockChoice::Valid(sb) => sb,
+        SuperblockChoice::Blank => return Err(LoadError::Blank),
+        SuperblockChoice::Corrupt if either_version_unknown(a, b) => return Err(LoadError::Unsupported),
+        SuperblockChoice::Corrupt => return Err(LoadError::Corrupt),
+    };
+    if sb.seq >= SEQ_LIMIT {
+        return Err(LoadError::SeqLimit);
+    }
+    check_geometry(&sb, want)?;
+    Ok(sb)
+}
+
+/// Whether a copy is intact (magic, CRC) but of a version this code does not know.
+fn either_version_unknown(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK]) -> bool {
+    [a, b].iter().any(|c| Superblock::decode(c) == Err(DecodeError::BadVersion))
+}
+
+/// Where the log ends after a replay: what the next commit appends to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogEnd {
+    /// Sequence number of the last commit.
+    pub seq: u64,
+    /// Next pool block to allocate.
+    pub next_free: u64,
+    /// Logical index of the tail block.
+    pub tail_index: u32,
+    /// The slot holding the tail's durable version.
+    pub tail_slot: u32,
+    /// Whether the tail has a durable version at all (false: empty log).
+    pub tail_written: bool,
+}
+
+/// Replays the log of `sb`: reads each logical block's two slots with `read(index, buf)`
+/// into `buf` (2 x 4 KiB), hands each acknowledged remap to `push` (false: out of memory),
+/// and leaves the tail block's chosen version in `tail`.
+///
+/// The log ends at the first block with no valid slot or whose sequence number goes back
+/// (a leftover of a commit never acknowledged). Pool blocks are handed out in order, so
+/// along the log they must strictly increase: this also proves no pool block is used twice.
+pub fn replay(
+    sb: &Superblock,
+    buf: &mut [u8],
+    tail: &mut [u8; META_BLOCK],
+    mut read: impl FnMut(u32, &mut [u8]) -> Result<(), ()>,
+    mut push: impl FnMut(Remap) -> bool,
+) -> Result<LogEnd, LoadError> {
+    let mut r = Replay::default();
+    let mut end = LogEnd::default();
+    let mut last_spare: Option<u64> = None;
+    let buf = buf.get_mut(..2 * META_BLOCK).ok_or(LoadError::NoMemory)?;
+    for index in 0..sb.geometry.log_blocks {
+        read(index, buf).map_err(|_| LoadError::Read)?;
+        let (s0, s1) = buf.split_at(META_BLOCK);
+        let (Ok(s0), Ok(s1)) = (<&[u8; META_BLOCK]>::try_from(s0), <&[u8; META_BLOCK]>::try_from(s1)) else {
+            return Err(LoadError::NoMemory);
+        };
+        // A torn write leaves a bad CRC; a valid CRC over impossible fields is corruption
+        // (or a crafted spare), never the end of the log.
+        if [s0, s1].iter().any(|s| log_decode(s, sb, index) == Err(DecodeError::BadField)) {
+            return Err(LoadError::BadLog);
+        }
+        let Some((h, slot)) = choose_log_slot(s0, s1, sb, index) else { break };
+        if !r.accept(&h) {
+            break;
+        }
+        if h.seq >= SEQ_LIMIT {
+            return Err(LoadError::SeqLimit);
+        }
+        let chosen = if slot == 0 { s0 } else { s1 };
+        for i in 0..h.count as usize {
+            let e = log_entry(chosen, i);
+            if last_spare.is_some_and(|l| e.spare <= l) {
+                return Err(LoadError::OutOfOrder);
+            }
+            last_spare = Some(e.spare);
+            if !push(e) {
+                return Err(LoadError::NoMemory);
+            }
+        }
+        tail.copy_from_slice(chosen);
+        end = LogEnd { seq: r.seq, next_free: r.next_free, tail_index: index, tail_slot: slot, tail_written: true };
+    }
+    Ok(end)
+}
+
+/// Sorts the replayed remaps by main block and refuses a block remapped twice.
+pub fn finish(entries: &mut [Entry]) -> Result<(), LoadError> {
+    entries.sort_unstable_by_key(|e| e.main);
+    if entries.windows(2).any(|w| w[0].main == w[1].main) {
+        return Err(LoadError::Duplicate);
+    }
+    Ok(())
+}
+
+/// Whether `b` is all zeroes (a blank region).
+pub fn is_zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
+/// Bytes at each end of a spare that must read as zeroes for `format` to initialise it: both
+/// superblock copies and the first log blocks at the start, a GPT backup header and md's
+/// end-of-device superblocks at the end.
+pub const BLANK_BYTES: u64 = 1 << 20;
+
+/// The byte ranges `format` checks for zeroes on a spare of `spare_bytes` (the whole device
+/// if it is smaller than two of them).
+pub fn blank_ranges(spare_bytes: u64) -> [(u64, u64); 2] {
+    let head = BLANK_BYTES.min(spare_bytes);
+    let tail_start = spare_bytes.saturating_sub(BLANK_BYTES).max(head);
+    [(0, head), (tail_start, spare_bytes - tail_start)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{log_init, log_push, log_seal, LOG_START};
+
+    const MAIN: u64 = 1 << 20;
+
+    fn want(spare_sectors: u64) -> Expect {
+        Expect { spare_sectors, main_sectors: MAIN, block_size: 4096 }
+    }
+
+    fn sb_for(spare_bytes: u64) -> Superblock {
+        Superblock { seq: 1, uuid: [3; 16], main_sectors: MAIN, geometry: Geometry::compute(spare_bytes, 4096).unwrap() }
+    }
+
+    fn enc(sb: &Superblock) -> [u8; META_BLOCK] {
+        let mut b = [0u8; META_BLOCK];
+        sb.encode(&mut b);
+        b
+    }
+
+    #[test]
+    fn a_formatted_spare_loads() {
+        let sb = sb_for(4 << 20);
+        let b = enc(&sb);
+        assert_eq!(superblock(&b, &b, &want((4 << 20) / 512)), Ok(sb));
+    }
+
+    #[test]
+    fn pool_start_extremes_are_refused_not_overflowed() {
+        let spare = (4u64 << 20) / 512;
+        for pool_start in [0, 1, 1u64 << 55, u64::MAX / 512, u64::MAX - 7, u64::MAX] {
+            let mut sb = sb_for(4 << 20);
+            sb.geometry.pool_start = pool_start;
+            let b = enc(&sb);
+            let r = superblock(&b, &b, &want(spare));
+            assert!(r.is_err(), "pool_start {pool_start}: {r:?}");
+            // The accessors never panic either.
+            let _ = sb.geometry.end_bytes();
+            let _ = sb.geometry.pool_sector(u64::MAX);
+        }
+    }
+
+    #[test]
+    fn pool_at_device_size_boundary() {
+        let sb = sb_for(4 << 20);
+        let g = sb.geometry;
+        let end = g.pool_start + g.pool_blocks * 8;
+        let b = enc(&sb);
+        assert_eq!(superblock(&b, &b, &want(end)), Ok(sb), "exactly fits");
+        assert_eq!(superblock(&b, &b, &want(end - 1)), Err(LoadError::TooSmall), "one sector short");
+        let mut big = sb;
+        big.geometry.pool_blocks = u64::MAX;
+        big.geometry.log_blocks = u32::MAX;
+        let b = enc(&big);
+        assert!(superblock(&b, &b, &want(u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn pool_overlapping_the_log_or_wrong_log_size_is_refused() {
+        let mut sb = sb_for(4 << 20);
+        sb.geometry.pool_start = LOG_START / 512; // the pool on top of the log
+        let b = enc(&sb);
+        assert!(superblock(&b, &b, &want(u64::MAX)).is_err());
+        let mut sb = sb_for(4 << 20);
+        sb.geometry.log_blocks += 1;
+        let b = enc(&sb);
+        assert!(superblock(&b, &b, &want(u64::MAX)).is_err());
+        // A log longer than the pool needs, with the pool after it.
+        let mut sb = sb_for(4 << 20);
+        sb.geometry.log_blocks += 1;
+        sb.geometry.pool_start += 16;
+        let b = enc(&sb);
+        assert_eq!(superblock(&b, &b, &want(u64::MAX)), Err(LoadError::BadGeometry));
+        let mut sb = sb_for(4 << 20);
+        sb.geometry.log_blocks = 0;
+        let b = enc(&sb);
+        assert!(superblock(&b, &b, &want(u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn other_devices_and_block_sizes_are_refused() {
+        let sb = sb_for(4 << 20);
+        let b = enc(&sb);
+        let mut w = want(u64::MAX);
+        w.main_sectors += 1;
+        assert_eq!(superblock(&b, &b, &w), Err(LoadError::OtherMain));
+        let mut w = want(u64::MAX);
+        w.block_size = 8192;
+        assert_eq!(superblock(&b, &b, &w), Err(LoadError::OtherBlockSize));
+    }
+
+    #[test]
+    fn sequence_numbers_at_the_limit_are_refused() {
+        let mut sb = sb_for(4 << 20);
+        sb.seq = u64::MAX;
+        let b = enc(&sb);
+        assert_eq!(superblock(&b, &b, &want(u64::MAX)), Err(LoadError::SeqLimit));
+        let sb = sb_for(4 << 20);
+        let mut slot = [0u8; META_BLOCK];
+        log_init(&mut slot, &sb.uuid, 0);
+        log_push(&mut slot, Remap { main: 1, spare: 0 });
+        log_seal(&mut slot, u64::MAX, 1);
+        let mut buf = [0u8; 2 * META_BLOCK];
+        let mut tail = [0u8; META_BLOCK];
+        let r = replay(&sb, &mut buf, &mut tail, |i, b| {
+            b.fill(0);
+            if i == 0 {
+                b[..META_BLOCK].copy_from_slice(&slot);
+            }
+            Ok(())
+        }, |_| true);
+        assert_eq!(r, Err(LoadError::SeqLimit));
+    }
+
+    #[test]
+    fn replay_refuses_out_of_order_and_duplicates() {
+        let sb = sb_for(4 << 20);
+        let mut slot = [0u8; META_BLOCK];
+        log_init(&mut slot, &sb.uuid, 0);
+        log_push(&mut slot, Remap { main: 1, spare: 1 });
+        log_push(&mut slot, Remap { main: 2, spare: 0 });
+        log_seal(&mut slot, 1, 2);
+        let mut buf = [0u8; 2 * META_BLOCK];
+        let mut tail = [0u8; META_BLOCK];
+        let read = |i: u32, b: &mut [u8]| {
+            b.fill(0);
+            if i == 0 {
+                b[..META_BLOCK].copy_from_slice(&slot);
+            }
+            Ok(())
+        };
+        assert_eq!(replay(&sb, &mut buf, &mut tail, read, |_| true), Err(LoadError::OutOfOrder));
+        let mut e = [Entry { main: 5, spare: 0 }, Entry { main: 5, spare: 1 }];
+        assert_eq!(finish(&mut e), Err(LoadError::Duplicate));
+    }
+
+    #[test]
+    fn a_crc_valid_log_block_with_an_entry_outside_the_main_device_is_refused() {
+        let sb = sb_for(4 << 20);
+        let mut slot = [0u8; META_BLOCK];
+        log_init(&mut slot, &sb.uuid, 0);
+        log_push(&mut slot, Remap { main: MAIN / 8, spare: 0 });
+        log_seal(&mut slot, 1, 1);
+        let mut buf = [0u8; 2 * META_BLOCK];
+        let mut tail = [0u8; META_BLOCK];
+        let read = |i: u32, b: &mut [u8]| {
+            b.fill(0);
+            if i == 0 {
+                b[META_BLOCK..].copy_from_slice(&slot);
+            }
+            Ok(())
+        };
+        assert_eq!(replay(&sb, &mut buf, &mut tail, read, |_| true), Err(LoadError::BadLog));
+        // A torn version (bad CRC) of the same block is the end of the log, not an error.
+        slot[100] ^= 1;
+        let read = |i: u32, b: &mut [u8]| {
+            b.fill(0);
+            if i == 0 {
+                b[META_BLOCK..].copy_from_slice(&slot);
+            }
+            Ok(())
+        };
+        assert_eq!(replay(&sb, &mut buf, &mut tail, read, |_| true), Ok(LogEnd::default()));
+    }
+
+    #[test]
+    fn replay_reports_read_errors_and_memory() {
+        let sb = sb_for(4 << 20);
+        let mut buf = [0u8; 2 * META_BLOCK];
+        let mut tail = [0u8; META_BLOCK];
+        assert_eq!(replay(&sb, &mut buf, &mut tail, |_, _| Err(()), |_| true), Err(LoadError::Read));
+        let mut short = [0u8; META_BLOCK];
+        assert_eq!(replay(&sb, &mut short, &mut tail, |_, _| Ok(()), |_| true), Err(LoadError::NoMemory));
+        let end = replay(&sb, &mut buf, &mut tail, |_, b| { b.fill(0); Ok(()) }, |_| true);
+        assert_eq!(end, Ok(LogEnd::default()), "an empty log");
+    }
+
+    #[test]
+    fn blank_ranges_cover_both_ends() {
+        assert_eq!(blank_ranges(4 << 20), [(0, 1 << 20), (3 << 20, 1 << 20)]);
+        assert_eq!(blank_ranges(1 << 20), [(0, 1 << 20), (1 << 20, 0)]);
+        assert_eq!(blank_ranges(3 << 19), [(0, 1 << 20), (1 << 20, 1 << 19)]);
+        assert_eq!(blank_ranges(0), [(0, 0), (0, 0)]);
+        assert!(is_zero(&[0; 9]) && !is_zero(&[0, 1]));
+    }
+}
