@@ -4,10 +4,9 @@
 //! independently of that code, so an inspection proves the on-disk bytes, not the decoder.
 
 use crate::{Fail, Kind};
-use dm_remap_logic::format::{
-    choose_log_slot, choose_superblock, log_decode, log_entry, DecodeError, Geometry, Replay,
-    Superblock, SuperblockChoice, CRC_OFFSET, META_BLOCK,
-};
+use dm_remap_logic::format::{log_decode, DecodeError, Geometry, Superblock, CRC_OFFSET, META_BLOCK};
+use dm_remap_logic::loader::{self, LoadError};
+use dm_remap_logic::remaps::Entry;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -199,12 +198,16 @@ pub fn inspect(spare: &Path) -> Result<Report, Fail> {
             rep.problems.push(format!("superblock copy {} is {}", ["A", "B"][i], c.verdict));
         }
     }
-    let sb = match choose_superblock(a, b) {
-        SuperblockChoice::Valid(sb) => sb,
-        SuperblockChoice::Blank => return Ok(rep),
-        SuperblockChoice::Corrupt => {
-            rep.metadata = "corrupt";
-            rep.problems.push("no valid superblock copy".into());
+    // The decision is the kernel's loader's; the report around it only describes copies.
+    let sb = match loader::superblock_alone(a, b, spare_bytes / 512) {
+        Ok(sb) => sb,
+        Err(LoadError::Blank) => return Ok(rep),
+        Err(e) => {
+            rep.metadata = if e == LoadError::Corrupt { "corrupt" } else { "refused" };
+            rep.problems.push(e.message().to_string_lossy().into_owned());
+            if let Some(sb) = [a, b].iter().find_map(|c| Superblock::decode(c).ok()) {
+                describe(&mut rep, &sb);
+            }
             return Ok(rep);
         }
     };
@@ -215,56 +218,67 @@ pub fn inspect(spare: &Path) -> Result<Report, Fail> {
             rep.problems.push(format!("superblock copy {} is missing (no magic)", ["A", "B"][i]));
         }
     }
-    rep.version = Some(dm_remap_logic::format::VERSION);
-    rep.uuid = Some(sb.uuid.iter().map(|b| format!("{b:02x}")).collect());
-    rep.block_size = Some(sb.geometry.block_size);
-    rep.main_sectors = Some(sb.main_sectors);
-    rep.pool_start_sector = Some(sb.geometry.pool_start);
-    rep.pool_blocks = Some(sb.geometry.pool_blocks);
-    if sb.geometry.end_bytes() > spare_bytes {
-        rep.problems.push(format!("the device is smaller ({spare_bytes} bytes) than its metadata says ({})", sb.geometry.end_bytes()));
+    describe(&mut rep, &sb);
+    let mut buf = vec![0u8; 2 * META_BLOCK];
+    let mut tail = [0u8; META_BLOCK];
+    let mut log: Vec<LogBlockReport> = Vec::new();
+    let mut remaps = Vec::new();
+    let mut damaged = Vec::new();
+    let mut used = Vec::new();
+    let mut io: Option<Fail> = None;
+    let result = loader::replay_observed(
+        &sb,
+        &mut buf,
+        &mut tail,
+        |index, slots| {
+            if let Err(e) = read_at(&f, Geometry::log_slot_sector(index, 0) * 512, slots, spare) {
+                io = Some(e);
+                return Err(());
+            }
+            let (s0, s1) = slots.split_at(META_BLOCK);
+            let (s0, s1): (&[u8; META_BLOCK], &[u8; META_BLOCK]) = (s0.try_into().unwrap_or(&[0; META_BLOCK]), s1.try_into().unwrap_or(&[0; META_BLOCK]));
+            let c = |s: &[u8; META_BLOCK]| copy_of(s, log_decode(s, &sb, index).map(|h| Some(h.seq)));
+            for (k, slot) in [s0, s1].iter().enumerate() {
+                if slot_damaged(slot, &sb, index) {
+                    damaged.push(format!("log block {index} slot {k} is damaged or torn (a crash during a commit, or corruption)"));
+                }
+            }
+            log.push(LogBlockReport { index, slots: [c(s0), c(s1)], chosen: None, entries: 0 });
+            Ok(())
+        },
+        |r| {
+            remaps.push((r.main, r.spare));
+            true
+        },
+        |index, slot, entries| used.push((index, slot, entries)),
+    );
+    for (index, slot, entries) in used {
+        if let Some(l) = log.iter_mut().find(|l| l.index == index) {
+            l.chosen = Some(slot);
+            l.entries = entries;
+        }
     }
-    let mut replay = Replay::default();
-    let mut last_spare: Option<u64> = None;
-    let mut slots = [0u8; 2 * META_BLOCK];
-    for index in 0..sb.geometry.log_blocks {
-        read_at(&f, Geometry::log_slot_sector(index, 0) * 512, &mut slots, spare)?;
-        let (s0, s1) = slots.split_at(META_BLOCK);
-        let (s0, s1): (&[u8; META_BLOCK], &[u8; META_BLOCK]) = (s0.try_into().unwrap_or(&[0; META_BLOCK]), s1.try_into().unwrap_or(&[0; META_BLOCK]));
-        let c = |s: &[u8; META_BLOCK]| copy_of(s, log_decode(s, &sb, index).map(|h| Some(h.seq)));
-        for (k, slot) in [s0, s1].iter().enumerate() {
-            if slot_damaged(slot, &sb, index) {
-                rep.problems.push(format!("log block {index} slot {k} is damaged or torn (a crash during a commit, or corruption)"));
+    if let Some(e) = io {
+        return Err(e);
+    }
+    rep.log = log;
+    rep.remaps = remaps;
+    rep.problems.extend(damaged);
+    match result {
+        Ok(end) => {
+            let mut entries: Vec<Entry> = rep.remaps.iter().map(|&(main, spare)| Entry { main, spare }).collect();
+            match loader::finish(&mut entries) {
+                Ok(()) => {
+                    rep.pool_free = Some(sb.geometry.pool_blocks - end.next_free);
+                    rep.metadata_seq = Some(end.seq);
+                }
+                Err(e) => rep.problems.push(e.message().to_string_lossy().into_owned()),
             }
         }
-        let chosen = choose_log_slot(s0, s1, &sb, index);
-        let accepted = chosen.as_ref().is_some_and(|(h, _)| replay.accept(h));
-        rep.log.push(LogBlockReport {
-            index,
-            slots: [c(s0), c(s1)],
-            chosen: if accepted { chosen.as_ref().map(|(_, s)| *s) } else { None },
-            entries: if accepted { chosen.as_ref().map_or(0, |(h, _)| h.count) } else { 0 },
-        });
-        let Some((h, slot)) = chosen.filter(|_| accepted) else { break };
-        let src = if slot == 0 { s0 } else { s1 };
-        for i in 0..h.count as usize {
-            let e = log_entry(src, i);
-            if last_spare.is_some_and(|l| e.spare <= l) {
-                rep.problems.push(format!("log block {index}: pool blocks out of order"));
-            }
-            last_spare = Some(e.spare);
-            rep.remaps.push((e.main, e.spare));
-        }
+        Err(e) => rep.problems.push(e.message().to_string_lossy().into_owned()),
     }
-    let mut mains: Vec<u64> = rep.remaps.iter().map(|r| r.0).collect();
-    mains.sort_unstable();
-    if mains.windows(2).any(|w| w[0] == w[1]) {
-        rep.problems.push("a main block is remapped twice".into());
-    }
-    rep.pool_free = Some(sb.geometry.pool_blocks - replay.next_free);
-    rep.metadata_seq = Some(replay.seq);
-    // Problems in the log or the geometry stop the kernel from loading it; a bad superblock
-    // copy or a torn log slot beside a good one does not, but is worth knowing.
+    // What the loader refuses stops the kernel from loading the spare; a bad superblock copy
+    // or a torn log slot beside a good one does not, but is worth knowing.
     let fatal = rep.problems.iter().any(|p| !p.starts_with("superblock copy") && !p.contains("damaged or torn"));
     if fatal {
         rep.metadata = "corrupt";
@@ -272,6 +286,16 @@ pub fn inspect(spare: &Path) -> Result<Report, Fail> {
         rep.metadata = "damaged";
     }
     Ok(rep)
+}
+
+/// The superblock's fields in the report.
+fn describe(rep: &mut Report, sb: &Superblock) {
+    rep.version = Some(dm_remap_logic::format::VERSION);
+    rep.uuid = Some(sb.uuid.iter().map(|b| format!("{b:02x}")).collect());
+    rep.block_size = Some(sb.geometry.block_size);
+    rep.main_sectors = Some(sb.main_sectors);
+    rep.pool_start_sector = Some(sb.geometry.pool_start);
+    rep.pool_blocks = Some(sb.geometry.pool_blocks);
 }
 
 /// The human-readable inspection.

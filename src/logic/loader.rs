@@ -127,6 +127,17 @@ pub fn superblock(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK], want: &Expect) -> 
     Ok(sb)
 }
 
+/// For an offline inspection of a spare alone (`dmremap inspect`): the superblock choice and
+/// the checks against the spare's size, with the main device and block size the metadata
+/// itself records.
+pub fn superblock_alone(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK], spare_sectors: u64) -> Result<Superblock, LoadError> {
+    let own = match choose_superblock(a, b) {
+        SuperblockChoice::Valid(sb) => Expect { spare_sectors, main_sectors: sb.main_sectors, block_size: sb.geometry.block_size },
+        _ => Expect { spare_sectors, main_sectors: 0, block_size: 0 },
+    };
+    superblock(a, b, &own)
+}
+
 /// Whether a copy is intact (magic, CRC) but of a version this code does not know.
 fn either_version_unknown(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK]) -> bool {
     [a, b].iter().any(|c| Superblock::decode(c) == Err(DecodeError::BadVersion))
@@ -158,8 +169,21 @@ pub fn replay(
     sb: &Superblock,
     buf: &mut [u8],
     tail: &mut [u8; META_BLOCK],
+    read: impl FnMut(u32, &mut [u8]) -> Result<(), ()>,
+    push: impl FnMut(Remap) -> bool,
+) -> Result<LogEnd, LoadError> {
+    replay_observed(sb, buf, tail, read, push, |_, _, _| {})
+}
+
+/// [`replay`], telling `seen(index, slot, entries)` which version of each logical block it
+/// used (for `dmremap inspect`'s report).
+pub fn replay_observed(
+    sb: &Superblock,
+    buf: &mut [u8],
+    tail: &mut [u8; META_BLOCK],
     mut read: impl FnMut(u32, &mut [u8]) -> Result<(), ()>,
     mut push: impl FnMut(Remap) -> bool,
+    mut seen: impl FnMut(u32, u32, u32),
 ) -> Result<LogEnd, LoadError> {
     let mut r = Replay::default();
     let mut end = LogEnd::default();
@@ -184,6 +208,7 @@ pub fn replay(
             return Err(LoadError::SeqLimit);
         }
         let chosen = if slot == 0 { s0 } else { s1 };
+        seen(index, slot, h.count);
         for i in 0..h.count as usize {
             let e = log_entry(chosen, i);
             if last_spare.is_some_and(|l| e.spare <= l) {

@@ -6,7 +6,7 @@ use crate::harness::*;
 use crate::logwrites::{self, Entry, FLUSH, FUA};
 use anyhow::{ensure, Context, Result};
 use dm_remap_logic::format::{
-    choose_log_slot, choose_superblock, log_entry, Geometry, Replay, Superblock, SuperblockChoice, META_BLOCK,
+    Geometry, Superblock, META_BLOCK,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -24,47 +24,36 @@ const BATCH: usize = 16;
 /// What the spare image says after a crash: the remaps, or why it is refused.
 type Loaded = Result<(Superblock, HashMap<u64, u64>), String>;
 
-/// Loads a spare image the way the kernel's ctr does (src/metadata.rs `load`/`replay`):
-/// newest valid superblock, then the log block by block until it ends.
+/// Loads a spare image with the kernel's own loader (`logic::loader`, which the ctr calls
+/// with its reads): newest valid superblock checked against the devices, then the log.
 fn load(img: &[u8]) -> Loaded {
+    use dm_remap_logic::loader::{self, Expect};
+    use dm_remap_logic::remaps::Entry;
     let block = |off: u64| -> &[u8; META_BLOCK] {
         static ZERO: [u8; META_BLOCK] = [0; META_BLOCK];
         img.get(off as usize..off as usize + META_BLOCK).and_then(|b| b.try_into().ok()).unwrap_or(&ZERO)
     };
-    let sb = match choose_superblock(block(0), block(META_BLOCK as u64)) {
-        SuperblockChoice::Valid(sb) => sb,
-        SuperblockChoice::Blank => return Err("blank".into()),
-        SuperblockChoice::Corrupt => return Err("corrupt in every copy".into()),
+    let want = Expect { spare_sectors: img.len() as u64 / 512, main_sectors: MAIN_BYTES / 512, block_size: BLOCK as u32 };
+    let why = |e: loader::LoadError| e.message().to_string_lossy().into_owned();
+    let sb = loader::superblock(block(0), block(META_BLOCK as u64), &want).map_err(why)?;
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 2 * META_BLOCK];
+    let mut tail = [0u8; META_BLOCK];
+    let read = |index: u32, b: &mut [u8]| {
+        let off = (Geometry::log_slot_sector(index, 0) * 512) as usize;
+        match img.get(off..off + b.len()) {
+            Some(src) => b.copy_from_slice(src),
+            None => b.fill(0),
+        }
+        Ok(())
     };
-    if sb.main_sectors != MAIN_BYTES / 512 || sb.geometry.block_size != BLOCK as u32 {
-        return Err("superblock for another device".into());
-    }
-    if sb.geometry.end_bytes() > img.len() as u64 {
-        return Err("larger than the device".into());
-    }
-    let mut r = Replay::default();
-    let mut remaps = HashMap::new();
-    let mut last_spare: Option<u64> = None;
-    for index in 0..sb.geometry.log_blocks {
-        let off = Geometry::log_slot_sector(index, 0) * 512;
-        let (s0, s1) = (block(off), block(off + META_BLOCK as u64));
-        let Some((h, slot)) = choose_log_slot(s0, s1, &sb, index) else { break };
-        if !r.accept(&h) {
-            break;
-        }
-        let chosen = if slot == 0 { s0 } else { s1 };
-        for i in 0..h.count as usize {
-            let e = log_entry(chosen, i);
-            if last_spare.is_some_and(|l| e.spare <= l) {
-                return Err("pool blocks out of order".into());
-            }
-            last_spare = Some(e.spare);
-            if remaps.insert(e.main, e.spare).is_some() {
-                return Err("a block remapped twice".into());
-            }
-        }
-    }
-    Ok((sb, remaps))
+    loader::replay(&sb, &mut buf, &mut tail, read, |r| {
+        entries.push(Entry { main: r.main, spare: r.spare });
+        true
+    })
+    .map_err(why)?;
+    loader::finish(&mut entries).map_err(why)?;
+    Ok((sb, entries.iter().map(|e| (e.main, e.spare)).collect::<HashMap<u64, u64>>()))
 }
 
 /// Tallies of the states checked.

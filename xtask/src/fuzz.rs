@@ -5,7 +5,7 @@ use crate::env::{step, Paths};
 use anyhow::{bail, Context, Result};
 use std::process::Command;
 
-const TARGETS: &[&str] = &["metadata", "table_line", "message"];
+const TARGETS: &[&str] = &["metadata", "loader", "table_line", "message"];
 
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())

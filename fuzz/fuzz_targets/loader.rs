@@ -1,0 +1,133 @@
+//! The one metadata loader (`logic::loader`), structure-aware: the fuzzer's bytes become
+//! superblock and log fields, the device sizes and the block size, and the CRCs are
+//! recomputed, so inputs get past the checksums into the code the kernel runs. Whatever it
+//! accepts must be safe to use: every remap inside the main device and the pool, the pool
+//! inside the spare, sequence numbers below the limit.
+#![no_main]
+use dm_remap_logic::format::*;
+use dm_remap_logic::loader::{self, Expect, SEQ_LIMIT};
+use dm_remap_logic::remaps::Entry;
+use libfuzzer_sys::fuzz_target;
+
+/// Reads fields from the input; zeroes once it runs out.
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn u64(&mut self) -> u64 {
+        let n = self.0.len().min(8);
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        u64::from_le_bytes(b)
+    }
+    fn u32(&mut self) -> u32 {
+        self.u64() as u32
+    }
+    /// A value near a boundary more often than not: 0, 1, max, `near` +- 1, or raw.
+    fn pick(&mut self, near: u64) -> u64 {
+        let sel = self.u64();
+        match sel % 8 {
+            0 => 0,
+            1 => 1,
+            2 => u64::MAX,
+            3 => near.wrapping_sub(1),
+            4 => near,
+            5 => near.wrapping_add(1),
+            _ => self.u64(),
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut c = Cursor(data);
+    // A plausible layout to start from, then fields bent towards their extremes.
+    let spare_bytes = (c.u64() % (64 << 20)).max(64 << 10) & !511;
+    let block_size = [512u32, 1024, 4096, 65536, 0, 3, 131072][(c.u64() % 7) as usize];
+    let Some(base) = Geometry::compute(spare_bytes, block_size.clamp(512, 65536).next_power_of_two()) else { return };
+    let main_sectors = c.pick(1 << 20);
+    let sb = Superblock {
+        seq: c.pick(SEQ_LIMIT),
+        uuid: [c.u64() as u8; 16],
+        main_sectors,
+        geometry: Geometry {
+            block_size: if c.u64() % 2 == 0 { base.block_size } else { block_size },
+            log_blocks: c.pick(u64::from(base.log_blocks)) as u32,
+            pool_start: c.pick(base.pool_start),
+            pool_blocks: c.pick(base.pool_blocks),
+        },
+    };
+    let want = Expect {
+        spare_sectors: if c.u64() % 2 == 0 { spare_bytes / 512 } else { c.pick(spare_bytes / 512) },
+        main_sectors: if c.u64() % 2 == 0 { main_sectors } else { c.pick(main_sectors) },
+        block_size: if c.u64() % 2 == 0 { sb.geometry.block_size } else { block_size },
+    };
+    let mut a = [0u8; META_BLOCK];
+    let mut b = [0u8; META_BLOCK];
+    sb.encode(&mut a);
+    match c.u64() % 4 {
+        0 => b = a,
+        1 => {}
+        2 => {
+            let mut other = sb;
+            other.seq = c.u64();
+            other.encode(&mut b);
+        }
+        _ => {
+            a[(c.u64() % META_BLOCK as u64) as usize] ^= 1; // torn
+        }
+    }
+    // Up to 4 logical log blocks, each with two slots of crafted headers and entries.
+    let nblocks = (c.u64() % 5) as usize;
+    let mut slots = vec![[0u8; META_BLOCK]; 2 * nblocks];
+    for (i, s) in slots.iter_mut().enumerate() {
+        if c.u64() % 4 == 0 {
+            continue; // never written
+        }
+        let index = if c.u64() % 8 == 0 { c.u32() } else { (i / 2) as u32 };
+        log_init(s, &sb.uuid, index);
+        let count = (c.u64() % (ENTRIES_PER_BLOCK as u64 + 1)) as usize;
+        for _ in 0..count {
+            let r = Remap { main: c.pick(main_sectors / 8), spare: c.pick(sb.geometry.pool_blocks) };
+            log_push(s, r);
+        }
+        log_seal(s, c.pick(SEQ_LIMIT), c.pick(sb.geometry.pool_blocks));
+        if c.u64() % 16 == 0 {
+            s[(c.u64() % META_BLOCK as u64) as usize] ^= 0x80; // torn
+        }
+    }
+
+    let Ok(sb) = loader::superblock(&a, &b, &want) else { return };
+    // Accepted: the layout fits the devices, so these are exact and cannot overflow.
+    let g = sb.geometry;
+    let bs_sectors = u64::from(g.block_size / 512);
+    assert!(g.pool_blocks > 0 && g.block_size == want.block_size && sb.main_sectors == want.main_sectors);
+    assert!(g.pool_sector(g.pool_blocks - 1) + bs_sectors <= want.spare_sectors);
+    assert!(g.end_bytes() <= want.spare_sectors * 512);
+    assert!(Geometry::log_slot_sector(g.log_blocks, 0) <= g.pool_start);
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 2 * META_BLOCK];
+    let mut tail = [0u8; META_BLOCK];
+    let read = |index: u32, out: &mut [u8]| {
+        out.fill(0);
+        let i = index as usize * 2;
+        if i + 1 < slots.len() {
+            out[..META_BLOCK].copy_from_slice(&slots[i]);
+            out[META_BLOCK..].copy_from_slice(&slots[i + 1]);
+        }
+        Ok(())
+    };
+    let Ok(end) = loader::replay(&sb, &mut buf, &mut tail, read, |r| {
+        entries.push(Entry { main: r.main, spare: r.spare });
+        true
+    }) else {
+        return;
+    };
+    assert!(end.seq < SEQ_LIMIT && end.next_free <= g.pool_blocks);
+    let main_blocks = sb.main_sectors / bs_sectors;
+    for e in &entries {
+        assert!(e.main < main_blocks && e.spare < end.next_free);
+    }
+    if loader::finish(&mut entries).is_ok() {
+        assert!(entries.windows(2).all(|w| w[0].main < w[1].main));
+    }
+});
