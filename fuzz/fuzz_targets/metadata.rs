@@ -1,6 +1,9 @@
-//! The metadata decoder: superblocks, the choice between copies, log slots, replay.
+//! The metadata decoder on raw bytes: two superblock copies and log slots as they would lie
+//! on a spare, through the one loader (`logic::loader`) the kernel uses. (The `loader` target
+//! crafts CRC-valid fields; this one feeds raw, mostly CRC-invalid bytes.)
 #![no_main]
 use dm_remap_logic::format::*;
+use dm_remap_logic::loader;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,23 +21,22 @@ fuzz_target!(|data: &[u8]| {
             let c = dm_remap_logic::crc32::crc32(&a[..CRC_OFFSET]);
             a[CRC_OFFSET..].copy_from_slice(&c.to_le_bytes());
         }
-        let _ = choose_superblock(&a, &b);
         if let Ok(sb) = Superblock::decode(&a) {
             // A decoded superblock re-encodes to the same bytes.
             let mut again = [0u8; META_BLOCK];
             sb.encode(&mut again);
             assert_eq!(Superblock::decode(&again), Ok(sb));
-            let mut r = Replay::default();
-            for index in 0..4 {
-                if let Some((h, _)) = choose_log_slot(&b, &a, &sb, index) {
-                    assert!(h.count as usize <= ENTRIES_PER_BLOCK);
-                    for i in 0..h.count as usize {
-                        let e = log_entry(&b, i);
-                        let _ = e.main.checked_add(e.spare);
-                    }
-                    let _ = r.accept(&h);
-                }
-            }
         }
+        let spare_sectors = u64::from(data.first().copied().unwrap_or(0)) << 16;
+        let Ok(sb) = loader::superblock_alone(&a, &b, spare_sectors) else { continue };
+        let mut buf = vec![0u8; 2 * META_BLOCK];
+        let mut tail = [0u8; META_BLOCK];
+        // The log slots are the input again: slot 0 = copy B, slot 1 = copy A.
+        let read = |_: u32, out: &mut [u8]| {
+            out[..META_BLOCK].copy_from_slice(&b);
+            out[META_BLOCK..].copy_from_slice(&a);
+            Ok(())
+        };
+        let _ = loader::replay(&sb, &mut buf, &mut tail, read, |_| true);
     }
 });
