@@ -51,9 +51,13 @@ impl BlkStatus {
 #[derive(Clone, Copy, Default)]
 pub(crate) struct SavedIter(bindings::bvec_iter);
 
+/// The low 8 bits of `bi_opf` are the operation (`REQ_OP_MASK`).
+const REQ_OP_MASK: u32 = 0xff;
+
 fn op_of(bio: *const bindings::bio) -> Op {
+    // Read in place, not through a C call: this runs for every bio.
     // SAFETY: callers pass a valid bio.
-    let op = unsafe { bindings::dmr_bio_op(bio) };
+    let op = unsafe { (*bio).bi_opf } & REQ_OP_MASK;
     match op {
         bindings::req_op::REQ_OP_READ => Op::Read,
         bindings::req_op::REQ_OP_WRITE => Op::Write,
@@ -162,7 +166,7 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
     /// Whether the bio asks to be on stable media when it completes (REQ_FUA).
     pub(crate) fn is_fua(&self) -> bool {
         // SAFETY: `bio` is valid (type invariant).
-        let f = unsafe { bindings::dmr_bio_flags(self.bio) };
+        let f = unsafe { (*self.bio).bi_opf };
         f & bindings::dmr_const::DMR_REQ_FUA as u32 != 0
     }
 

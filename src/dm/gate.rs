@@ -18,8 +18,10 @@ pub(crate) struct Ticket(u8);
 
 /// An SRCU domain for in-flight writes.
 pub(crate) struct WriteGate {
-    // INVARIANT: from `dmr_gate_alloc`, initialised, freed only in `drop`.
+    // INVARIANT: from `dmr_gate_alloc`, initialised, freed only in `drop`; `srcu` is its
+    // srcu_struct.
     g: NonNull<bindings::dmr_gate>,
+    srcu: *mut bindings::srcu_struct,
 }
 
 // SAFETY: SRCU's read and update sides are thread-safe; the pointer is owned.
@@ -32,21 +34,26 @@ impl WriteGate {
     pub(crate) fn new() -> Result<Self> {
         // SAFETY: plain allocation and init_srcu_struct.
         let g = NonNull::new(unsafe { bindings::dmr_gate_alloc() }).ok_or(ENOMEM)?;
-        Ok(Self { g })
+        // SAFETY: `g` is an initialised gate.
+        let srcu = unsafe { bindings::dmr_gate_srcu(g.as_ptr()) };
+        Ok(Self { g, srcu })
     }
 
-    /// Enters the gate; any context but NMI; never sleeps.
+    /// Enters the gate; any context but NMI (map and end_io never run in one); never
+    /// sleeps.
     pub(crate) fn enter(&self) -> Ticket {
-        // SAFETY: type invariant: an initialised gate.
-        let idx = unsafe { bindings::dmr_gate_enter(self.g.as_ptr()) };
+        // `srcu_down_read` without its NMI warning: the exported function it calls.
+        // SAFETY: type invariant: an initialised srcu_struct.
+        let idx = unsafe { bindings::__srcu_read_lock(self.srcu) };
         Ticket((idx & 1) as u8)
     }
 
     /// Leaves the gate entered with `t` (possibly from another context, e.g. interrupt).
     /// Each ticket must be used once.
     pub(crate) fn leave(&self, t: Ticket) {
-        // SAFETY: type invariant; the index is 0 or 1, as SRCU requires.
-        unsafe { bindings::dmr_gate_leave(self.g.as_ptr(), i32::from(t.0 & 1)) };
+        // SAFETY: type invariant; the index is 0 or 1, as SRCU requires (srcu_up_read's
+        // checks, which this skips, are that and not being in NMI).
+        unsafe { bindings::__srcu_read_unlock(self.srcu, i32::from(t.0 & 1)) };
     }
 
     /// Waits until every entry made before this call has left. Sleeps.

@@ -299,14 +299,9 @@ void dmr_gate_free(struct dmr_gate *g)
 	kfree(g);
 }
 
-int dmr_gate_enter(struct dmr_gate *g)
+struct srcu_struct *dmr_gate_srcu(struct dmr_gate *g)
 {
-	return srcu_down_read(&g->srcu);
-}
-
-void dmr_gate_leave(struct dmr_gate *g, int idx)
-{
-	srcu_up_read(&g->srcu, idx);
+	return &g->srcu;
 }
 
 void dmr_gate_wait(struct dmr_gate *g)

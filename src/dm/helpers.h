@@ -75,8 +75,9 @@ struct workqueue_struct *dmr_alloc_workqueue(const char *name);
 struct dmr_gate;
 struct dmr_gate *dmr_gate_alloc(void);
 void dmr_gate_free(struct dmr_gate *g);
-int dmr_gate_enter(struct dmr_gate *g);
-void dmr_gate_leave(struct dmr_gate *g, int idx);
+/* The gate's srcu_struct: map and end_io call __srcu_read_lock/unlock on it directly (the
+ * I/O path's cost is counted in instructions; see docs/BENCHMARKS.md). */
+struct srcu_struct *dmr_gate_srcu(struct dmr_gate *g);
 void dmr_gate_wait(struct dmr_gate *g);
 
 /* Submits a clone the target took in map (DM_MAPIO_SUBMITTED) after remapping it. */

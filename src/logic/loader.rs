@@ -130,6 +130,7 @@ pub fn superblock(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK], want: &Expect) -> 
 /// For an offline inspection of a spare alone (`dmremap inspect`): the superblock choice and
 /// the checks against the spare's size, with the main device and block size the metadata
 /// itself records.
+#[allow(dead_code)] // dmremap inspect (host)
 pub fn superblock_alone(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK], spare_sectors: u64) -> Result<Superblock, LoadError> {
     let own = match choose_superblock(a, b) {
         SuperblockChoice::Valid(sb) => Expect { spare_sectors, main_sectors: sb.main_sectors, block_size: sb.geometry.block_size },
