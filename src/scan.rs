@@ -78,6 +78,8 @@ pub(crate) struct ScanState {
     pos: u64,
     /// Moving average of the per-block read time, ns.
     ewma_ns: u64,
+    /// Blocks left of the current interval's budget (`scan_rate x scan_interval`).
+    left: u64,
     /// Blocks found slow once (see `block`).
     suspects: Suspects,
 }
@@ -89,6 +91,7 @@ impl ScanState {
             one: KVVec::from_elem(0u8, block_size as usize, GFP_KERNEL)?,
             pos: 0,
             ewma_ns: 0,
+            left: 0,
             suspects: Suspects::default(),
         })
     }
@@ -123,9 +126,15 @@ pub(crate) fn step(e: &Engine) {
     let st = &mut *guard;
     let bs = u64::from(e.line.block_size);
     let chunk = (st.buf.len() as u64 / bs).max(1);
-    let budget = u64::from(e.scan_rate.load(Ordering::Relaxed))
-        .saturating_mul(u64::from(e.scan_interval.load(Ordering::Relaxed)))
-        .clamp(1, e.main_blocks);
+    // An interval's budget, spread over as many time-bounded steps as it takes: a step cut
+    // short by its deadline leaves the rest to the next, which runs at once (after any
+    // relocation work queued meanwhile).
+    if st.left == 0 {
+        st.left = u64::from(e.scan_rate.load(Ordering::Relaxed))
+            .saturating_mul(u64::from(e.scan_interval.load(Ordering::Relaxed)))
+            .clamp(1, e.main_blocks);
+    }
+    let budget = st.left;
     let deadline = now_ns().saturating_add(STEP_NS);
     let mut done = 0;
     while done < budget && !stopped(e) && now_ns() < deadline {
@@ -161,8 +170,10 @@ pub(crate) fn step(e: &Engine) {
         }
         st.pos = b;
         done += b - pos;
+        st.left = st.left.saturating_sub(b - pos);
         e.scanned.fetch_add(b - pos, Ordering::Relaxed);
     }
+    let more = st.left > 0 && !stopped(e);
     drop(guard);
     let mut meta = e.meta.lock();
     record(e, &mut meta, &mut batch);
@@ -181,7 +192,7 @@ pub(crate) fn step(e: &Engine) {
     }
     crate::control::check_alerts(e, &mut meta);
     drop(meta);
-    start(e, false);
+    start(e, more);
 }
 
 /// Under the metadata lock: counts what the step found, and drops findings about blocks that

@@ -64,11 +64,15 @@ enum Cmd {
     },
     /// Build everything, boot the VM and show the target at work.
     Demo,
-    /// Fuzz the metadata decoder and the table-line and message parsers (cargo-fuzz).
+    /// Fuzz the metadata loader and decoder and the table-line and message parsers
+    /// (cargo-fuzz).
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Only this target (metadata, loader, table_line, message).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Benchmark against dm-linear and null_blk in one instruction-counting VM boot;
     /// writes docs/BENCHMARKS.md.
@@ -138,7 +142,7 @@ fn real_main() -> Result<i32> {
             };
             Ok(vm::run(&paths, &opts)?.status)
         }
-        Cmd::Fuzz { seconds } => fuzz::fuzz(&paths, seconds),
+        Cmd::Fuzz { seconds, only } => fuzz::fuzz(&paths, seconds, only.as_deref()),
         Cmd::Bench { reps, runtime, from_log } => bench::bench(&paths, reps, &runtime, from_log.as_deref()),
         Cmd::Test { filter, debug_kernel } => test::test(&paths, filter.as_deref(), flavor(debug_kernel)),
         Cmd::Demo => {
