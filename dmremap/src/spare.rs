@@ -65,7 +65,21 @@ pub fn format(spare: &Path, main_bytes: u64, block_size: u32, force: bool) -> Re
     let geometry = Geometry::compute(spare_bytes, block_size).ok_or_else(|| {
         Fail::new(Kind::Refused, format!("{} ({spare_bytes} bytes) is too small for metadata and one spare block", spare.display()))
     })?;
-    let f = OpenOptions::new().read(true).write(true).open(spare).map_err(|e| Fail::new(Kind::Io, format!("cannot open {} for writing: {e}", spare.display())))?;
+    // O_EXCL on a block device is an exclusive open: it fails (EBUSY) while the device is
+    // mounted, or held by device-mapper, md or another exclusive user.
+    let is_blk = std::fs::metadata(spare).map(|m| m.file_type().is_block_device()).unwrap_or(false);
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true);
+    if is_blk {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, nix::libc::O_EXCL);
+    }
+    let f = opts.open(spare).map_err(|e| match e.raw_os_error() {
+        Some(nix::libc::EBUSY) => Fail::new(
+            Kind::Refused,
+            format!("{} is in use (mounted, or held by device-mapper, md or another exclusive user)", spare.display()),
+        ),
+        _ => Fail::new(Kind::Io, format!("cannot open {} for writing: {e}", spare.display())),
+    })?;
     let mut head = vec![0u8; 65536 + 4096];
     let n = head.len().min(spare_bytes as usize);
     read_at(&f, 0, &mut head[..n], spare)?;

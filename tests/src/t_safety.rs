@@ -185,6 +185,16 @@ fn format_refuses_filesystem() -> Result<()> {
         "kernel log lacks the refusal: {log:?}"
     );
     cmd("e2fsck", &["-f", "-n", &spare.path]).context("e2fsck after the refused format")?;
+    // The tool refuses it too (a filesystem signature), and a device another table holds
+    // (exclusive open) even with --force; exit code 6.
+    let out = std::process::Command::new("dmremap").args(["format", &spare.path, "--main", &main.path]).output()?;
+    expect_eq("dmremap format on ext4: exit code", out.status.code(), Some(6))?;
+    let held = DmDev::create("t-ff-held", &format!("0 {} linear {} 0", 8 * MIB / 512, spare.path))?;
+    let out = std::process::Command::new("dmremap").args(["format", &spare.path, "--main", &main.path, "--force"]).output()?;
+    expect_eq("dmremap format --force on a held device: exit code", out.status.code(), Some(6))?;
+    ensure!(String::from_utf8_lossy(&out.stderr).contains("is in use"), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    drop(held);
+    cmd("e2fsck", &["-f", "-n", &spare.path]).context("e2fsck after dmremap's refusals")?;
     // A zeroed start with data only in the last MiB (md's or GPT's backup place) is not blank
     // either.
     let other = LoopDev::new("ff-tail", 8 * MIB)?;
