@@ -191,10 +191,14 @@ fn failed_pool_write() -> Result<()> {
     let sl = LoopDev::new("fp-spare", 4 * MIB)?;
     let ps = geometry(4 * MIB)?.pool_start;
     let s = 4 * MIB / 512;
-    // Pool block 0 fails every I/O.
+    // Formatted while whole (format reads the first and last MiB); then pool block 0 fails
+    // every I/O.
+    let spare = DmDev::create("t-fp-spare", &format!("0 {s} linear {} 0", sl.path))?;
+    drop(DmDev::create("t-fp", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?);
     let spare_table = format!("0 {ps} linear {p} 0\n{ps} 8 error\n{} {} linear {p} {}", ps + 8, s - ps - 8, ps + 8, p = sl.path);
-    let spare = DmDev::create("t-fp-spare", &spare_table)?;
-    let dm = DmDev::create("t-fp", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?;
+    dmsetup(&["reload", &spare.name, "--table", &spare_table])?;
+    dmsetup(&["resume", &spare.name])?;
+    let dm = DmDev::create("t-fp", &format!("0 {n} remap {} {}", main.path, spare.path))?;
     msg(&dm.name, &["scan_rate", "100000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
