@@ -102,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
     let bs_sectors = u64::from(g.block_size / 512);
     assert!(g.pool_blocks > 0 && g.block_size == want.block_size && sb.main_sectors == want.main_sectors);
     assert!(g.pool_sector(g.pool_blocks - 1) + bs_sectors <= want.spare_sectors);
-    assert!(g.end_bytes() <= want.spare_sectors * 512);
+    assert!(g.end_bytes() <= want.spare_sectors.saturating_mul(512));
     assert!(Geometry::log_slot_sector(g.log_blocks, 0) <= g.pool_start);
     let mut entries = Vec::new();
     let mut buf = vec![0u8; 2 * META_BLOCK];
