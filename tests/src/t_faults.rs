@@ -122,54 +122,66 @@ fn failslab_ctr() -> Result<()> {
     Ok(())
 }
 
-/// Slab allocations fail at random (failslab, 25%) in the process that sends `remap`
-/// messages, so in the relocation they run (reading, writing the pool block, committing):
-/// each message works or is refused, the target stays operational (no memory is not a
-/// failed device), nothing hangs, and every block reads its data.
+/// For n = 1, 2, ... the n-th slab allocation of a `remap` message fails (in the message
+/// ioctl, so in the relocation it runs: reading, writing the pool block, committing,
+/// publishing), until a message runs out of allocations to fail: each message moves its
+/// block or is refused, the target stays operational (no memory is not a failed device),
+/// and every block reads its data.
 fn failslab_relocation() -> Result<()> {
     need("failslab")?;
     let lo = LoopDev::new("fr", 16 * MIB)?;
-    let blocks: Vec<u64> = (0..40).map(|i| 100 + 3 * i).collect();
-    for &b in &blocks {
-        write_at(&lo.path, b * BS, &pattern(b + 500, BS as usize))?;
-    }
     let spare = LoopDev::new("fr-spare", 4 * MIB)?;
     let len = 16 * MIB / 512;
-    let dm = DmDev::create("t-fr", &format!("0 {len} remap {} {} 1 format", lo.path, spare.path))?;
-    dmsetup(&["message", &dm.name, "0", "maintenance", "on"])?;
-    let fs = format!("{DEBUGFS}/failslab");
-    put(&format!("{fs}/ignore-gfp-wait"), "N")?;
-    put(&format!("{fs}/cache-filter"), "N")?;
-    put(&format!("{fs}/verbose"), "0")?;
-    put(&format!("{fs}/task-filter"), "Y")?;
-    put(&format!("{fs}/interval"), "1")?;
-    put(&format!("{fs}/times"), "-1")?;
-    put(&format!("{fs}/probability"), "25")?;
-    let (mut moved, mut refused) = (0, 0);
-    for &b in &blocks {
-        // Only this child fails its allocations: make-it-fail is set for itself, then it
-        // becomes dmsetup.
-        let out = std::process::Command::new("sh")
-            .args(["-c", &format!("echo 1 > /proc/self/make-it-fail && exec dmsetup message {} 0 remap {}", dm.name, b * 8)])
-            .output()?;
-        if out.status.success() {
-            moved += 1;
-        } else {
-            refused += 1;
+    let dmn = DmDev::create("t-fr", &format!("0 {len} remap {} {} 1 format", lo.path, spare.path))?;
+    dmsetup(&["message", &dmn.name, "0", "maintenance", "on"])?;
+    put(&format!("{DEBUGFS}/failslab/ignore-gfp-wait"), "N")?;
+    put(&format!("{DEBUGFS}/failslab/cache-filter"), "N")?;
+    put(&format!("{DEBUGFS}/failslab/verbose"), "0")?;
+    let dm = DM::new()?;
+    let name = DmName::new("t-fr")?;
+    let id = DevId::Name(name);
+    let nth = std::fs::OpenOptions::new().read(true).write(true).open("/proc/thread-self/fail-nth")?;
+    use std::os::unix::fs::FileExt;
+    let (mut moved, mut refused, mut n, mut b) = (0, 0, 0u32, 100u64);
+    let mut blocks = Vec::new();
+    loop {
+        n += 1;
+        ensure!(n < 5_000, "the remap message never ran out of allocations to fail");
+        write_at(&lo.path, b * BS, &pattern(b + 500, BS as usize))?;
+        nth.write_all_at(n.to_string().as_bytes(), 0)?;
+        let r = dm.target_msg(&id, Some(0), &format!("remap {}", b * 8));
+        let mut buf = [0u8; 16];
+        let got = nth.read_at(&mut buf, 0);
+        nth.write_all_at(b"0", 0)?;
+        let left: u32 = String::from_utf8_lossy(&buf[..got?]).trim().parse()?;
+        let state = status_fields(&dmn.name)?[25].clone();
+        ensure!(state == "maintenance", "after failing allocation {n} of a remap: state {state}");
+        match r {
+            Ok(_) => {
+                moved += 1;
+                blocks.push(b);
+                b += 3;
+            }
+            Err(_) => refused += 1,
+        }
+        if left != 0 {
+            ensure!(r_ok(&blocks, b), "unreachable");
+            break; // the n-th allocation was never reached: a message that failed nothing
         }
     }
-    put(&format!("{fs}/probability"), "0")?;
-    put(&format!("{fs}/task-filter"), "N")?;
-    println!("    failslab in relocation: {moved} blocks moved, {refused} refused");
-    ensure!(refused > 0, "no injected failure reached a relocation");
-    ensure!(moved > 0, "no relocation worked");
-    expect_eq("state", status_fields(&dm.name)?[25].clone(), "maintenance".to_string())?;
-    dmsetup(&["message", &dm.name, "0", "maintenance", "off"])?;
-    expect_eq("state", status_fields(&dm.name)?[25].clone(), "operational".to_string())?;
-    for &b in &blocks {
-        expect_eq(&format!("block {b}"), read_at(&dm.path, b * BS, BS as usize)? == pattern(b + 500, BS as usize), true)?;
+    println!("    failslab in relocation: {} allocations failed in turn, {moved} blocks moved, {refused} refused", n - 1);
+    ensure!(refused > 0, "no injected failure made a relocation fail");
+    dmsetup(&["message", &dmn.name, "0", "maintenance", "off"])?;
+    expect_eq("state", status_fields(&dmn.name)?[25].clone(), "operational".to_string())?;
+    for &blk in &blocks {
+        expect_eq(&format!("block {blk}"), read_at(&dmn.path, blk * BS, BS as usize)? == pattern(blk + 500, BS as usize), true)?;
     }
     Ok(())
+}
+
+/// Whether the last message (the one that failed nothing) moved its block.
+fn r_ok(blocks: &[u64], next: u64) -> bool {
+    blocks.last().is_some_and(|&l| l + 3 == next)
 }
 
 /// Bios to the spare fail at random (fail_make_request, 10%) while bad blocks are written:
