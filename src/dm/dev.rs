@@ -81,8 +81,8 @@ impl Dev {
 
 impl Drop for Dev {
     fn drop(&mut self) {
-        // SAFETY: type invariant: allocated in `from_raw`, freed once here; no I/O of ours is
-        // in flight (synchronous I/O waits for its bio).
+        // No I/O of ours is in flight: synchronous I/O waits for its bio.
+        // SAFETY: type invariant: allocated in `from_raw`, freed once here.
         unsafe { bindings::dmr_pool_free(self.pool.as_ptr()) };
         // SAFETY: type invariant: `dev` is a reference of `ti`, put exactly once here.
         unsafe { bindings::dm_put_device(self.ti, self.dev) };

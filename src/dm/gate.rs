@@ -51,8 +51,8 @@ impl WriteGate {
     /// Leaves the gate entered with `t` (possibly from another context, e.g. interrupt).
     /// Each ticket must be used once.
     pub(crate) fn leave(&self, t: Ticket) {
-        // SAFETY: type invariant; the index is 0 or 1, as SRCU requires (srcu_up_read's
-        // checks, which this skips, are that and not being in NMI).
+        // srcu_up_read's checks, which this skips, are the index and not being in NMI.
+        // SAFETY: type invariant; the index is 0 or 1, as SRCU requires.
         unsafe { bindings::__srcu_read_unlock(self.srcu, i32::from(t.0 & 1)) };
     }
 

@@ -118,8 +118,8 @@ impl<P: Copy + Send> Worker<P> {
     /// Makes `handler` the one the worker runs. `handler` must own this worker (so it lives
     /// as long as the worker); call once, before anything is queued.
     pub(crate) fn bind<H: WorkHandler<PerBio = P>>(&self, handler: &H) {
-        // SAFETY: nothing is queued yet, so nobody else touches `work` and `scan`; `Opaque`
-        // allows writing them through a shared reference.
+        // `Opaque` allows writing them through a shared reference.
+        // SAFETY: nothing is queued yet, so nobody else touches `work` and `scan`.
         unsafe {
             bindings::dmr_init_work(self.inner.work.get(), Some(work_fn::<H>));
             bindings::dmr_init_delayed_work(self.inner.scan.get(), Some(scan_fn::<H>));
