@@ -1,7 +1,7 @@
 //! What every VM test stands on: commands, loop and dm devices that clean up after
 //! themselves (even when the test fails), direct I/O, and the kernel log.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -415,4 +415,38 @@ pub fn bad_table(base: &str, sectors: u64, bad: &[(u64, u64)]) -> String {
 /// The pool layout a spare of this many bytes gets with 4 KiB blocks.
 pub fn geometry(spare_bytes: u64) -> Result<dm_remap_logic::format::Geometry> {
     dm_remap_logic::format::Geometry::compute(spare_bytes, 4096).context("spare too small")
+}
+
+/// A dm-log-writes entry: sector, sectors, flags (`LW_*`), mark text.
+pub struct LwEntry {
+    pub sector: u64,
+    pub nr: u64,
+    pub flags: u64,
+    pub mark: String,
+}
+
+/// dm-log-writes entry flags.
+pub const LW_DISCARD: u64 = 4;
+pub const LW_MARK: u64 = 8;
+
+/// The entries of a dm-log-writes log device, in log order.
+pub fn log_writes_entries(log: &str) -> Result<Vec<LwEntry>> {
+    let sup = read_at(log, 0, 512)?;
+    let u64at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    ensure!(u64at(&sup, 0) == 0x6a736677736872, "no dm-log-writes superblock");
+    let n = u64at(&sup, 16);
+    let ss = u64::from(u32::from_le_bytes(sup[24..28].try_into()?));
+    let mut at = ss;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let e = read_at(log, at, ss as usize)?;
+        let (sector, nr, flags, len) = (u64at(&e, 0), u64at(&e, 8), u64at(&e, 16), u64at(&e, 24) as usize);
+        let mark = if flags & LW_MARK != 0 { String::from_utf8_lossy(&e[32..32 + len.min(ss as usize - 32)]).into_owned() } else { String::new() };
+        out.push(LwEntry { sector, nr, flags, mark });
+        at += ss;
+        if flags & LW_DISCARD == 0 {
+            at += nr * ss;
+        }
+    }
+    Ok(out)
 }

@@ -217,38 +217,6 @@ fn failed_pool_write() -> Result<()> {
     Ok(())
 }
 
-/// A dm-log-writes entry: sector, sectors, flags, mark text.
-struct LwEntry {
-    sector: u64,
-    nr: u64,
-    flags: u64,
-    mark: String,
-}
-
-const LW_DISCARD: u64 = 4;
-const LW_MARK: u64 = 8;
-
-fn lw_entries(log: &str) -> Result<Vec<LwEntry>> {
-    let sup = read_at(log, 0, 512)?;
-    let u64at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-    ensure!(u64at(&sup, 0) == 0x6a736677736872, "no dm-log-writes superblock");
-    let n = u64at(&sup, 16);
-    let ss = u64::from(u32::from_le_bytes(sup[24..28].try_into()?));
-    let mut at = ss;
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let e = read_at(log, at, ss as usize)?;
-        let (sector, nr, flags, len) = (u64at(&e, 0), u64at(&e, 8), u64at(&e, 16), u64at(&e, 24) as usize);
-        let mark = if flags & LW_MARK != 0 { String::from_utf8_lossy(&e[32..32 + len.min(ss as usize - 32)]).into_owned() } else { String::new() };
-        out.push(LwEntry { sector, nr, flags, mark });
-        at += ss;
-        if flags & LW_DISCARD == 0 {
-            at += nr * ss;
-        }
-    }
-    Ok(out)
-}
-
 /// An asynchronous O_DSYNC (FUA) write of 4 blocks fails as a whole, as a disk fails a
 /// command: the worker rewrites each block on the main device, and all four succeed there,
 /// so no pool block and no commit is involved. When the write is acknowledged, all four must
@@ -283,7 +251,7 @@ fn fua_kept() -> Result<()> {
     msg(&lw.name, &["mark", "after"])?;
     expect_eq("field 7 (media errors)", field(&dm.name, 7)?, 1)?;
     expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 0)?;
-    let entries = lw_entries(&log_lo.path)?;
+    let entries = log_writes_entries(&log_lo.path)?;
     let pos = |m: &str| entries.iter().position(|e| e.flags & LW_MARK != 0 && e.mark.starts_with(m));
     let (b, a) = (pos("before").context("mark before")?, pos("after").context("mark after")?);
     let window = &entries[b + 1..a];

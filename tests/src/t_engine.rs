@@ -158,24 +158,7 @@ fn spare_full() -> Result<()> {
 
 /// dm-log-writes entries: (flags, nr_sectors, mark text).
 fn log_entries(log: &str) -> Result<Vec<(u64, u64, String)>> {
-    let sup = read_at(log, 0, 512)?;
-    let u64at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-    ensure!(u64at(&sup, 0) == 0x6a736677736872, "no dm-log-writes superblock");
-    let n = u64at(&sup, 16);
-    let ss = u64::from(u32::from_le_bytes(sup[24..28].try_into()?));
-    let mut at = ss;
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let e = read_at(log, at, ss as usize)?;
-        let (nr, flags, len) = (u64at(&e, 8), u64at(&e, 16), u64at(&e, 24) as usize);
-        let mark = if flags & 8 != 0 { String::from_utf8_lossy(&e[32..32 + len.min(ss as usize - 32)]).into_owned() } else { String::new() };
-        out.push((flags, nr, mark));
-        at += ss;
-        if flags & 4 == 0 {
-            at += nr * ss;
-        }
-    }
-    Ok(out)
+    Ok(log_writes_entries(log)?.into_iter().map(|e| (e.flags, e.nr, e.mark)).collect())
 }
 
 /// fsync through the target sends a flush to the spare too (dm-log-writes on the spare
