@@ -7,6 +7,7 @@
 use crate::dm::{random_bytes, CtrError, Dev, IoKind};
 use crate::logic::format::{log_header, log_init, log_push, log_seal, Geometry, Remap, Superblock, META_BLOCK};
 use crate::logic::loader::{self, Expect, LoadError};
+use crate::logic::mainid::MainId;
 use crate::logic::remaps::Entry;
 use kernel::prelude::*;
 
@@ -69,18 +70,18 @@ fn refused(e: LoadError) -> CtrError {
 ///
 /// Refuses (never overwrites) a spare whose metadata does not fit the devices, with the
 /// loader's reason; with `format`, refuses a spare without metadata that is not blank.
-pub(crate) fn load(spare: &Dev, block_size: u32, main_sectors: u64, format: bool) -> Result<Loaded, CtrError> {
+pub(crate) fn load(spare: &Dev, block_size: u32, main_sectors: u64, main_id: MainId, format: bool) -> Result<Loaded, CtrError> {
     let mut buf = meta_buf(2 * META_BLOCK)?;
     spare
         .rw_sync(0, buf.as_mut_slice(), IoKind::Read)
         .map_err(|e| err(e, c"Cannot read the spare's superblocks"))?;
     let (a, b) = buf.as_slice().split_at(META_BLOCK);
-    let want = Expect { spare_sectors: spare.sectors(), main_sectors, block_size };
+    let want = Expect { spare_sectors: spare.sectors(), main_sectors, block_size, main_id };
     match loader::superblock(as_block(a), as_block(b), &want) {
         Ok(sb) => replay(spare, sb),
         Err(LoadError::Blank) if format => {
             ensure_blank(spare)?;
-            new_superblock(spare, block_size, main_sectors)
+            new_superblock(spare, block_size, main_sectors, main_id)
         }
         Err(e) => Err(refused(e)),
     }
@@ -112,12 +113,13 @@ fn ensure_blank(spare: &Dev) -> Result<(), CtrError> {
 }
 
 /// A new superblock for a blank spare, not written yet.
-fn new_superblock(spare: &Dev, block_size: u32, main_sectors: u64) -> Result<Loaded, CtrError> {
+fn new_superblock(spare: &Dev, block_size: u32, main_sectors: u64, main_id: MainId) -> Result<Loaded, CtrError> {
     let geometry = Geometry::compute(spare.sectors() * 512, block_size)
         .ok_or(CtrError::inval(c"Spare device too small for metadata and one spare block"))?;
     let mut uuid = [0u8; 16];
     random_bytes(&mut uuid);
-    let sb = Superblock { seq: 1, uuid, main_sectors, geometry };
+    // The table's `main_id`, if any, binds the new spare to its main device.
+    let sb = Superblock::new(1, uuid, main_sectors, geometry, main_id);
     let mut tail = meta_buf(META_BLOCK)?;
     if let Some(b) = as_block_mut(tail.as_mut_slice()) {
         log_init(b, &sb.uuid, 0);

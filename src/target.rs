@@ -351,7 +351,7 @@ impl Target for Remap {
         if len % bs_sectors != 0 {
             return Err(CtrError::inval(c"Target length is not a multiple of block_size"));
         }
-        let loaded = metadata::load(&spare, line.block_size, len, line.format)?;
+        let loaded = metadata::load(&spare, line.block_size, len, line.main_id, line.format)?;
         let geo = loaded.log.sb.geometry;
         let nomem = |_| CtrError { code: ENOMEM, msg: c"Cannot allocate target state" };
         let data = KVVec::from_elem(0u8, line.block_size as usize, GFP_KERNEL).map_err(nomem)?;

@@ -5,6 +5,8 @@
 
 mod dm;
 mod export;
+mod ident;
+mod probe;
 mod spare;
 mod status;
 
@@ -56,8 +58,23 @@ enum Cmd {
         main: PathBuf,
         #[arg(long, default_value_t = 4096)]
         block_size: u32,
+        /// Bind the spare to this main device id (default: the main device's WWN, else its
+        /// serial; none for loop devices).
+        #[arg(long)]
+        main_id: Option<String>,
         #[arg(long)]
         force: bool,
+    },
+    /// Rewrite a version 1 spare's superblocks as version 2 (the log and pool stay), and
+    /// record a main device id if none is recorded.
+    Upgrade {
+        spare: PathBuf,
+        /// The main device whose id to record (WWN, else serial).
+        #[arg(long)]
+        main: Option<PathBuf>,
+        /// The id to record.
+        #[arg(long, conflicts_with = "main")]
+        main_id: Option<String>,
     },
     /// Create a dm-remap device over MAIN with SPARE (whole main device).
     Create {
@@ -75,6 +92,10 @@ enum Cmd {
         cache_size: Option<u32>,
         #[arg(long)]
         no_proactive: bool,
+        /// The main device's id, checked against the one the spare records (default: the
+        /// main device's WWN, else its serial).
+        #[arg(long)]
+        main_id: Option<String>,
     },
     /// Remove a dm-remap device.
     Remove { name: String },
@@ -112,16 +133,42 @@ enum Cmd {
 
 fn run(cli: Cli) -> Result<i32, Fail> {
     match cli.cmd {
-        Cmd::Format { spare, main, block_size, force } => {
+        Cmd::Format { spare, main, block_size, main_id, force } => {
             let main_bytes = spare::size_of(&main)?;
-            let sb = spare::format(&spare, main_bytes, block_size, force)?;
+            let id = ident::choose(main_id.as_deref(), &main)?;
+            if id.is_none() {
+                eprintln!(
+                    "dmremap: warning: {} has no WWN or serial; the spare records no main id and only the length binds it (use --main-id)",
+                    main.display()
+                );
+            }
+            let sb = spare::format(&spare, main_bytes, block_size, id.unwrap_or_default(), force)?;
             println!(
-                "formatted {}: {} pool blocks of {} bytes for a main device of {} sectors",
+                "formatted {}: {} pool blocks of {} bytes for a main device of {} sectors, main id {}",
                 spare.display(),
                 sb.geometry.pool_blocks,
                 block_size,
-                sb.main_sectors
+                sb.main_sectors,
+                id.map(|i| ident::text(&i)).unwrap_or_else(|| "none".into())
             );
+            Ok(0)
+        }
+        Cmd::Upgrade { spare, main, main_id } => {
+            let id = match (&main_id, &main) {
+                (Some(_), _) => ident::choose(main_id.as_deref(), std::path::Path::new(""))?,
+                (None, Some(m)) => Some(ident::detect(m).ok_or_else(|| Fail::new(Kind::Refused, format!("{} has no WWN or serial; use --main-id", m.display())))?),
+                (None, None) => None,
+            };
+            match spare::upgrade(&spare, id)? {
+                spare::Upgraded::FromV1(sb) => println!(
+                    "upgraded {} to format v{}, main id {}",
+                    spare.display(),
+                    sb.version,
+                    if sb.main_id.is_none() { "none".into() } else { ident::text(&sb.main_id) }
+                ),
+                spare::Upgraded::IdAdded(sb) => println!("{}: main id {} recorded", spare.display(), ident::text(&sb.main_id)),
+                spare::Upgraded::Already(sb) => println!("{} is already format v{}; nothing written", spare.display(), sb.version),
+            }
             Ok(0)
         }
         Cmd::Inspect { spare, json } => {
@@ -137,7 +184,7 @@ fn run(cli: Cli) -> Result<i32, Fail> {
                 _ => Kind::Corrupt as i32,
             })
         }
-        Cmd::Create { name, main, spare, format, block_size, read_retries, cache_size, no_proactive } => {
+        Cmd::Create { name, main, spare, format, block_size, read_retries, cache_size, no_proactive, main_id } => {
             let mut feats: Vec<String> = Vec::new();
             if format {
                 feats.push("format".into());
@@ -149,6 +196,21 @@ fn run(cli: Cli) -> Result<i32, Fail> {
             }
             if no_proactive {
                 feats.push("no_proactive".into());
+            }
+            // The id the kernel checks against the spare's record: the ctr refuses a spare
+            // recorded for another main device.
+            match ident::choose(main_id.as_deref(), &main)? {
+                Some(id) => feats.extend(["main_id".to_string(), ident::text(&id)]),
+                None => {
+                    if let Some(rec) = spare::recorded_id(&spare) {
+                        eprintln!(
+                            "dmremap: warning: {} is bound to main id {} but {} has no WWN or serial: only the length is checked (use --main-id)",
+                            spare.display(),
+                            ident::text(&rec),
+                            main.display()
+                        );
+                    }
+                }
             }
             let sectors = spare::size_of(&main)? / 512;
             let bs = u64::from(block_size.unwrap_or(4096) / 512).max(1);

@@ -6,6 +6,7 @@
 use crate::{Fail, Kind};
 use dm_remap_logic::format::{log_decode, DecodeError, Geometry, Superblock, CRC_OFFSET, META_BLOCK};
 use dm_remap_logic::loader::{self, LoadError};
+use dm_remap_logic::mainid::MainId;
 use dm_remap_logic::remaps::Entry;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
@@ -33,38 +34,41 @@ fn read_at(f: &File, off: u64, buf: &mut [u8], path: &Path) -> Result<(), Fail> 
     f.read_exact_at(buf, off).map_err(|e| Fail::new(Kind::Io, format!("cannot read {} at byte {off}: {e}", path.display())))
 }
 
-/// Filesystem and volume signatures `format` refuses to overwrite without `--force`.
-fn signature(head: &[u8]) -> Option<&'static str> {
-    let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
-    if at(0, b"DMREMAP\0") || at(4096, b"DMREMAP\0") {
-        Some("dm-remap metadata")
-    } else if at(1080, &[0x53, 0xEF]) {
-        Some("an ext2/3/4 filesystem")
-    } else if at(0, b"XFSB") {
-        Some("an XFS filesystem")
-    } else if at(65600, b"_BHRfS_M") {
-        Some("a btrfs filesystem")
-    } else if at(0, b"LUKS\xba\xbe") {
-        Some("a LUKS volume")
-    } else if at(4086, b"SWAPSPACE2") {
-        Some("swap space")
-    } else if at(0x218, b"LVM2 001") || at(0x018, b"LVM2 001") {
-        Some("an LVM physical volume")
-    } else {
-        None
+/// What `format` would overwrite: our own metadata, or anything libblkid recognises (a
+/// filesystem, an LVM, md or LUKS label, a partition table). Without libblkid, anything but
+/// zeroes in the first and last MiB (the kernel's own blank rule).
+fn occupant(f: &File, spare: &Path, spare_bytes: u64) -> Result<Option<String>, Fail> {
+    let mut head = [0u8; 2 * META_BLOCK];
+    if spare_bytes >= head.len() as u64 {
+        read_at(f, 0, &mut head, spare)?;
+        if head[..8] == dm_remap_logic::format::SB_MAGIC || head[META_BLOCK..META_BLOCK + 8] == dm_remap_logic::format::SB_MAGIC {
+            return Ok(Some("dm-remap metadata".into()));
+        }
+    }
+    match crate::probe::probe(std::os::fd::AsRawFd::as_raw_fd(f)) {
+        Some(crate::probe::Found::Nothing) => Ok(None),
+        Some(crate::probe::Found::Signature(t)) => Ok(Some(format!("a signature of type {t} (libblkid)"))),
+        Some(crate::probe::Found::Ambiguous) => Ok(Some("more than one signature (libblkid)".into())),
+        None => {
+            let mut buf = vec![0u8; 1 << 16];
+            for (start, len) in loader::blank_ranges(spare_bytes) {
+                let mut at = start;
+                while at < start + len {
+                    let n = (start + len - at).min(buf.len() as u64) as usize;
+                    read_at(f, at, &mut buf[..n], spare)?;
+                    if !loader::is_zero(&buf[..n]) {
+                        return Ok(Some("data in its first or last MiB (libblkid.so.1 is not available to name it)".into()));
+                    }
+                    at += n as u64;
+                }
+            }
+            Ok(None)
+        }
     }
 }
 
-/// Writes fresh metadata for a target as long as `main_bytes`. Refuses a spare holding
-/// metadata or a filesystem unless `force`.
-pub fn format(spare: &Path, main_bytes: u64, block_size: u32, force: bool) -> Result<Superblock, Fail> {
-    let spare_bytes = size_of(spare)?;
-    if main_bytes == 0 || main_bytes % u64::from(block_size) != 0 {
-        return Err(Fail::new(Kind::Refused, format!("the main device's size ({main_bytes} bytes) is not a multiple of the block size {block_size}")));
-    }
-    let geometry = Geometry::compute(spare_bytes, block_size).ok_or_else(|| {
-        Fail::new(Kind::Refused, format!("{} ({spare_bytes} bytes) is too small for metadata and one spare block", spare.display()))
-    })?;
+/// Opens a spare for writing; a block device exclusively.
+fn open_exclusive(spare: &Path) -> Result<File, Fail> {
     // O_EXCL on a block device is an exclusive open: it fails (EBUSY) while the device is
     // mounted, or held by device-mapper, md or another exclusive user.
     let is_blk = std::fs::metadata(spare).map(|m| m.file_type().is_block_device()).unwrap_or(false);
@@ -73,32 +77,104 @@ pub fn format(spare: &Path, main_bytes: u64, block_size: u32, force: bool) -> Re
     if is_blk {
         std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, nix::libc::O_EXCL);
     }
-    let f = opts.open(spare).map_err(|e| match e.raw_os_error() {
+    opts.open(spare).map_err(|e| match e.raw_os_error() {
         Some(nix::libc::EBUSY) => Fail::new(
             Kind::Refused,
             format!("{} is in use (mounted, or held by device-mapper, md or another exclusive user)", spare.display()),
         ),
         _ => Fail::new(Kind::Io, format!("cannot open {} for writing: {e}", spare.display())),
-    })?;
-    let mut head = vec![0u8; 65536 + 4096];
-    let n = head.len().min(spare_bytes as usize);
-    read_at(&f, 0, &mut head[..n], spare)?;
-    if let (Some(what), false) = (signature(&head[..n]), force) {
-        return Err(Fail::new(Kind::Refused, format!("{} holds {what}; use --force to overwrite it", spare.display())));
-    }
-    let mut uuid = [0u8; 16];
-    File::open("/dev/urandom")
-        .and_then(|mut r| std::io::Read::read_exact(&mut r, &mut uuid))
-        .map_err(|e| Fail::new(Kind::Io, format!("cannot read /dev/urandom: {e}")))?;
-    let sb = Superblock { seq: 1, uuid, main_sectors: main_bytes / 512, geometry };
+    })
+}
+
+/// Writes both superblock copies of `sb`, durably.
+fn write_superblocks(f: &File, spare: &Path, sb: &Superblock) -> Result<(), Fail> {
     let mut buf = vec![0u8; 2 * META_BLOCK];
     for half in buf.chunks_exact_mut(META_BLOCK) {
         if let Ok(b) = <&mut [u8; META_BLOCK]>::try_from(half) {
             sb.encode(b);
         }
     }
-    f.write_all_at(&buf, 0).and_then(|_| f.sync_all()).map_err(|e| Fail::new(Kind::Io, format!("cannot write {}: {e}", spare.display())))?;
+    f.write_all_at(&buf, 0).and_then(|_| f.sync_all()).map_err(|e| Fail::new(Kind::Io, format!("cannot write {}: {e}", spare.display())))
+}
+
+/// Writes fresh metadata for a target as long as `main_bytes`. Refuses a spare holding
+/// metadata or a filesystem unless `force`.
+pub fn format(spare: &Path, main_bytes: u64, block_size: u32, main_id: MainId, force: bool) -> Result<Superblock, Fail> {
+    let spare_bytes = size_of(spare)?;
+    if main_bytes == 0 || main_bytes % u64::from(block_size) != 0 {
+        return Err(Fail::new(Kind::Refused, format!("the main device's size ({main_bytes} bytes) is not a multiple of the block size {block_size}")));
+    }
+    let geometry = Geometry::compute(spare_bytes, block_size).ok_or_else(|| {
+        Fail::new(Kind::Refused, format!("{} ({spare_bytes} bytes) is too small for metadata and one spare block", spare.display()))
+    })?;
+    let f = open_exclusive(spare)?;
+    if let (Some(what), false) = (occupant(&f, spare, spare_bytes)?, force) {
+        return Err(Fail::new(Kind::Refused, format!("{} holds {what}; use --force to overwrite it", spare.display())));
+    }
+    let mut uuid = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut r| std::io::Read::read_exact(&mut r, &mut uuid))
+        .map_err(|e| Fail::new(Kind::Io, format!("cannot read /dev/urandom: {e}")))?;
+    let sb = Superblock::new(1, uuid, main_bytes / 512, geometry, main_id);
+    write_superblocks(&f, spare, &sb)?;
     Ok(sb)
+}
+
+/// The main id a spare records, if it holds valid metadata with one.
+pub fn recorded_id(spare: &Path) -> Option<MainId> {
+    let f = File::open(spare).ok()?;
+    let mut head = [0u8; 2 * META_BLOCK];
+    f.read_exact_at(&mut head, 0).ok()?;
+    let (a, b) = head.split_at(META_BLOCK);
+    let sb = loader::superblock_alone(a.try_into().ok()?, b.try_into().ok()?, size_of(spare).ok()? / 512).ok()?;
+    (!sb.main_id.is_none()).then_some(sb.main_id)
+}
+
+/// What `upgrade` did.
+pub enum Upgraded {
+    /// Rewritten from version 1.
+    FromV1(Superblock),
+    /// Already the current version with that id: nothing written.
+    Already(Superblock),
+    /// The current version, given a main id it did not have.
+    IdAdded(Superblock),
+}
+
+/// Rewrites a version 1 spare's superblocks as version 2 (and records `main_id` if given and
+/// none is recorded). The log and pool are the same in both versions; only the superblock
+/// copies are written, together and durably, with the next generation: whichever copy a crash
+/// leaves, the loader reads a consistent spare.
+pub fn upgrade(spare: &Path, main_id: Option<MainId>) -> Result<Upgraded, Fail> {
+    let spare_bytes = size_of(spare)?;
+    let f = open_exclusive(spare)?;
+    let mut head = [0u8; 2 * META_BLOCK];
+    if spare_bytes < head.len() as u64 {
+        return Err(Fail::new(Kind::Refused, format!("{} holds no dm-remap metadata", spare.display())));
+    }
+    read_at(&f, 0, &mut head, spare)?;
+    let (a, b) = head.split_at(META_BLOCK);
+    let (a, b): (&[u8; META_BLOCK], &[u8; META_BLOCK]) = (a.try_into().unwrap_or(&[0; META_BLOCK]), b.try_into().unwrap_or(&[0; META_BLOCK]));
+    let old = loader::superblock_alone(a, b, spare_bytes / 512).map_err(|e| {
+        let kind = if e == LoadError::Blank { Kind::NotRemap } else { Kind::Corrupt };
+        Fail::new(kind, format!("{}: {}; not upgraded", spare.display(), e.message().to_string_lossy()))
+    })?;
+    let id = match (main_id, old.main_id.is_none()) {
+        (Some(new), false) if new != old.main_id => {
+            return Err(Fail::new(
+                Kind::Refused,
+                format!("{} is recorded for main id {}, not {}", spare.display(), crate::ident::text(&old.main_id), crate::ident::text(&new)),
+            ))
+        }
+        (Some(new), true) => new,
+        _ => old.main_id,
+    };
+    let seq = old.seq.checked_add(1).filter(|&s| s < loader::SEQ_LIMIT).ok_or_else(|| Fail::new(Kind::Corrupt, "superblock generation at its limit"))?;
+    let new = Superblock::new(seq, old.uuid, old.main_sectors, old.geometry, id);
+    if old.version == dm_remap_logic::format::VERSION && old.main_id == id {
+        return Ok(Upgraded::Already(old));
+    }
+    write_superblocks(&f, spare, &new)?;
+    Ok(if old.version == dm_remap_logic::format::VERSION { Upgraded::IdAdded(new) } else { Upgraded::FromV1(new) })
 }
 
 /// The verdict on one 4 KiB metadata unit.
@@ -133,6 +209,11 @@ pub struct Report {
     pub metadata: &'static str,
     pub superblocks: [Copy; 2],
     pub version: Option<u32>,
+    /// Feature bits (v2), as hex.
+    pub compat_features: Option<String>,
+    pub incompat_features: Option<String>,
+    /// The main device's id the spare is bound to, if recorded.
+    pub main_id: Option<String>,
     pub uuid: Option<String>,
     pub block_size: Option<u32>,
     pub main_sectors: Option<u64>,
@@ -153,6 +234,7 @@ fn verdict(r: Result<(), DecodeError>) -> &'static str {
         Err(DecodeError::NoMagic) => "blank",
         Err(DecodeError::BadCrc) => "bad_crc",
         Err(DecodeError::BadVersion) => "bad_version",
+        Err(DecodeError::UnknownFeature) => "unknown_feature",
         Err(DecodeError::BadField) => "bad_field",
     }
 }
@@ -196,6 +278,9 @@ pub fn inspect(spare: &Path) -> Result<Report, Fail> {
         metadata: "blank",
         superblocks: sbs,
         version: None,
+        compat_features: None,
+        incompat_features: None,
+        main_id: None,
         uuid: None,
         block_size: None,
         main_sectors: None,
@@ -304,7 +389,10 @@ pub fn inspect(spare: &Path) -> Result<Report, Fail> {
 
 /// The superblock's fields in the report.
 fn describe(rep: &mut Report, sb: &Superblock) {
-    rep.version = Some(dm_remap_logic::format::VERSION);
+    rep.version = Some(sb.version);
+    rep.compat_features = Some(format!("{:#x}", sb.compat));
+    rep.incompat_features = Some(format!("{:#x}", sb.incompat));
+    rep.main_id = (!sb.main_id.is_none()).then(|| crate::ident::text(&sb.main_id));
     rep.uuid = Some(sb.uuid.iter().map(|b| format!("{b:02x}")).collect());
     rep.block_size = Some(sb.geometry.block_size);
     rep.main_sectors = Some(sb.main_sectors);
@@ -327,9 +415,13 @@ pub fn render(r: &Report) -> String {
     }
     if let (Some(bs), Some(ms), Some(ps), Some(pb), Some(free)) = (r.block_size, r.main_sectors, r.pool_start_sector, r.pool_blocks, r.pool_free) {
         s += &format!(
-            "  format v{} uuid {}\n  block size {bs} B, main device {ms} sectors, pool of {pb} blocks at sector {ps}, {free} free\n",
+            "  format v{} uuid {}{}\n  block size {bs} B, main device {ms} sectors, pool of {pb} blocks at sector {ps}, {free} free\n",
             r.version.unwrap_or(0),
-            r.uuid.clone().unwrap_or_default()
+            r.uuid.clone().unwrap_or_default(),
+            match &r.main_id {
+                Some(id) => format!(" main id {id}"),
+                None => " main id none".into(),
+            }
         );
     }
     for l in &r.log {
@@ -387,7 +479,7 @@ mod tests {
     #[test]
     fn format_then_inspect() {
         let spare = temp("spare", 4 << 20);
-        let sb = format(&spare, 16 << 20, 4096, false).unwrap();
+        let sb = format(&spare, 16 << 20, 4096, MainId::NONE, false).unwrap();
         assert_eq!(sb.main_sectors, 32768);
         let r = inspect(&spare).unwrap();
         assert_eq!((r.metadata, r.pool_blocks, r.pool_free, r.remaps.len()), ("valid", Some(1012), Some(1012), 0));
@@ -399,10 +491,10 @@ mod tests {
         assert_eq!((r.remaps.clone(), r.pool_free, r.metadata_seq), (vec![(10, 0), (20, 1)], Some(1010), Some(1)));
         assert!(render(&r).contains("main block 20 -> pool block 1"));
         // Valid metadata is never overwritten without --force.
-        let e = format(&spare, 16 << 20, 4096, false).unwrap_err();
+        let e = format(&spare, 16 << 20, 4096, MainId::NONE, false).unwrap_err();
         assert_eq!(e.kind, Kind::Refused);
         assert!(e.msg.contains("dm-remap metadata"));
-        assert!(format(&spare, 16 << 20, 4096, true).is_ok());
+        assert!(format(&spare, 16 << 20, 4096, MainId::NONE, true).is_ok());
         assert_eq!(inspect(&spare).unwrap().remaps.len(), 0);
         std::fs::remove_file(spare).unwrap();
     }
@@ -410,22 +502,65 @@ mod tests {
     #[test]
     fn refuses_filesystems_and_impossible_sizes() {
         let spare = temp("fs", 4 << 20);
+        let ok = std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&spare).status().map(|s| s.success());
+        if ok.unwrap_or(false) {
+            let e = format(&spare, 16 << 20, 4096, MainId::NONE, false).unwrap_err();
+            assert!(e.msg.contains("ext4"), "{}", e.msg);
+            assert_eq!(e.kind, Kind::Refused);
+        }
+        // A DOS partition table and nothing else: libblkid names it; without libblkid, the
+        // blank rule refuses it too.
         let f = OpenOptions::new().write(true).open(&spare).unwrap();
-        f.write_all_at(&[0x53, 0xEF], 1080).unwrap();
-        let e = format(&spare, 16 << 20, 4096, false).unwrap_err();
-        assert!(e.msg.contains("ext2/3/4"), "{}", e.msg);
-        assert_eq!(format(&spare, 4095, 4096, false).unwrap_err().kind, Kind::Refused);
+        f.write_all_at(&vec![0u8; 4 << 20], 0).unwrap();
+        let mut mbr = [0u8; 512];
+        mbr[446 + 4] = 0x83;
+        mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+        mbr[446 + 12..446 + 16].copy_from_slice(&4096u32.to_le_bytes());
+        mbr[510] = 0x55;
+        mbr[511] = 0xAA;
+        f.write_all_at(&mbr, 0).unwrap();
+        let e = format(&spare, 16 << 20, 4096, MainId::NONE, false).unwrap_err();
+        assert_eq!(e.kind, Kind::Refused, "{}", e.msg);
+        if crate::probe::probe(std::os::fd::AsRawFd::as_raw_fd(&f)).is_some() {
+            assert!(e.msg.contains("dos"), "{}", e.msg);
+        }
+        assert_eq!(format(&spare, 4095, 4096, MainId::NONE, false).unwrap_err().kind, Kind::Refused);
         let tiny = temp("tiny", 8192);
-        assert!(format(&tiny, 16 << 20, 4096, false).unwrap_err().msg.contains("too small"));
+        assert!(format(&tiny, 16 << 20, 4096, MainId::NONE, false).unwrap_err().msg.contains("too small"));
         assert_eq!(size_of(Path::new("/nonexistent/spare")).unwrap_err().kind, Kind::Io);
         std::fs::remove_file(spare).unwrap();
         std::fs::remove_file(tiny).unwrap();
     }
 
     #[test]
+    fn upgrade_rewrites_v1_superblocks_and_keeps_the_log() {
+        let spare = temp("upgrade", 4 << 20);
+        let sb = format(&spare, 16 << 20, 4096, MainId::NONE, false).unwrap();
+        add_log(&spare, &sb, &[(10, 0), (20, 1)]);
+        // Make it a version 1 spare, as the previous release wrote it.
+        let v1 = Superblock { version: dm_remap_logic::format::VERSION_V1, compat: 0, ..sb };
+        let f = OpenOptions::new().write(true).open(&spare).unwrap();
+        write_superblocks(&f, &spare, &v1).unwrap();
+        let r = inspect(&spare).unwrap();
+        assert_eq!((r.metadata, r.version, r.remaps.len()), ("valid", Some(1), 2));
+        let id = MainId::parse(b"disk-a").unwrap();
+        assert!(matches!(upgrade(&spare, Some(id)).unwrap(), Upgraded::FromV1(_)));
+        let r = inspect(&spare).unwrap();
+        assert_eq!((r.metadata, r.version, r.main_id.as_deref()), ("valid", Some(2), Some("disk-a")));
+        assert_eq!(r.remaps, vec![(10, 0), (20, 1)]);
+        assert!(matches!(upgrade(&spare, None).unwrap(), Upgraded::Already(_)));
+        let e = upgrade(&spare, MainId::parse(b"disk-b")).err().unwrap();
+        assert_eq!(e.kind, Kind::Refused);
+        let blank = temp("upgrade-blank", 1 << 20);
+        assert_eq!(upgrade(&blank, None).err().unwrap().kind, Kind::NotRemap);
+        std::fs::remove_file(spare).unwrap();
+        std::fs::remove_file(blank).unwrap();
+    }
+
+    #[test]
     fn every_corruption_of_a_copy_is_detected() {
         let spare = temp("corrupt", 4 << 20);
-        let sb = format(&spare, 16 << 20, 4096, false).unwrap();
+        let sb = format(&spare, 16 << 20, 4096, MainId::NONE, false).unwrap();
         add_log(&spare, &sb, &[(10, 0)]);
         let f = OpenOptions::new().read(true).write(true).open(&spare).unwrap();
         let log_at = Geometry::log_slot_sector(0, 0) * 512;

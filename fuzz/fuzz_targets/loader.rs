@@ -6,6 +6,7 @@
 #![no_main]
 use dm_remap_logic::format::*;
 use dm_remap_logic::loader::{self, Expect, SEQ_LIMIT};
+use dm_remap_logic::mainid::MainId;
 use dm_remap_logic::remaps::Entry;
 use libfuzzer_sys::fuzz_target;
 
@@ -45,7 +46,16 @@ fuzz_target!(|data: &[u8]| {
     let block_size = [512u32, 1024, 4096, 65536, 0, 3, 131072][(c.u64() % 7) as usize];
     let Some(base) = Geometry::compute(spare_bytes, block_size.clamp(512, 65536).next_power_of_two()) else { return };
     let main_sectors = c.pick(1 << 20);
+    let ids = [MainId::NONE, MainId::parse(b"disk-a").unwrap_or_default(), MainId::parse(&[b'z'; 64]).unwrap_or_default()];
+    let main_id = ids[(c.u64() % 3) as usize];
+    let pool_end = base.pool_start + base.pool_blocks * u64::from(base.block_size / 512);
     let sb = Superblock {
+        version: [VERSION, VERSION_V1, 0, 3][(c.u64() % 4) as usize],
+        compat: if main_id.is_none() { 0 } else { COMPAT_MAIN_ID } | if c.u64() % 4 == 0 { c.u64() } else { 0 },
+        incompat: if c.u64() % 4 == 0 { c.u64() } else { 0 },
+        main_id,
+        records_start: if c.u64() % 2 == 0 { 0 } else { c.pick(pool_end) },
+        records_sectors: if c.u64() % 2 == 0 { 0 } else { c.pick(spare_bytes / 512 - pool_end) },
         seq: c.pick(SEQ_LIMIT),
         uuid: [c.u64() as u8; 16],
         main_sectors,
@@ -60,10 +70,19 @@ fuzz_target!(|data: &[u8]| {
         spare_sectors: if c.u64() % 2 == 0 { spare_bytes / 512 } else { c.pick(spare_bytes / 512) },
         main_sectors: if c.u64() % 2 == 0 { main_sectors } else { c.pick(main_sectors) },
         block_size: if c.u64() % 2 == 0 { sb.geometry.block_size } else { block_size },
+        main_id: ids[(c.u64() % 3) as usize],
     };
     let mut a = [0u8; META_BLOCK];
     let mut b = [0u8; META_BLOCK];
     sb.encode(&mut a);
+    if c.u64() % 8 == 0 {
+        // A raw main id field (length byte and 64 bytes), resealed past the CRC.
+        for i in 88..153 {
+            a[i] = c.u64() as u8;
+        }
+        let crc = dm_remap_logic::crc32::crc32(&a[..CRC_OFFSET]);
+        a[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+    }
     match c.u64() % 4 {
         0 => b = a,
         1 => {}
@@ -104,6 +123,13 @@ fuzz_target!(|data: &[u8]| {
     assert!(g.pool_sector(g.pool_blocks - 1) + bs_sectors <= want.spare_sectors);
     assert!(g.end_bytes() <= want.spare_sectors.saturating_mul(512));
     assert!(Geometry::log_slot_sector(g.log_blocks, 0) <= g.pool_start);
+    assert!(sb.incompat & !INCOMPAT_KNOWN == 0 && (sb.version == VERSION || sb.version == VERSION_V1));
+    assert!(want.main_id.is_none() || sb.main_id.is_none() || want.main_id == sb.main_id);
+    assert!(MainId::parse(sb.main_id.as_bytes()).is_some() || sb.main_id.is_none());
+    if sb.records_sectors != 0 {
+        assert!(sb.records_start >= g.pool_sector(g.pool_blocks));
+        assert!(sb.records_start.checked_add(sb.records_sectors).is_some_and(|e| e <= want.spare_sectors));
+    }
     let mut entries = Vec::new();
     let mut buf = vec![0u8; 2 * META_BLOCK];
     let mut tail = [0u8; META_BLOCK];

@@ -3,9 +3,11 @@
 //! The table line: `<main_dev> <spare_dev> [<#feature_args> <feature_arg>...]`.
 //!
 //! Feature arguments, in the style of dm-integrity and dm-cache:
-//! `block_size <bytes>`, `read_retries <n>`, `format`.
+//! `block_size <bytes>`, `read_retries <n>`, `format`, `cache_size <entries>`,
+//! `no_proactive`, `main_id <id>`.
 
 use super::format::valid_block_size;
+use super::mainid::MainId;
 use core::ffi::CStr;
 use core::fmt;
 
@@ -20,7 +22,7 @@ pub const DEFAULT_CACHE_SIZE: u32 = 256;
 /// Most arguments a table line may have.
 const MAX_ARGS: usize = 16;
 /// Number of distinct features.
-const NFEATURES: usize = 5;
+const NFEATURES: usize = 6;
 
 /// A feature argument, kept in the order given so the line prints back exactly.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -35,6 +37,8 @@ pub enum Feature {
     CacheSize,
     /// `no_proactive`.
     NoProactive,
+    /// `main_id <id>`.
+    MainId,
 }
 
 /// A parsed table line. Devices are given as argument indices, so the caller can pass the
@@ -55,6 +59,8 @@ pub struct TableLine {
     pub cache_size: u32,
     /// Relocate weak blocks (readable only after retries, or very slow) before they fail.
     pub proactive: bool,
+    /// The main device's id the spare must be recorded for (none: not checked).
+    pub main_id: MainId,
     /// The `#feature_args` number, if the line had one.
     pub feature_count: Option<u32>,
     order: [Option<Feature>; NFEATURES],
@@ -83,6 +89,8 @@ pub enum TableError {
     BadReadRetries,
     /// `cache_size` is not 0 or a power of two up to 65536.
     BadCacheSize,
+    /// `main_id` is not 1 to 64 characters of `[A-Za-z0-9._:-]`.
+    BadMainId,
 }
 
 impl TableError {
@@ -99,6 +107,7 @@ impl TableError {
             TableError::BadBlockSize => c"Invalid block_size: must be a power of two from 512 to 65536",
             TableError::BadReadRetries => c"Invalid read_retries: must be 0 to 16",
             TableError::BadCacheSize => c"Invalid cache_size: must be 0 or a power of two from 2 to 65536",
+            TableError::BadMainId => c"Invalid main_id: must be 1 to 64 characters of A-Z a-z 0-9 . _ : -",
         }
     }
 }
@@ -127,6 +136,7 @@ impl TableLine {
             format: false,
             cache_size: DEFAULT_CACHE_SIZE,
             proactive: true,
+            main_id: MainId::NONE,
             feature_count: None,
             order: [None; NFEATURES],
         };
@@ -146,6 +156,7 @@ impl TableLine {
                 b"format" => Feature::Format,
                 b"cache_size" => Feature::CacheSize,
                 b"no_proactive" => Feature::NoProactive,
+                b"main_id" => Feature::MainId,
                 _ => return Err(TableError::UnknownFeature),
             };
             if line.order[..seen].contains(&Some(f)) {
@@ -179,6 +190,7 @@ impl TableLine {
                         .ok_or(TableError::BadCacheSize)?;
                 }
                 Feature::NoProactive => line.proactive = false,
+                Feature::MainId => line.main_id = MainId::parse(value()?).ok_or(TableError::BadMainId)?,
             }
         }
         Ok(line)
@@ -205,6 +217,13 @@ impl fmt::Display for Features<'_> {
                 Feature::Format => f.write_str(" format")?,
                 Feature::CacheSize => write!(f, " cache_size {}", l.cache_size)?,
                 Feature::NoProactive => f.write_str(" no_proactive")?,
+                Feature::MainId => {
+                    f.write_str(" main_id ")?;
+                    // Only [A-Za-z0-9._:-] gets in (`MainId::parse`).
+                    for &b in l.main_id.as_bytes() {
+                        write!(f, "{}", b as char)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -257,6 +276,8 @@ mod tests {
             " 5 read_retries 0 format block_size 65536",
             " 4 no_proactive cache_size 0 format",
             " 2 cache_size 65536",
+            " 2 main_id naa.5000c500a1b2c3d4",
+            " 3 format main_id a",
         ] {
             let l = parse(&format!("7:0 7:1{f}")).unwrap();
             assert_eq!(l.features().to_string(), f);
@@ -288,6 +309,10 @@ mod tests {
             ("a b 2 cache_size 1", BadCacheSize),
             ("a b 2 cache_size 131072", BadCacheSize),
             ("a b 2 no_proactive no_proactive", DuplicateFeature),
+            ("a b 1 main_id", MissingValue),
+            ("a b 2 main_id a/b", BadMainId),
+            ("a b 2 main_id 0123456789012345678901234567890123456789012345678901234567890123X", BadMainId),
+            ("a b 4 main_id a main_id a", DuplicateFeature),
             ("a b 14 1 2 3 4 5 6 7 8 9 10 11 12 13 14", TooManyArgs),
         ] {
             assert_eq!(parse(line), Err(e), "{line:?}");

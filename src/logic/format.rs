@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The on-disk format of the spare device (version 1), byte for byte in docs/format.md.
+//! The on-disk format of the spare device (version 2, which reads version 1), byte for byte
+//! in docs/format.md.
 //!
 //! ```text
 //! byte 0       superblock copy A (4 KiB)
@@ -16,6 +17,7 @@
 //! little-endian; each 4 KiB unit ends with a CRC-32 of its first 4092 bytes.
 
 use super::crc32::crc32;
+use super::mainid::{MainId, MAX_LEN as MAIN_ID_MAX};
 
 /// Size of a metadata unit (superblock copy or log slot).
 pub const META_BLOCK: usize = 4096;
@@ -23,8 +25,18 @@ pub const META_BLOCK: usize = 4096;
 pub const META_SECTORS: u64 = (META_BLOCK / 512) as u64;
 /// Byte offset of the CRC in a metadata unit; it covers the bytes before it.
 pub const CRC_OFFSET: usize = META_BLOCK - 4;
-/// Format version written and accepted.
-pub const VERSION: u32 = 1;
+/// Format version written.
+pub const VERSION: u32 = 2;
+/// Oldest format version still read (and rewritten as [`VERSION`] only by `dmremap upgrade`).
+pub const VERSION_V1: u32 = 1;
+/// Compatible feature: the superblock records the main device's id. A reader that does not
+/// know it can still use the spare correctly (it only cannot check the binding).
+pub const COMPAT_MAIN_ID: u64 = 1 << 0;
+/// Compatible features this code knows. Unknown compatible bits are ignored.
+pub const COMPAT_KNOWN: u64 = COMPAT_MAIN_ID;
+/// Incompatible features this code knows (none yet). A spare with any other incompatible bit
+/// is refused as "unsupported feature": using it without understanding it could lose data.
+pub const INCOMPAT_KNOWN: u64 = 0;
 /// Superblock magic.
 pub const SB_MAGIC: [u8; 8] = *b"DMREMAP\0";
 /// Log slot magic.
@@ -124,6 +136,19 @@ pub fn valid_block_size(bs: u32) -> bool {
 /// The superblock (two copies, identical but for `seq`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
+    /// Format version of this copy ([`VERSION_V1`] or [`VERSION`]); `encode` writes it.
+    pub version: u32,
+    /// Compatible feature bits (v2; 0 in v1).
+    pub compat: u64,
+    /// Incompatible feature bits (v2; 0 in v1).
+    pub incompat: u64,
+    /// The main device this spare belongs to (v2 with [`COMPAT_MAIN_ID`]; else none).
+    pub main_id: MainId,
+    /// First sector of the record area (v2; 0 = none). Reserved for fixed-size records in
+    /// double-buffered slots (docs/format.md); this version writes none.
+    pub records_start: u64,
+    /// Sectors of the record area (0 = none).
+    pub records_sectors: u64,
     /// Generation of this copy; the higher valid one wins.
     pub seq: u64,
     /// Identifies this format of the spare; every log slot carries it.
@@ -143,6 +168,8 @@ pub enum DecodeError {
     BadCrc,
     /// A version this code does not know.
     BadVersion,
+    /// An incompatible feature this code does not know.
+    UnknownFeature,
     /// CRC fine but a field is impossible (e.g. geometry that does not add up).
     BadField,
 }
@@ -180,11 +207,27 @@ fn check(b: &[u8; META_BLOCK], magic: &[u8; 8]) -> Result<(), DecodeError> {
 }
 
 impl Superblock {
-    /// Encodes into a 4 KiB unit.
+    /// A new superblock of the current version.
+    pub fn new(seq: u64, uuid: [u8; 16], main_sectors: u64, geometry: Geometry, main_id: MainId) -> Superblock {
+        Superblock {
+            version: VERSION,
+            compat: if main_id.is_none() { 0 } else { COMPAT_MAIN_ID },
+            incompat: 0,
+            main_id,
+            records_start: 0,
+            records_sectors: 0,
+            seq,
+            uuid,
+            main_sectors,
+            geometry,
+        }
+    }
+
+    /// Encodes into a 4 KiB unit, as version `self.version` (v1 has no v2 fields).
     pub fn encode(&self, b: &mut [u8; META_BLOCK]) {
         b.fill(0);
         b[..8].copy_from_slice(&SB_MAGIC);
-        put_u32(b, 8, VERSION);
+        put_u32(b, 8, self.version);
         put_u32(b, 12, self.geometry.block_size);
         put_u64(b, 16, self.seq);
         b[24..40].copy_from_slice(&self.uuid);
@@ -192,24 +235,65 @@ impl Superblock {
         put_u32(b, 48, self.geometry.log_blocks);
         put_u64(b, 56, self.geometry.pool_start);
         put_u64(b, 64, self.geometry.pool_blocks);
+        if self.version >= VERSION {
+            put_u64(b, 72, self.compat);
+            put_u64(b, 80, self.incompat);
+            let (len, id) = self.main_id.encode();
+            b[88] = len;
+            b[89..89 + MAIN_ID_MAX].copy_from_slice(&id);
+            put_u64(b, 160, self.records_start);
+            put_u64(b, 168, self.records_sectors);
+        }
         seal(b);
     }
 
     /// Decodes and validates a 4 KiB unit.
     pub fn decode(b: &[u8; META_BLOCK]) -> Result<Superblock, DecodeError> {
         check(b, &SB_MAGIC)?;
-        if get_u32(b, 8) != VERSION {
+        let version = get_u32(b, 8);
+        if version != VERSION && version != VERSION_V1 {
             return Err(DecodeError::BadVersion);
         }
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[24..40]);
+        let (mut compat, mut incompat, mut main_id, mut records_start, mut records_sectors) = (0, 0, MainId::NONE, 0, 0);
+        if version == VERSION {
+            compat = get_u64(b, 72);
+            incompat = get_u64(b, 80);
+            if incompat & !INCOMPAT_KNOWN != 0 {
+                return Err(DecodeError::UnknownFeature);
+            }
+            let mut id = [0u8; MAIN_ID_MAX];
+            id.copy_from_slice(&b[89..89 + MAIN_ID_MAX]);
+            main_id = MainId::decode(b[88], &id).ok_or(DecodeError::BadField)?;
+            // The flag says whether an id is recorded; they must agree.
+            if main_id.is_none() == (compat & COMPAT_MAIN_ID != 0) {
+                return Err(DecodeError::BadField);
+            }
+            records_start = get_u64(b, 160);
+            records_sectors = get_u64(b, 168);
+            if (records_start == 0) != (records_sectors == 0) {
+                return Err(DecodeError::BadField);
+            }
+        }
         let geometry = Geometry {
             block_size: get_u32(b, 12),
             log_blocks: get_u32(b, 48),
             pool_start: get_u64(b, 56),
             pool_blocks: get_u64(b, 64),
         };
-        let sb = Superblock { seq: get_u64(b, 16), uuid, main_sectors: get_u64(b, 40), geometry };
+        let sb = Superblock {
+            version,
+            compat,
+            incompat,
+            main_id,
+            records_start,
+            records_sectors,
+            seq: get_u64(b, 16),
+            uuid,
+            main_sectors: get_u64(b, 40),
+            geometry,
+        };
         // The layout must be one that `Geometry` could have produced: log big enough for the
         // pool, pool after the log.
         let g = &sb.geometry;
@@ -393,12 +477,7 @@ mod tests {
     use super::*;
 
     fn sb() -> Superblock {
-        Superblock {
-            seq: 1,
-            uuid: [7; 16],
-            main_sectors: 1 << 20,
-            geometry: Geometry::compute(64 << 20, 4096).unwrap(),
-        }
+        Superblock::new(1, [7; 16], 1 << 20, Geometry::compute(64 << 20, 4096).unwrap(), MainId::NONE)
     }
 
     #[test]
@@ -425,6 +504,24 @@ mod tests {
         let g = Geometry::compute(4 << 20, 4096).unwrap();
         assert_eq!((g.pool_blocks, g.log_blocks, g.pool_start * 512), (1012, 5, 49152));
         assert_eq!(ENTRIES_PER_BLOCK, 252);
+    }
+
+    #[test]
+    fn documented_v2_example() {
+        let g = Geometry::compute(4 << 20, 4096).unwrap();
+        let sb = Superblock::new(1, [7; 16], 32768, g, MainId::parse(b"disk-a").unwrap());
+        let mut b = [0u8; META_BLOCK];
+        sb.encode(&mut b);
+        assert_eq!(&b[8..12], &[2, 0, 0, 0]);
+        assert_eq!(&b[72..80], &[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!((b[88], &b[89..95]), (6, &b"disk-a"[..]));
+        assert!(b[95..160].iter().all(|&x| x == 0) && b[160..176].iter().all(|&x| x == 0));
+        assert_eq!(Superblock::decode(&b), Ok(sb));
+        // The same as v1 has none of the v2 fields, and decodes without them.
+        let v1 = Superblock { version: VERSION_V1, compat: 0, main_id: MainId::NONE, ..sb };
+        v1.encode(&mut b);
+        assert!(b[72..176].iter().all(|&x| x == 0));
+        assert_eq!(Superblock::decode(&b), Ok(v1));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::format::{
     choose_log_slot, choose_superblock, log_decode, log_entry, DecodeError, Geometry, Remap, Replay, Superblock,
     SuperblockChoice, ENTRIES_PER_BLOCK, META_BLOCK,
 };
+use super::mainid::MainId;
 use super::remaps::Entry;
 use core::ffi::CStr;
 
@@ -29,6 +30,8 @@ pub struct Expect {
     pub main_sectors: u64,
     /// The table line's block size, in bytes.
     pub block_size: u32,
+    /// The table line's `main_id` (none: not checked; the length check stays).
+    pub main_id: MainId,
 }
 
 /// Why a spare is refused. Each has one `ti->error` line ([`LoadError::message`]), listed in
@@ -43,8 +46,12 @@ pub enum LoadError {
     Corrupt,
     /// The metadata is of a format version this module does not know.
     Unsupported,
+    /// The metadata uses an incompatible feature this module does not know.
+    UnsupportedFeature,
     /// Made for a main device of another length.
     OtherMain,
+    /// Made for a main device with another id (the table's `main_id`).
+    OtherMainId,
     /// Made with another block size.
     OtherBlockSize,
     /// The layout does not add up (pool overlapping the log, log of the wrong size).
@@ -72,7 +79,9 @@ impl LoadError {
             LoadError::Blank => c"Spare holds no dm-remap metadata (add the format feature to initialise it)",
             LoadError::Corrupt => c"Spare metadata is corrupt in every copy",
             LoadError::Unsupported => c"Spare metadata has an unsupported format version",
+            LoadError::UnsupportedFeature => c"Spare metadata uses an unsupported feature (a newer dm-remap wrote it)",
             LoadError::OtherMain => c"Spare metadata belongs to another main device (length differs)",
+            LoadError::OtherMainId => c"Spare metadata belongs to another main device (main_id differs)",
             LoadError::OtherBlockSize => c"Spare metadata was formatted with another block_size",
             LoadError::BadGeometry => c"Spare metadata is inconsistent (pool and log layout)",
             LoadError::TooSmall => c"Spare device is smaller than its metadata says",
@@ -88,6 +97,9 @@ impl LoadError {
 /// Checks a decoded superblock's layout against the devices.
 pub fn check_geometry(sb: &Superblock, want: &Expect) -> Result<(), LoadError> {
     let g = &sb.geometry;
+    if !want.main_id.is_none() && !sb.main_id.is_none() && want.main_id != sb.main_id {
+        return Err(LoadError::OtherMainId);
+    }
     if sb.main_sectors != want.main_sectors {
         return Err(LoadError::OtherMain);
     }
@@ -106,10 +118,21 @@ pub fn check_geometry(sb: &Superblock, want: &Expect) -> Result<(), LoadError> {
         return Err(LoadError::BadGeometry);
     }
     let end = g.pool_blocks.checked_mul(bs_sectors).and_then(|n| n.checked_add(g.pool_start));
-    match end {
-        Some(end) if end <= want.spare_sectors => Ok(()),
-        _ => Err(LoadError::TooSmall),
+    let end = match end {
+        Some(end) if end <= want.spare_sectors => end,
+        _ => return Err(LoadError::TooSmall),
+    };
+    // The record area (v2), if any, lies after the pool and inside the spare.
+    if sb.records_sectors != 0 {
+        if sb.records_start < end {
+            return Err(LoadError::BadGeometry);
+        }
+        match sb.records_start.checked_add(sb.records_sectors) {
+            Some(r) if r <= want.spare_sectors => {}
+            _ => return Err(LoadError::TooSmall),
+        }
     }
+    Ok(())
 }
 
 /// Chooses the superblock copy and checks it against the devices.
@@ -117,7 +140,8 @@ pub fn superblock(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK], want: &Expect) -> 
     let sb = match choose_superblock(a, b) {
         SuperblockChoice::Valid(sb) => sb,
         SuperblockChoice::Blank => return Err(LoadError::Blank),
-        SuperblockChoice::Corrupt if either_version_unknown(a, b) => return Err(LoadError::Unsupported),
+        SuperblockChoice::Corrupt if either_is(a, b, DecodeError::UnknownFeature) => return Err(LoadError::UnsupportedFeature),
+        SuperblockChoice::Corrupt if either_is(a, b, DecodeError::BadVersion) => return Err(LoadError::Unsupported),
         SuperblockChoice::Corrupt => return Err(LoadError::Corrupt),
     };
     if sb.seq >= SEQ_LIMIT {
@@ -133,15 +157,18 @@ pub fn superblock(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK], want: &Expect) -> 
 #[allow(dead_code)] // dmremap inspect (host)
 pub fn superblock_alone(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK], spare_sectors: u64) -> Result<Superblock, LoadError> {
     let own = match choose_superblock(a, b) {
-        SuperblockChoice::Valid(sb) => Expect { spare_sectors, main_sectors: sb.main_sectors, block_size: sb.geometry.block_size },
-        _ => Expect { spare_sectors, main_sectors: 0, block_size: 0 },
+        SuperblockChoice::Valid(sb) => {
+            Expect { spare_sectors, main_sectors: sb.main_sectors, block_size: sb.geometry.block_size, main_id: sb.main_id }
+        }
+        _ => Expect { spare_sectors, main_sectors: 0, block_size: 0, main_id: MainId::NONE },
     };
     superblock(a, b, &own)
 }
 
-/// Whether a copy is intact (magic, CRC) but of a version this code does not know.
-fn either_version_unknown(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK]) -> bool {
-    [a, b].iter().any(|c| Superblock::decode(c) == Err(DecodeError::BadVersion))
+/// Whether a copy is intact (magic, CRC) but refused for `why` (a version or an
+/// incompatible feature this code does not know).
+fn either_is(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK], why: DecodeError) -> bool {
+    [a, b].iter().any(|c| Superblock::decode(c) == Err(why))
 }
 
 /// Where the log ends after a replay: what the next commit appends to.
@@ -261,11 +288,11 @@ mod tests {
     const MAIN: u64 = 1 << 20;
 
     fn want(spare_sectors: u64) -> Expect {
-        Expect { spare_sectors, main_sectors: MAIN, block_size: 4096 }
+        Expect { spare_sectors, main_sectors: MAIN, block_size: 4096, main_id: MainId::NONE }
     }
 
     fn sb_for(spare_bytes: u64) -> Superblock {
-        Superblock { seq: 1, uuid: [3; 16], main_sectors: MAIN, geometry: Geometry::compute(spare_bytes, 4096).unwrap() }
+        Superblock::new(1, [3; 16], MAIN, Geometry::compute(spare_bytes, 4096).unwrap(), MainId::NONE)
     }
 
     fn enc(sb: &Superblock) -> [u8; META_BLOCK] {
@@ -343,6 +370,89 @@ mod tests {
         let mut w = want(u64::MAX);
         w.block_size = 8192;
         assert_eq!(superblock(&b, &b, &w), Err(LoadError::OtherBlockSize));
+    }
+
+    #[test]
+    fn main_ids_bind_a_spare_to_its_main_device() {
+        let id = |s: &[u8]| MainId::parse(s).unwrap();
+        let mut sb = sb_for(4 << 20);
+        sb = Superblock::new(sb.seq, sb.uuid, sb.main_sectors, sb.geometry, id(b"disk-a"));
+        let b = enc(&sb);
+        let mut w = want(u64::MAX);
+        assert_eq!(superblock(&b, &b, &w), Ok(sb), "no id in the table: only the length is checked");
+        w.main_id = id(b"disk-a");
+        assert_eq!(superblock(&b, &b, &w), Ok(sb));
+        w.main_id = id(b"disk-b");
+        assert_eq!(superblock(&b, &b, &w), Err(LoadError::OtherMainId));
+        w.main_id = id(b"disk-a-");
+        assert_eq!(superblock(&b, &b, &w), Err(LoadError::OtherMainId), "a prefix is not the id");
+        // A spare without an id (a loop device's) loads under any table id.
+        let b = enc(&sb_for(4 << 20));
+        assert!(superblock(&b, &b, &w).is_ok());
+    }
+
+    #[test]
+    fn version_1_spares_still_load() {
+        let mut sb = sb_for(4 << 20);
+        sb.version = crate::format::VERSION_V1;
+        sb.compat = 0;
+        let b = enc(&sb);
+        assert_eq!(superblock(&b, &b, &want(u64::MAX)), Ok(sb));
+        // A v1 copy beside a newer v2 copy (an upgrade torn between the copies): v2 wins.
+        let mut v2 = sb_for(4 << 20);
+        v2.seq = 2;
+        assert_eq!(superblock(&b, &enc(&v2), &want(u64::MAX)), Ok(v2));
+    }
+
+    #[test]
+    fn unknown_features_and_versions() {
+        let mut sb = sb_for(4 << 20);
+        sb.incompat = 1 << 5;
+        let b = enc(&sb);
+        assert_eq!(superblock(&b, &b, &want(u64::MAX)), Err(LoadError::UnsupportedFeature));
+        // One copy with an unknown incompatible feature, the other torn: still "unsupported".
+        let mut torn = b;
+        torn[200] ^= 1;
+        assert_eq!(superblock(&b, &torn, &want(u64::MAX)), Err(LoadError::UnsupportedFeature));
+        let mut sb = sb_for(4 << 20);
+        sb.compat = 1 << 40; // unknown but compatible: ignored
+        let b = enc(&sb);
+        assert_eq!(superblock(&b, &b, &want(u64::MAX)), Ok(sb));
+        let mut sb = sb_for(4 << 20);
+        sb.version = 3;
+        let b = enc(&sb);
+        assert_eq!(superblock(&b, &b, &want(u64::MAX)), Err(LoadError::Unsupported));
+        for v in [0, u32::MAX] {
+            sb.version = v;
+            let b = enc(&sb);
+            assert_eq!(superblock(&b, &b, &want(u64::MAX)), Err(LoadError::Unsupported), "version {v}");
+        }
+    }
+
+    #[test]
+    fn record_area_extremes() {
+        let spare = (4u64 << 20) / 512;
+        let base = sb_for(4 << 20);
+        let g = base.geometry;
+        let pool_end = g.pool_start + g.pool_blocks * 8;
+        let cases: [(u64, u64, bool); 8] = [
+            (0, 0, true),
+            (pool_end, spare - pool_end, pool_end < spare),
+            (pool_end - 1, 1, false),
+            (0, 1, false),
+            (1, 0, false),
+            (pool_end, u64::MAX, false),
+            (u64::MAX, 1, false),
+            (spare, 1, false),
+        ];
+        for (start, sectors, ok) in cases {
+            let mut sb = base;
+            sb.records_start = start;
+            sb.records_sectors = sectors;
+            let b = enc(&sb);
+            let r = superblock(&b, &b, &want(spare));
+            assert_eq!(r.is_ok(), ok, "records at {start} for {sectors}: {r:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod crc32;
 pub mod format;
 pub mod health;
 pub mod loader;
+pub mod mainid;
 pub mod message;
 pub mod remaps;
 pub mod status;

@@ -4,6 +4,7 @@
 
 use crate::harness::*;
 use anyhow::{ensure, Result};
+use dm_remap_logic::mainid::MainId;
 use dm_remap_logic::format::{
     log_init, log_push, log_seal, Geometry, Remap, Superblock, ENTRIES_PER_BLOCK, META_BLOCK,
 };
@@ -15,7 +16,7 @@ pub fn write_spare(dev: &str, spare_bytes: u64, main_sectors: u64, n: u64, main_
     ensure!(n <= geometry.pool_blocks, "{n} remaps do not fit a pool of {}", geometry.pool_blocks);
     let mut uuid = [0u8; 16];
     std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut uuid))?;
-    let sb = Superblock { seq: 1, uuid, main_sectors, geometry };
+    let sb = Superblock::new(1, uuid, main_sectors, geometry, MainId::NONE);
     let mut head = vec![0u8; 2 * META_BLOCK];
     for half in head.chunks_exact_mut(META_BLOCK) {
         sb.encode(half.try_into()?);

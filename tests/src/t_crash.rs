@@ -5,6 +5,7 @@
 use crate::harness::*;
 use crate::logwrites::{self, Entry, FLUSH, FUA};
 use anyhow::{ensure, Context, Result};
+use dm_remap_logic::mainid::MainId;
 use dm_remap_logic::format::{
     Geometry, Superblock, META_BLOCK,
 };
@@ -33,7 +34,7 @@ fn load(img: &[u8]) -> Loaded {
         static ZERO: [u8; META_BLOCK] = [0; META_BLOCK];
         img.get(off as usize..off as usize + META_BLOCK).and_then(|b| b.try_into().ok()).unwrap_or(&ZERO)
     };
-    let want = Expect { spare_sectors: img.len() as u64 / 512, main_sectors: MAIN_BYTES / 512, block_size: BLOCK as u32 };
+    let want = Expect { spare_sectors: img.len() as u64 / 512, main_sectors: MAIN_BYTES / 512, block_size: BLOCK as u32, main_id: MainId::NONE };
     let why = |e: loader::LoadError| e.message().to_string_lossy().into_owned();
     let sb = loader::superblock(block(0), block(META_BLOCK as u64), &want).map_err(why)?;
     let mut entries = Vec::new();

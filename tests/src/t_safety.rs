@@ -3,11 +3,14 @@
 
 use crate::harness::*;
 use anyhow::{ensure, Context, Result};
+use dm_remap_logic::mainid::MainId;
 use dm_remap_logic::format::{log_init, log_push, log_seal, Geometry, Remap, Superblock, LOG_START, META_BLOCK};
 
 pub const TESTS: &[crate::Test] = &[
     ("safety_hostile_spares_refused_untouched", hostile_spares),
     ("safety_format_refuses_a_filesystem", format_refuses_filesystem),
+    ("safety_swapped_spares_refused_by_main_id", swapped_spares),
+    ("safety_v1_spare_loads_and_upgrades", v1_spare_upgrades),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -15,7 +18,7 @@ const SPARE: u64 = 4 * MIB;
 const MAIN_SECTORS: u64 = 16 * MIB / 512;
 
 fn good_sb() -> Result<Superblock> {
-    Ok(Superblock { seq: 1, uuid: [9; 16], main_sectors: MAIN_SECTORS, geometry: geometry(SPARE)? })
+    Ok(Superblock::new(1, [9; 16], MAIN_SECTORS, geometry(SPARE)?, MainId::NONE))
 }
 
 /// A spare image: both superblock copies as given (None: zeroes), and log block 0's slot 0.
@@ -33,6 +36,12 @@ fn image(a: Option<&Superblock>, b: Option<&Superblock>, slot0: Option<[u8; META
         img[at..at + META_BLOCK].copy_from_slice(&s);
     }
     img
+}
+
+/// Recomputes superblock copy A's CRC after a raw edit.
+fn reseal(img: &mut [u8]) {
+    let crc = dm_remap_logic::crc32::crc32(&img[..META_BLOCK - 4]);
+    img[META_BLOCK - 4..META_BLOCK].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Log block 0 with `entries`, sealed as commit `seq` with `next_free`.
@@ -138,11 +147,37 @@ fn hostile_spares() -> Result<()> {
     torn[META_BLOCK + 200] ^= 1;
     cases.push(("both superblock copies torn", torn, "Spare metadata is corrupt in every copy"));
     // A newer format version, intact.
-    let mut v2 = image(Some(&sb), None, None);
-    v2[8..12].copy_from_slice(&99u32.to_le_bytes());
-    let crc = dm_remap_logic::crc32::crc32(&v2[..META_BLOCK - 4]);
-    v2[META_BLOCK - 4..META_BLOCK].copy_from_slice(&crc.to_le_bytes());
-    cases.push(("unknown format version", v2, "unsupported format version"));
+    let mut v99 = image(Some(&sb), None, None);
+    v99[8..12].copy_from_slice(&99u32.to_le_bytes());
+    reseal(&mut v99);
+    cases.push(("unknown format version", v99, "unsupported format version"));
+    // An incompatible feature this module does not know, intact: "unsupported", not "corrupt".
+    cases.push(("unknown incompatible feature", image(Some(&with(&|s| s.incompat = 1 << 7)), None, None), "unsupported feature"));
+    // A main id field with a byte outside the set, CRC recomputed.
+    let mut badid = image(Some(&with(&|s| {
+        s.main_id = MainId::parse(b"disk-a").unwrap_or_default();
+        s.compat = dm_remap_logic::format::COMPAT_MAIN_ID;
+    })), None, None);
+    badid[89] = b' ';
+    reseal(&mut badid);
+    cases.push(("main id with a space", badid, "Spare metadata is corrupt in every copy"));
+    // The record area (v2) past the end of the device, or inside the pool.
+    cases.push((
+        "record area past the device",
+        image(Some(&with(&|s| {
+            s.records_start = g.pool_start + g.pool_blocks * 8;
+            s.records_sectors = u64::MAX;
+        })), None, None),
+        "Spare device is smaller than its metadata says",
+    ));
+    cases.push((
+        "record area inside the pool",
+        image(Some(&with(&|s| {
+            s.records_start = g.pool_start;
+            s.records_sectors = 8;
+        })), None, None),
+        "Spare metadata is inconsistent (pool and log layout)",
+    ));
 
     let mut kmsg = Kmsg::open()?;
     let (m, s) = (main.path.as_str(), spare.path.as_str());
@@ -201,5 +236,108 @@ fn format_refuses_filesystem() -> Result<()> {
     write_at(&other.path, 8 * MIB - 4096, &pattern(2, 4096))?;
     cmd_fails("dmsetup", &["create", "t-ff", "--table", &format!("0 {MAIN_SECTORS} remap {} {} 1 format", main.path, other.path)])?;
     ensure!(read_at(&other.path, 0, 8192)?.iter().all(|&b| b == 0), "the superblocks were written");
+    Ok(())
+}
+
+/// Runs the tool; (exit code, stdout, stderr).
+fn dmremap(args: &[&str]) -> Result<(i32, String, String)> {
+    let out = std::process::Command::new("dmremap").args(args).output().context("cannot run dmremap")?;
+    let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    ensure!(!e.contains("panicked"), "dmremap panicked: {e}");
+    Ok((out.status.code().unwrap_or(-1), o, e))
+}
+
+fn remaps(name: &str) -> Result<String> {
+    Ok(status_fields(name)?.get(7).cloned().unwrap_or_default())
+}
+
+/// Two main devices of the same size, each spare bound to its own by id: the swapped pairs
+/// are refused (through dmsetup and through `dmremap create`), with no write to the spare;
+/// the right pairs load and print their `main_id` back.
+fn swapped_spares() -> Result<()> {
+    let (main_a, main_b) = (LoopDev::new("sw-main-a", 16 * MIB)?, LoopDev::new("sw-main-b", 16 * MIB)?);
+    let (spare_a, spare_b) = (LoopDev::new("sw-spare-a", SPARE)?, LoopDev::new("sw-spare-b", SPARE)?);
+    // A loop device has no WWN or serial: without --main-id, format records none and warns.
+    let (code, _, err) = dmremap(&["format", &spare_a.path, "--main", &main_a.path])?;
+    expect_eq("format without an id: exit code", code, 0)?;
+    ensure!(err.contains("has no WWN or serial"), "no warning: {err:?}");
+    for (spare, main, id) in [(&spare_a, &main_a, "disk-a"), (&spare_b, &main_b, "disk-b")] {
+        let (code, out, err) = dmremap(&["format", &spare.path, "--main", &main.path, "--main-id", id, "--force"])?;
+        expect_eq(&format!("format {id}: exit code ({err})"), code, 0)?;
+        ensure!(out.contains(&format!("main id {id}")), "format said {out:?}");
+        let (_, out, _) = dmremap(&["inspect", &spare.path, "--json"])?;
+        let r: serde_json::Value = serde_json::from_str(&out)?;
+        expect_eq("inspect main_id", r["main_id"].as_str(), Some(id))?;
+        expect_eq("inspect version", r["version"].as_u64(), Some(2))?;
+    }
+    let (code, _, _) = dmremap(&["format", &spare_a.path, "--main", &main_a.path, "--main-id", "a b"])?;
+    expect_eq("format with an invalid id: exit code", code, 6)?;
+    let mut kmsg = Kmsg::open()?;
+    let blk = spare_b.path.trim_start_matches("/dev/").to_string();
+    let before = read_at(&spare_b.path, 0, SPARE as usize)?;
+    let writes = io_counts(&blk)?.1;
+    kmsg.drain();
+    let line = format!("0 {MAIN_SECTORS} remap {} {} 2 main_id disk-a", main_a.path, spare_b.path);
+    cmd_fails("dmsetup", &["create", "t-sw", "--table", &line])?;
+    ensure!(!dm_exists("t-sw"), "device left behind");
+    let log = kmsg.drain();
+    ensure!(log.iter().any(|l| l.contains("belongs to another main device (main_id differs)")), "kernel log: {log:?}");
+    let (code, _, err) = dmremap(&["create", "t-sw", &main_a.path, &spare_b.path, "--main-id", "disk-a"])?;
+    expect_eq(&format!("dmremap create with swapped spares: exit code ({err})"), code, 7)?;
+    ensure!(!dm_exists("t-sw"), "device left behind");
+    expect_eq("sectors written to the refused spare", io_counts(&blk)?.1 - writes, 0)?;
+    ensure!(read_at(&spare_b.path, 0, SPARE as usize)? == before, "the refused spare changed");
+    // The right pairs.
+    for (spare, main, id) in [(&spare_a, &main_a, "disk-a"), (&spare_b, &main_b, "disk-b")] {
+        let name = format!("t-sw-{id}");
+        let (code, out, err) = dmremap(&["create", &name, &main.path, &spare.path, "--main-id", id])?;
+        expect_eq(&format!("dmremap create {id}: exit code ({err})"), code, 0)?;
+        ensure!(out.contains(&format!("main_id {id}")), "create said {out:?}");
+        let dev = DmDev { name: name.clone(), path: format!("/dev/mapper/{name}") };
+        let table = dmsetup(&["table", &name])?;
+        ensure!(table.trim_end().ends_with(&format!("2 main_id {id}")), "table {table:?}");
+        write_at(&dev.path, 0, &pattern(3, 4096))?;
+        expect_eq("data through the right pair", read_at(&dev.path, 0, 4096)? == pattern(3, 4096), true)?;
+        drop(dev);
+    }
+    // Without an id in the table, the length is all that binds (docs/table.md).
+    let dev = DmDev::create("t-sw-noid", &format!("0 {MAIN_SECTORS} remap {} {}", main_a.path, spare_b.path))?;
+    expect_eq("remaps on a spare loaded without an id", remaps(&dev.name)?, "0".to_string())?;
+    Ok(())
+}
+
+/// A version 1 spare (the previous release's) with a remap loads; `dmremap upgrade` rewrites
+/// it as version 2 with a main id (refused while a table holds it), and it loads again with
+/// its remap; a table with another id is refused.
+fn v1_spare_upgrades() -> Result<()> {
+    let main = LoopDev::new("v1-main", 16 * MIB)?;
+    let spare = LoopDev::new("v1-spare", SPARE)?;
+    let v1 = Superblock { version: dm_remap_logic::format::VERSION_V1, compat: 0, ..good_sb()? };
+    write_at(&spare.path, 0, &image(Some(&v1), Some(&v1), Some(log_block(&v1, &[(5, 0)], 1, 1))))?;
+    write_at(&spare.path, v1.geometry.pool_sector(0) * 512, &pattern(7, 4096))?;
+    let (m, s) = (main.path.as_str(), spare.path.as_str());
+    {
+        let dev = DmDev::create("t-v1", &format!("0 {MAIN_SECTORS} remap {m} {s}"))?;
+        expect_eq("remaps on the v1 spare", remaps(&dev.name)?, "1".to_string())?;
+        expect_eq("remapped block read from the pool", read_at(&dev.path, 5 * 4096, 4096)? == pattern(7, 4096), true)?;
+        let (code, _, err) = dmremap(&["upgrade", s, "--main-id", "disk-a"])?;
+        expect_eq("upgrade while a table holds the spare: exit code", code, 6)?;
+        ensure!(err.contains("is in use"), "stderr {err:?}");
+    }
+    let (_, out, _) = dmremap(&["inspect", s])?;
+    ensure!(out.contains("format v1"), "inspect before: {out}");
+    let (code, out, err) = dmremap(&["upgrade", s, "--main-id", "disk-a"])?;
+    expect_eq(&format!("upgrade: exit code ({err})"), code, 0)?;
+    expect_eq("upgrade said", out.trim_end().to_string(), format!("upgraded {s} to format v2, main id disk-a"))?;
+    let (_, out, _) = dmremap(&["inspect", s])?;
+    ensure!(out.contains("format v2") && out.contains("main id disk-a") && out.contains("main block 5 -> pool block 0"), "inspect after: {out}");
+    let (code, out, _) = dmremap(&["upgrade", s])?;
+    expect_eq("second upgrade: exit code", code, 0)?;
+    ensure!(out.contains("nothing written"), "second upgrade said {out:?}");
+    cmd_fails("dmsetup", &["create", "t-v1", "--table", &format!("0 {MAIN_SECTORS} remap {m} {s} 2 main_id disk-b")])?;
+    ensure!(!dm_exists("t-v1"), "device left behind");
+    let dev = DmDev::create("t-v1", &format!("0 {MAIN_SECTORS} remap {m} {s} 2 main_id disk-a"))?;
+    expect_eq("remaps after the upgrade", remaps(&dev.name)?, "1".to_string())?;
+    expect_eq("remapped block after the upgrade", read_at(&dev.path, 5 * 4096, 4096)? == pattern(7, 4096), true)?;
     Ok(())
 }
