@@ -33,6 +33,7 @@ pub const VERSION_V1: u32 = 1;
 /// know it can still use the spare correctly (it only cannot check the binding).
 pub const COMPAT_MAIN_ID: u64 = 1 << 0;
 /// Compatible features this code knows. Unknown compatible bits are ignored.
+#[allow(dead_code)] // documents the set; the host tests use it
 pub const COMPAT_KNOWN: u64 = COMPAT_MAIN_ID;
 /// Incompatible features this code knows (none yet). A spare with any other incompatible bit
 /// is refused as "unsupported feature": using it without understanding it could lose data.

@@ -224,6 +224,9 @@ fn format_refuses_filesystem() -> Result<()> {
     // (exclusive open) even with --force; exit code 6.
     let out = std::process::Command::new("dmremap").args(["format", &spare.path, "--main", &main.path]).output()?;
     expect_eq("dmremap format on ext4: exit code", out.status.code(), Some(6))?;
+    // Named by libblkid (the guest has libblkid.so.1 from util-linux), not by the fallback.
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("holds a signature of type ext4 (libblkid)"), "stderr: {err}");
     let held = DmDev::create("t-ff-held", &format!("0 {} linear {} 0", 8 * MIB / 512, spare.path))?;
     let out = std::process::Command::new("dmremap").args(["format", &spare.path, "--main", &main.path, "--force"]).output()?;
     expect_eq("dmremap format --force on a held device: exit code", out.status.code(), Some(6))?;
