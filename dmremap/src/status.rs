@@ -34,45 +34,38 @@ pub struct Status {
     pub state: String,
 }
 
-/// Parses the fields after `<start> <len> remap` (or a whole `dmsetup status` line).
+/// Parses the fields after `<start> <len> remap` (or a whole `dmsetup status` line), with
+/// the one parser in `dm_remap_logic::status`; 26 fields or more (later ones are ignored).
 pub fn parse(line: &str) -> Result<Status, Fail> {
-    let mut f: Vec<&str> = line.split_whitespace().collect();
-    if f.len() == 29 && f[2] == "remap" {
-        f.drain(..3);
-    }
-    if f.len() != 26 {
-        return Err(Fail::new(Kind::NotRemap, format!("the status has {} fields, not the 26 of a dm-remap target", f.len())));
-    }
-    let n = |i: usize| -> Result<u64, Fail> {
-        f[i - 1].parse().map_err(|_| Fail::new(Kind::NotRemap, format!("status field {i} ({:?}) is not a number", f[i - 1])))
-    };
+    let s = dm_remap_logic::status::Status::parse(line).map_err(|e| Fail::new(Kind::NotRemap, e.to_string()))?;
+    let dev = |d: dm_remap_logic::status::DevNo| format!("{}:{}", d.0, d.1);
     Ok(Status {
-        version: f[0].into(),
-        main_device: f[1].into(),
-        spare_device: f[2].into(),
-        reads: n(4)?,
-        writes: n(5)?,
-        spare_ios: n(6)?,
-        media_errors: n(7)?,
-        remaps: n(8)?,
-        spare_blocks: n(9)?,
-        spare_free: n(10)?,
-        pending: n(11)?,
-        write_relocations: n(12)?,
-        proactive_relocations: n(13)?,
-        metadata_commits: n(14)?,
-        metadata_seq: n(15)?,
-        cache_hits: n(16)?,
-        cache_misses: n(17)?,
-        scanned_this_pass: n(18)?,
-        scan_passes: n(19)?,
-        health: n(20)?,
-        seconds_to_exhaustion: n(21)?,
-        hotspots: n(22)?,
-        main_latency_us: n(23)?,
-        alert_threshold: n(24)?,
-        seconds_since_alert: if f[24] == "-" { None } else { Some(n(25)?) },
-        state: f[25].into(),
+        version: s.version.into(),
+        main_device: dev(s.main),
+        spare_device: dev(s.spare),
+        reads: s.reads,
+        writes: s.writes,
+        spare_ios: s.spare_ios,
+        media_errors: s.media_errors,
+        remaps: s.remaps,
+        spare_blocks: s.pool_blocks,
+        spare_free: s.free,
+        pending: s.pending,
+        write_relocations: s.write_relocations,
+        proactive_relocations: s.proactive_relocations,
+        metadata_commits: s.commits,
+        metadata_seq: s.seq,
+        cache_hits: s.cache_hits,
+        cache_misses: s.cache_misses,
+        scanned_this_pass: s.scanned,
+        scan_passes: s.scan_passes,
+        health: u64::from(s.health),
+        seconds_to_exhaustion: s.eta_secs,
+        hotspots: s.hotspots,
+        main_latency_us: s.latency_us,
+        alert_threshold: u64::from(s.alert_threshold),
+        seconds_since_alert: s.since_alert,
+        state: s.state.name().into(),
     })
 }
 

@@ -18,6 +18,12 @@ pub enum State {
 }
 
 impl State {
+    /// The state a word names.
+    #[allow(dead_code)] // the host's parser
+    pub fn parse(word: &str) -> Option<State> {
+        [State::Operational, State::Maintenance, State::Degraded, State::SpareFull].into_iter().find(|s| s.name() == word)
+    }
+
     /// The word printed.
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +38,38 @@ impl State {
 /// A device number, printed `major:minor`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DevNo(pub u32, pub u32);
+
+impl DevNo {
+    /// Parses `major:minor`.
+    #[allow(dead_code)] // the host's parser
+    pub fn parse(s: &str) -> Option<DevNo> {
+        let (a, b) = s.split_once(':')?;
+        Some(DevNo(super::args::parse_u32(a.as_bytes())?, super::args::parse_u32(b.as_bytes())?))
+    }
+}
+
+/// Fields the kernel prints. A parser accepts more (later versions may append fields) but
+/// not fewer.
+pub const FIELDS: usize = 26;
+
+/// Why a status line was not one of ours.
+#[allow(dead_code)] // the host's parser
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusError {
+    /// Fewer than [`FIELDS`] fields (the number found).
+    TooFewFields(usize),
+    /// Field `n` (1-based) is not what it must be.
+    BadField(usize),
+}
+
+impl fmt::Display for StatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusError::TooFewFields(n) => write!(f, "the status has {n} fields, not the {FIELDS} of a dm-remap target"),
+            StatusError::BadField(i) => write!(f, "status field {i} is not valid"),
+        }
+    }
+}
 
 /// Every figure of the status line, in field order.
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +126,99 @@ pub struct Status<'a> {
     pub since_alert: Option<u64>,
     /// 26: state.
     pub state: State,
+}
+
+#[allow(dead_code)] // the host's parser (dmremap, the tests); the kernel only prints
+impl<'a> Status<'a> {
+    /// Parses the fields after `<start> <len> remap` (or a whole `dmsetup status` line of one
+    /// target): the one parser of the status line, for `dmremap` and the tests. Accepts
+    /// [`FIELDS`] or more fields, so fields appended later do not break deployed tools.
+    pub fn parse(line: &'a str) -> Result<Status<'a>, StatusError> {
+        let mut words = line.split_ascii_whitespace().peekable();
+        let mut head: [&str; 3] = [""; 3];
+        let mut f: [&str; FIELDS] = [""; FIELDS];
+        let mut n = 0;
+        // A `dmsetup status` line starts with `<start> <len> remap`.
+        let all: [Option<&str>; 3] = [words.next(), words.next(), words.next()];
+        let prefixed = matches!(all, [Some(a), Some(b), Some("remap")]
+            if super::args::parse_u64(a.as_bytes()).is_some() && super::args::parse_u64(b.as_bytes()).is_some());
+        if !prefixed {
+            for w in all.into_iter().flatten() {
+                head[n] = w;
+                n += 1;
+            }
+            f[..n].copy_from_slice(&head[..n]);
+        }
+        for w in words {
+            if n < FIELDS {
+                f[n] = w;
+            }
+            n += 1;
+        }
+        if n < FIELDS {
+            return Err(StatusError::TooFewFields(n));
+        }
+        let num = |i: usize| super::args::parse_u64(f[i - 1].as_bytes()).ok_or(StatusError::BadField(i));
+        let small = |i: usize| num(i).and_then(|v| u8::try_from(v).map_err(|_| StatusError::BadField(i)));
+        Ok(Status {
+            version: f[0],
+            main: DevNo::parse(f[1]).ok_or(StatusError::BadField(2))?,
+            spare: DevNo::parse(f[2]).ok_or(StatusError::BadField(3))?,
+            reads: num(4)?,
+            writes: num(5)?,
+            spare_ios: num(6)?,
+            media_errors: num(7)?,
+            remaps: num(8)?,
+            pool_blocks: num(9)?,
+            free: num(10)?,
+            pending: num(11)?,
+            write_relocations: num(12)?,
+            proactive_relocations: num(13)?,
+            commits: num(14)?,
+            seq: num(15)?,
+            cache_hits: num(16)?,
+            cache_misses: num(17)?,
+            scanned: num(18)?,
+            scan_passes: num(19)?,
+            health: small(20)?,
+            eta_secs: num(21)?,
+            hotspots: num(22)?,
+            latency_us: num(23)?,
+            alert_threshold: small(24)?,
+            since_alert: if f[24] == "-" { None } else { Some(num(25)?) },
+            state: State::parse(f[25]).ok_or(StatusError::BadField(26))?,
+        })
+    }
+}
+
+impl PartialEq for Status<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        // Every field, through the one printer: equal lines are equal statuses.
+        let mut a = [0u8; 512];
+        let mut b = [0u8; 512];
+        let (Some(a), Some(b)) = (print_into(self, &mut a), print_into(o, &mut b)) else { return false };
+        a == b
+    }
+}
+
+/// Prints `s` into `buf`, if it fits.
+fn print_into<'b>(s: &Status<'_>, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    struct W<'b> {
+        buf: &'b mut [u8],
+        len: usize,
+    }
+    impl fmt::Write for W<'_> {
+        fn write_str(&mut self, t: &str) -> fmt::Result {
+            let end = self.len.checked_add(t.len()).filter(|&e| e <= self.buf.len()).ok_or(fmt::Error)?;
+            self.buf[self.len..end].copy_from_slice(t.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    let mut w = W { buf, len: 0 };
+    fmt::write(&mut w, format_args!("{s}")).ok()?;
+    let len = w.len;
+    Some(&w.buf[..len])
 }
 
 impl fmt::Display for Status<'_> {
@@ -157,5 +288,57 @@ mod tests {
         assert_eq!(&f[24..], &["-", "spare_full"]);
         let t = Status { since_alert: Some(3), state: State::Maintenance, ..s }.to_string();
         assert!(t.ends_with(" 24 3 maintenance"));
+        assert_eq!(Status::parse(&text), Ok(s));
+        assert_eq!(Status::parse(&format!("0 32768 remap {text}")), Ok(s), "a whole dmsetup line");
+        assert_eq!(Status::parse(&format!("{text} 27 28")), Ok(s), "fields appended later are ignored");
+    }
+
+    #[test]
+    fn refusals() {
+        let good = "0.1.0 7:0 7:1 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 - operational";
+        assert!(Status::parse(good).is_ok());
+        assert_eq!(Status::parse(""), Err(StatusError::TooFewFields(0)));
+        assert_eq!(Status::parse("0 100 linear"), Err(StatusError::TooFewFields(3)));
+        assert_eq!(Status::parse(&good.replace(" -", "")), Err(StatusError::TooFewFields(25)));
+        for (from, to, field) in [
+            ("7:0", "7", 2),
+            ("7:1", "x:1", 3),
+            (" 8 ", " -8 ", 8),
+            (" 20 ", " 256 ", 20),
+            (" 24 ", " 999 ", 24),
+            (" - ", " x ", 25),
+            ("operational", "fine", 26),
+        ] {
+            assert_eq!(Status::parse(&good.replacen(from, to, 1)), Err(StatusError::BadField(field)), "{from} -> {to}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Print then parse gives back every field.
+        #[test]
+        fn round_trip(
+            n in proptest::array::uniform19(proptest::num::u64::ANY),
+            devs in proptest::array::uniform4(proptest::num::u32::ANY),
+            health in proptest::num::u8::ANY,
+            thr in proptest::num::u8::ANY,
+            since in proptest::option::of(proptest::num::u64::ANY),
+            st in 0usize..4,
+        ) {
+            let state = [State::Operational, State::Maintenance, State::Degraded, State::SpareFull][st];
+            let s = Status {
+                version: "0.1.0",
+                main: DevNo(devs[0], devs[1]),
+                spare: DevNo(devs[2], devs[3]),
+                reads: n[0], writes: n[1], spare_ios: n[2], media_errors: n[3], remaps: n[4],
+                pool_blocks: n[5], free: n[6], pending: n[7], write_relocations: n[8],
+                proactive_relocations: n[9], commits: n[10], seq: n[11], cache_hits: n[12],
+                cache_misses: n[13], scanned: n[14], scan_passes: n[15], health, eta_secs: n[16],
+                hotspots: n[17], latency_us: n[18], alert_threshold: thr, since_alert: since, state,
+            };
+            let text = s.to_string();
+            let back = Status::parse(&text).unwrap();
+            proptest::prop_assert_eq!(back.to_string(), text.clone());
+            proptest::prop_assert_eq!((back.remaps, back.health, back.since_alert, back.state, back.main), (s.remaps, health, since, state, s.main));
+        }
     }
 }

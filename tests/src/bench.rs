@@ -169,8 +169,8 @@ pub fn run(reps: u32, runtime: &str) -> Result<()> {
         }
     }
     for (name, dm) in [("remap-allhit", &rhit), ("remap-100k-interleaved", &r100i)] {
-        let f = status_fields(&dm.name)?;
-        println!("BENCHINFO cache-{name} hits={} misses={}", f[15], f[16]);
+        let (hits, misses) = status_of(&dm.name, |s| (s.cache_hits, s.cache_misses))?;
+        println!("BENCHINFO cache-{name} hits={hits} misses={misses}");
     }
     drop((r0, r1k, r100o, r100i, r100in, rhit, rhitn, lin, lin_spare));
 
@@ -202,8 +202,7 @@ fn storm(main: &NullB, main_sectors: u64) -> Result<()> {
         "",
     )?;
     let ms = v["jobs"][0]["job_runtime"].as_u64().unwrap_or(0);
-    let f = status_fields(&dm.name)?;
-    let (remaps, spare_ios, commits): (u64, u64, u64) = (f[7].parse()?, f[5].parse()?, f[13].parse()?);
+    let (remaps, spare_ios, commits) = status_of(&dm.name, |s| (s.remaps, s.spare_ios, s.commits))?;
     println!("BENCHINFO storm-remaps {remaps}");
     println!("BENCHINFO storm-ms {ms}");
     println!("BENCHINFO storm-commits {commits}");
@@ -227,7 +226,7 @@ fn ctr_and_memory(main: &NullB, main_sectors: u64) -> Result<()> {
         let ms = t0.elapsed().as_millis();
         dmsetup(&["message", &dm.name, "0", "scan", "stop"])?;
         let free1 = kernel_heap_kb()?;
-        let remaps = status_fields(&dm.name)?[7].clone();
+        let remaps = status_of(&dm.name, |s| s.remaps.to_string())?;
         println!("BENCHINFO ctr-{n} ms={ms} remaps={remaps} kb={}", free1 as i64 - free0 as i64);
         results.push(free1 as i64 - free0 as i64);
         drop(dm);

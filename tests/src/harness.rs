@@ -333,6 +333,15 @@ pub fn leftover_devices() -> Vec<String> {
 }
 
 /// The fields `dmsetup status` prints after `<start> <len> <target>`.
+/// The device's status through the one parser (`dm_remap_logic::status`), e.g.
+/// `status_of(name, |s| s.remaps)?`: fields by name, never by position.
+pub fn status_of<T>(name: &str, f: impl FnOnce(&dm_remap_logic::status::Status<'_>) -> T) -> Result<T> {
+    let out = dmsetup(&["status", name])?;
+    let s = dm_remap_logic::status::Status::parse(&out).map_err(|e| anyhow::anyhow!("{name}: {e}: {out:?}"))?;
+    Ok(f(&s))
+}
+
+/// The status fields as words, for comparing whole lines (`status_of` for single fields).
 pub fn status_fields(name: &str) -> Result<Vec<String>> {
     let out = dmsetup(&["status", name])?;
     Ok(out.split_whitespace().skip(3).map(str::to_string).collect())

@@ -30,12 +30,6 @@ fn msg(name: &str, words: &[&str]) -> Result<String> {
     Ok(dmsetup(&args)?.trim_end().to_string())
 }
 
-fn field(name: &str, i: usize) -> Result<u64> {
-    let f = status_fields(name)?;
-    ensure!(f.len() == 26, "status has {} fields: {f:?}", f.len());
-    f[i - 1].parse().with_context(|| format!("field {i} = {:?}", f[i - 1]))
-}
-
 /// Fails unless block data `got` is `want`, naming what it is instead (no byte dumps).
 fn expect_data(what: &str, got: &[u8], want: &[u8], old: &[u8]) -> Result<()> {
     if got != want {
@@ -77,7 +71,7 @@ impl SlowSpare {
 /// in these tests, nothing but a relocation writing its pool block does (dm's own inflight
 /// counters do not count the spare's delayed bios), and it takes `SPARE_WRITE_DELAY_MS`.
 fn wait_pool_write(name: &str, base: u64, secs: u64) -> Result<()> {
-    wait_for(secs, "a relocation's write to the spare", || Ok(field(name, 6)? > base))
+    wait_for(secs, "a relocation's write to the spare", || Ok(status_of(name, |s| s.spare_ios)? > base))
 }
 
 /// Writes `new` to block `b` through the target while a relocation of `b` is writing its pool
@@ -88,7 +82,7 @@ fn write_during_relocation(dm: &DmDev, base: u64, b: u64, old: &[u8], new: &[u8]
     write_at(&dm.path, b * BS, new).context("the write during the relocation")?;
     println!("    write during the relocation acknowledged after {} ms", t.elapsed().as_millis());
     // Published: the remap shows in field 8.
-    wait_for(60, "the relocation to be published", || Ok(field(&dm.name, 8)? == 1))?;
+    wait_for(60, "the relocation to be published", || Ok(status_of(&dm.name, |s| s.remaps)? == 1))?;
     expect_data("the block after the relocation", &read_at(&dm.path, b * BS, BS as usize)?, new, old)?;
     Ok(())
 }
@@ -102,7 +96,7 @@ fn migration_message() -> Result<()> {
     write_at(&lo.path, 40 * BS, &old)?;
     let dm = DmDev::create("t-mm", &format!("0 {n} remap {} {} 1 format", lo.path, spare.dm.path))?;
     msg(&dm.name, &["maintenance", "on"])?;
-    let base = field(&dm.name, 6)?;
+    let base = status_of(&dm.name, |s| s.spare_ios)?;
     let name = dm.name.clone();
     let mover = std::thread::spawn(move || msg(&name, &["remap", &(40 * 8).to_string()]));
     let new = pattern(2, BS as usize);
@@ -129,7 +123,7 @@ fn migration_scan() -> Result<()> {
     write_at(&lo.path, 50 * BS, &old)?;
     let spare = SlowSpare::new("ms-spare")?;
     let dm = DmDev::create("t-ms", &format!("0 {n} remap {} {} 1 format", main.path, spare.dm.path))?;
-    let base = field(&dm.name, 6)?;
+    let base = status_of(&dm.name, |s| s.spare_ios)?;
     msg(&dm.name, &["scan_rate", "100000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
@@ -154,7 +148,7 @@ fn migration_read_retry() -> Result<()> {
     let dm = DmDev::create("t-mr", &format!("0 {n} remap {} {} 3 format read_retries 1", main.path, spare.dm.path))?;
     msg(&dm.name, &["maintenance", "on"])?;
     // Holds the worker back: a relocation of block 70 (two delayed writes, about 4 s).
-    let base = field(&dm.name, 6)?;
+    let base = status_of(&dm.name, |s| s.spare_ios)?;
     let name = dm.name.clone();
     let mover = std::thread::spawn(move || msg(&name, &["remap", &(70 * 8).to_string()]));
     wait_pool_write(&dm.name, base, 60)?;
@@ -173,7 +167,7 @@ fn migration_read_retry() -> Result<()> {
     write_at(&dm.path, 60 * BS, &new).context("the write during the relocation")?;
     let read = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))?;
     expect_data("the read retried by the worker", &read.context("read of block 60")?, &old, &[])?;
-    wait_for(60, "the relocation of block 60", || Ok(field(&dm.name, 8)? == 2))?;
+    wait_for(60, "the relocation of block 60", || Ok(status_of(&dm.name, |s| s.remaps)? == 2))?;
     expect_data("block 60 after its relocation", &read_at(&dm.path, 60 * BS, BS as usize)?, &new, &old)?;
     msg(&dm.name, &["maintenance", "off"])?;
     Ok(())
@@ -203,16 +197,16 @@ fn failed_pool_write() -> Result<()> {
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
     wait_for(60, "the state to become degraded", || {
-        Ok(status_fields(&dm.name)?.last().map(String::as_str) == Some("degraded"))
+        Ok(status_of(&dm.name, |s| s.state.name() == "degraded")?)
     })?;
-    expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 0)?;
+    expect_eq("field 8 (remaps)", status_of(&dm.name, |s| s.remaps)?, 0)?;
     expect_data("the weak block's data", &read_at(&dm.path, 50 * BS, BS as usize)?, &data, &[])?;
     drop(dm);
     // And on disk: a new table over a working spare finds no remap of block 50.
     dmsetup(&["reload", &spare.name, "--table", &format!("0 {s} linear {} 0", sl.path)])?;
     dmsetup(&["resume", &spare.name])?;
     let dm = DmDev::create("t-fp", &format!("0 {n} remap {} {}", main.path, spare.path))?;
-    expect_eq("field 8 (remaps) after re-creation", field(&dm.name, 8)?, 0)?;
+    expect_eq("field 8 (remaps) after re-creation", status_of(&dm.name, |s| s.remaps)?, 0)?;
     expect_data("the weak block's data after re-creation", &read_at(&dm.path, 50 * BS, BS as usize)?, &data, &[])?;
     Ok(())
 }
@@ -249,8 +243,8 @@ fn fua_kept() -> Result<()> {
     )?;
     // The write is acknowledged; nothing else has been sent to the main device.
     msg(&lw.name, &["mark", "after"])?;
-    expect_eq("field 7 (media errors)", field(&dm.name, 7)?, 1)?;
-    expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 0)?;
+    expect_eq("field 7 (media errors)", status_of(&dm.name, |s| s.media_errors)?, 1)?;
+    expect_eq("field 8 (remaps)", status_of(&dm.name, |s| s.remaps)?, 0)?;
     let entries = log_writes_entries(&log_lo.path)?;
     let pos = |m: &str| entries.iter().position(|e| e.flags & LW_MARK != 0 && e.mark.starts_with(m));
     let (b, a) = (pos("before").context("mark before")?, pos("after").context("mark after")?);
@@ -291,7 +285,7 @@ fn failed_preresume() -> Result<()> {
     dmsetup(&["reload", &spare.name, "--table", &linear])?;
     dmsetup(&["resume", &spare.name])?;
     dmsetup(&["resume", &dm.name]).context("the resume with the spare back")?;
-    expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 2)?;
+    expect_eq("field 8 (remaps)", status_of(&dm.name, |s| s.remaps)?, 2)?;
     expect_data("block 6", &read_at(&dm.path, 6 * BS, BS as usize)?, &pattern(10, BS as usize), &[])?;
     expect_data("block 5", &read_at(&dm.path, 5 * BS, BS as usize)?, &pattern(9, BS as usize), &[])?;
     Ok(())
@@ -335,12 +329,12 @@ fn pending_writable_when_full() -> Result<()> {
     msg(&dm.name, &["maintenance", "on"])?;
     msg(&dm.name, &["remap", &(40 * 8).to_string()])?;
     msg(&dm.name, &["maintenance", "off"])?;
-    expect_eq("state", status_fields(&dm.name)?.last().cloned().unwrap_or_default(), "spare_full".to_string())?;
+    expect_eq("state", status_of(&dm.name, |s| s.state.name().to_string())?, "spare_full".to_string())?;
     match read_at(&dm.path, 20 * BS, BS as usize) {
         Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
         other => bail!("reading the bad block: expected EIO, got {other:?}"),
     }
-    expect_eq("field 11 (pending)", field(&dm.name, 11)?, 1)?;
+    expect_eq("field 11 (pending)", status_of(&dm.name, |s| s.pending)?, 1)?;
     let a = pattern(11, BS as usize);
     write_at(&dm.path, 20 * BS, &a).context("write to the pending block with the pool full")?;
     expect_data("read back", &read_at(&dm.path, 20 * BS, BS as usize)?, &a, &[])?;

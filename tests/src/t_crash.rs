@@ -151,9 +151,9 @@ fn crash_replay() -> Result<()> {
         })?;
         mark(&format!("ack-{n}"))?;
     }
-    let f = status_fields(&dm.name)?;
+    let remaps = status_of(&dm.name, |s| s.remaps)?;
     println!("    storm: {BAD} relocating writes in {:.1} s", t0.elapsed().as_secs_f64());
-    expect_eq("remaps after the storm", f[7].clone(), BAD.to_string())?;
+    expect_eq("remaps after the storm", remaps.to_string(), BAD.to_string())?;
     drop(dm);
     drop(lw);
     let log = std::fs::read(&logdev.path)?;
@@ -254,7 +254,7 @@ fn crash_replay() -> Result<()> {
         let table = format!("0 {} remap {} {}", MAIN_BYTES / 512, lo.path, img_dev.path);
         let kernel = match DmDev::create("t-cr-load", &table) {
             Ok(d) => {
-                let n: usize = status_fields(&d.name)?[7].parse()?;
+                let n = status_of(&d.name, |s| s.remaps)? as usize;
                 for &b in p.acked_before(*cut).iter().step_by(25) {
                     expect_eq(&format!("block {b} read through the target at {cut}"), read_at(&d.path, b * BLOCK, BLOCK as usize)?, pattern(b, BLOCK as usize))?;
                 }

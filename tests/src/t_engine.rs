@@ -29,9 +29,9 @@ const BS: u64 = 4096;
 /// Checks fields 8 (remaps), 9 (pool blocks), 10 (free), 11 (pending), 15 (metadata seq) and
 /// 26 (state) of the status line.
 fn expect_status(name: &str, want: &[String]) -> Result<()> {
-    let f = status_fields(name)?;
-    ensure!(f.len() == 26, "status has {} fields: {f:?}", f.len());
-    let got: Vec<String> = [8, 9, 10, 11, 15, 26].iter().map(|&i| f[i - 1].clone()).collect();
+    let got: Vec<String> = status_of(name, |s| {
+        [s.remaps, s.pool_blocks, s.free, s.pending, s.seq].iter().map(u64::to_string).chain([s.state.name().to_string()]).collect()
+    })?;
     expect_eq(&format!("dmsetup status {name} (fields 8 9 10 11 15 26)"), got, want.to_vec())
 }
 
@@ -300,7 +300,7 @@ fn spare_failure() -> Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
         other => bail!("reading a relocated block from a dead spare: expected EIO, got {other:?}"),
     }
-    ensure!(status_fields(&dm.name)?.last().map(String::as_str) == Some("degraded"), "state not degraded");
+    ensure!(status_of(&dm.name, |s| s.state.name() == "degraded")?, "state not degraded");
     ensure!(event_nr(&dm.name)? > ev0, "no event on degradation");
     match write_at(&dm.path, 20 * BS, &a) {
         Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
@@ -312,7 +312,7 @@ fn spare_failure() -> Result<()> {
     dmsetup(&["resume", &spare.name])?;
     dmsetup(&["reload", &dm.name, "--table", &table])?;
     dmsetup(&["resume", &dm.name])?;
-    ensure!(status_fields(&dm.name)?.last().map(String::as_str) == Some("operational"), "not operational after reload");
+    ensure!(status_of(&dm.name, |s| s.state.name() == "operational")?, "not operational after reload");
     expect_eq("relocated block after recovery", read_at(&dm.path, 10 * BS, BS as usize)?, a)?;
     Ok(())
 }
@@ -371,15 +371,14 @@ fn error_storm_verify() -> Result<()> {
     // Terse v3: field 5 is the read error count... errors are fatal anyway; check the total.
     ensure!(!out.is_empty(), "fio printed nothing");
     let in_range = bad_blocks.iter().filter(|(b, _)| *b < 8 * MIB / BS).count() as u64;
-    let f = status_fields(&dm.name)?;
-    let (remaps, seq): (u64, u64) = (f[7].parse()?, f[14].parse()?);
+    let (remaps, seq, after_errors, proactive, free) = status_of(&dm.name, |s| (s.remaps, s.seq, s.write_relocations, s.proactive_relocations, s.free))?;
     expect_eq(
-        &format!("remaps (one per bad block written; {} after write errors, {} proactive)", f[11], f[12]),
+        &format!("remaps (one per bad block written; {after_errors} after write errors, {proactive} proactive)"),
         remaps,
         in_range,
     )?;
-    expect_eq("relocations after write errors", f[11].parse::<u64>()?, in_range)?;
-    expect_eq("free pool blocks", f[9].parse::<u64>()?, g.pool_blocks - in_range)?;
+    expect_eq("relocations after write errors", after_errors, in_range)?;
+    expect_eq("free pool blocks", free, g.pool_blocks - in_range)?;
     println!("    storm: {remaps} remaps in {seq} metadata commits");
     ensure!(seq < remaps, "no group commit: {seq} commits for {remaps} remaps");
     Ok(())

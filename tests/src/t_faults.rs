@@ -65,7 +65,7 @@ fn failslab_ctr() -> Result<()> {
         for b in [3u64, 5, 9] {
             write_at(&dm.path, b * BS, &pattern(b, BS as usize))?;
         }
-        expect_eq("remaps to replay", status_fields(&dm.name)?[7].clone(), "3".to_string())?;
+        expect_eq("remaps to replay", status_of(&dm.name, |s| s.remaps.to_string())?, "3".to_string())?;
     }
     // Sleeping allocations too (GFP_KERNEL is what a ctr uses), any cache.
     put(&format!("{DEBUGFS}/failslab/ignore-gfp-wait"), "N")?;
@@ -154,7 +154,7 @@ fn failslab_relocation() -> Result<()> {
         let got = nth.read_at(&mut buf, 0);
         nth.write_all_at(b"0", 0)?;
         let left: u32 = String::from_utf8_lossy(&buf[..got?]).trim().parse()?;
-        let state = status_fields(&dmn.name)?[25].clone();
+        let state = status_of(&dmn.name, |s| s.state.name().to_string())?;
         ensure!(state == "maintenance", "after failing allocation {n} of a remap: state {state}");
         match r {
             Ok(_) => {
@@ -172,7 +172,7 @@ fn failslab_relocation() -> Result<()> {
     println!("    failslab in relocation: {} allocations failed in turn, {moved} blocks moved, {refused} refused", n - 1);
     ensure!(refused > 0, "no injected failure made a relocation fail");
     dmsetup(&["message", &dmn.name, "0", "maintenance", "off"])?;
-    expect_eq("state", status_fields(&dmn.name)?[25].clone(), "operational".to_string())?;
+    expect_eq("state", status_of(&dmn.name, |s| s.state.name().to_string())?, "operational".to_string())?;
     for &blk in &blocks {
         expect_eq(&format!("block {blk}"), read_at(&dmn.path, blk * BS, BS as usize)? == pattern(blk + 500, BS as usize), true)?;
     }
@@ -218,7 +218,7 @@ fn fail_make_request() -> Result<()> {
             }
             put(&disk, "0")?;
             put(&format!("{fr}/probability"), "0")?;
-            if status_fields(&dm.name)?[25] != "operational" {
+            if status_of(&dm.name, |s| s.state.name() != "operational")? {
                 dmsetup(&["reload", &dm.name, "--table", &table])?;
                 dmsetup(&["resume", &dm.name])?;
                 recoveries += 1;
@@ -233,7 +233,7 @@ fn fail_make_request() -> Result<()> {
     ensure!(eio > 0, "no injected failure reached a write");
     dmsetup(&["reload", &dm.name, "--table", &table])?;
     dmsetup(&["resume", &dm.name])?;
-    expect_eq("state", status_fields(&dm.name)?[25].clone(), "operational".to_string())?;
+    expect_eq("state", status_of(&dm.name, |s| s.state.name().to_string())?, "operational".to_string())?;
     for &b in &acked {
         expect_eq(&format!("acknowledged block {b}"), read_at(&dm.path, b * BS, BS as usize)?, pattern(b + 1000, BS as usize))?;
     }

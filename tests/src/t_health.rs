@@ -2,7 +2,7 @@
 //! background scan, proactive relocation, the lookup cache.
 
 use crate::harness::*;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use std::time::{Duration, Instant};
 
 pub const TESTS: &[crate::Test] = &[
@@ -16,17 +16,6 @@ pub const TESTS: &[crate::Test] = &[
 
 const MIB: u64 = 1 << 20;
 const BS: u64 = 4096;
-
-/// Field `i` (1-based) of the status line, as a number.
-fn field(name: &str, i: usize) -> Result<u64> {
-    let f = status_fields(name)?;
-    ensure!(f.len() == 26, "status has {} fields: {f:?}", f.len());
-    f[i - 1].parse().with_context(|| format!("field {i} = {:?}", f[i - 1]))
-}
-
-fn text_field(name: &str, i: usize) -> Result<String> {
-    Ok(status_fields(name)?.get(i - 1).cloned().unwrap_or_default())
-}
 
 fn msg(name: &str, words: &[&str]) -> Result<String> {
     let mut args = vec!["message", name, "0"];
@@ -69,29 +58,29 @@ fn status_fields_workload() -> Result<()> {
             .map(|s| s.to_string())
             .collect::<Vec<_>>(),
     )?;
-    let (r0, w0, s0) = (field(&dm.name, 4)?, field(&dm.name, 5)?, field(&dm.name, 6)?);
+    let (r0, w0, s0) = (status_of(&dm.name, |s| s.reads)?, status_of(&dm.name, |s| s.writes)?, status_of(&dm.name, |s| s.spare_ios)?);
     for i in 0..10 {
         write_at(&dm.path, (10 + i) * BS, &pattern(i, BS as usize))?;
     }
     for i in 0..7 {
         read_at(&dm.path, (10 + i) * BS, BS as usize)?;
     }
-    expect_eq("field 5 (writes) moved by", field(&dm.name, 5)? - w0, 10)?;
-    expect_eq("field 4 (reads) moved by", field(&dm.name, 4)? - r0, 7)?;
-    expect_eq("field 6 (spare I/Os: one flush per fsync) moved by", field(&dm.name, 6)? - s0, 10)?;
-    ensure!(field(&dm.name, 23)? > 0, "field 23 (mean main latency) is 0 after 17 I/Os");
+    expect_eq("field 5 (writes) moved by", status_of(&dm.name, |s| s.writes)? - w0, 10)?;
+    expect_eq("field 4 (reads) moved by", status_of(&dm.name, |s| s.reads)? - r0, 7)?;
+    expect_eq("field 6 (spare I/Os: one flush per fsync) moved by", status_of(&dm.name, |s| s.spare_ios)? - s0, 10)?;
+    ensure!(status_of(&dm.name, |s| s.latency_us)? > 0, "field 23 (mean main latency) is 0 after 17 I/Os");
     for b in [100, 101, 300] {
         write_at(&dm.path, b * BS, &pattern(b, BS as usize))?;
     }
-    expect_eq("field 7 (media errors)", field(&dm.name, 7)?, 3)?;
-    expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 3)?;
-    expect_eq("field 12 (relocations after write errors)", field(&dm.name, 12)?, 3)?;
-    expect_eq("field 10 (free)", field(&dm.name, 10)?, g.pool_blocks - 3)?;
-    expect_eq("field 14 (commits)", field(&dm.name, 14)?, 3)?;
-    expect_eq("field 22 (hotspots: 100-101 and 300)", field(&dm.name, 22)?, 2)?;
+    expect_eq("field 7 (media errors)", status_of(&dm.name, |s| s.media_errors)?, 3)?;
+    expect_eq("field 8 (remaps)", status_of(&dm.name, |s| s.remaps)?, 3)?;
+    expect_eq("field 12 (relocations after write errors)", status_of(&dm.name, |s| s.write_relocations)?, 3)?;
+    expect_eq("field 10 (free)", status_of(&dm.name, |s| s.free)?, g.pool_blocks - 3)?;
+    expect_eq("field 14 (commits)", status_of(&dm.name, |s| s.commits)?, 3)?;
+    expect_eq("field 22 (hotspots: 100-101 and 300)", status_of(&dm.name, |s| s.hotspots)?, 2)?;
     // 3 recent errors, 2 in the largest cluster, 3 of 1012 blocks used (0 points).
-    expect_eq("field 20 (health)", field(&dm.name, 20)?, 100 - 3 - 1)?;
-    ensure!(field(&dm.name, 21)? > 0, "field 21 (time to exhaustion) shows no trend after 3 remaps");
+    expect_eq("field 20 (health)", status_of(&dm.name, |s| u64::from(s.health))?, 100 - 3 - 1)?;
+    ensure!(status_of(&dm.name, |s| s.eta_secs)? > 0, "field 21 (time to exhaustion) shows no trend after 3 remaps");
     Ok(())
 }
 
@@ -110,7 +99,7 @@ fn messages() -> Result<()> {
 
     ensure!(msg(n, &["help"])?.contains("maintenance on|off"), "help reply");
     msg(n, &["alert_threshold", "70"])?;
-    expect_eq("field 24 after alert_threshold 70", field(n, 24)?, 70)?;
+    expect_eq("field 24 after alert_threshold 70", status_of(n, |s| u64::from(s.alert_threshold))?, 70)?;
     expect_eq("query a remapped sector", msg(n, &["query", "80"])?, format!("block=10 location=spare pool_block=0 spare_sector={}", g.pool_start))?;
     expect_eq("query a main sector", msg(n, &["query", "40"])?, "block=5 location=main".to_string())?;
     expect_eq("list_remaps", msg(n, &["list_remaps"])?, "10 0".to_string())?;
@@ -126,15 +115,15 @@ fn messages() -> Result<()> {
     // Manual remap: refused outside maintenance mode, done inside.
     ensure!(msg_fails(n, &["remap", "160"])?.contains("Operation not permitted"), "remap outside maintenance");
     msg(n, &["maintenance", "on"])?;
-    expect_eq("state in maintenance", text_field(n, 26)?, "maintenance".to_string())?;
+    expect_eq("state in maintenance", status_of(n, |s| s.state.name().to_string())?, "maintenance".to_string())?;
     let data = pattern(2, BS as usize);
     write_at(&bad.lo.path, 20 * BS, &data)?;
     expect_eq("remap 160", msg(n, &["remap", "160"])?, "block=20 location=spare pool_block=1".to_string())?;
-    expect_eq("field 13 (proactive/manual relocations)", field(n, 13)?, 1)?;
+    expect_eq("field 13 (proactive/manual relocations)", status_of(n, |s| s.proactive_relocations)?, 1)?;
     expect_eq("data of the manually remapped block", read_at(&dm.path, 20 * BS, BS as usize)?, data)?;
     ensure!(msg_fails(n, &["remap", "160"])?.contains("Invalid argument"), "remapping a remapped block");
     msg(n, &["maintenance", "off"])?;
-    expect_eq("state after maintenance", text_field(n, 26)?, "operational".to_string())?;
+    expect_eq("state after maintenance", status_of(n, |s| s.state.name().to_string())?, "operational".to_string())?;
 
     // Refused messages: EINVAL, and nothing changes (field 21 is left out: it moves with time).
     let steady = |f: Vec<String>| f.into_iter().enumerate().filter(|(i, _)| *i != 20).map(|(_, v)| v).collect::<Vec<_>>();
@@ -167,10 +156,24 @@ fn messages() -> Result<()> {
     expect_eq("status after refused messages", steady(status_fields(n)?), before)?;
 
     msg(n, &["clear_stats"])?;
-    for i in [4, 5, 6, 7, 12, 13, 14, 16, 17, 23] {
-        expect_eq(&format!("field {i} after clear_stats"), field(n, i)?, 0)?;
+    let cleared = status_of(n, |s| {
+        [
+            ("reads", s.reads),
+            ("writes", s.writes),
+            ("spare_ios", s.spare_ios),
+            ("media_errors", s.media_errors),
+            ("write_relocations", s.write_relocations),
+            ("proactive_relocations", s.proactive_relocations),
+            ("commits", s.commits),
+            ("cache_hits", s.cache_hits),
+            ("cache_misses", s.cache_misses),
+            ("latency_us", s.latency_us),
+        ]
+    })?;
+    for (what, v) in cleared {
+        expect_eq(&format!("{what} after clear_stats"), v, 0)?;
     }
-    expect_eq("field 8 kept by clear_stats", field(n, 8)?, 2)?;
+    expect_eq("field 8 kept by clear_stats", status_of(n, |s| s.remaps)?, 2)?;
     Ok(())
 }
 
@@ -180,8 +183,8 @@ fn wait_woken_by_alert() -> Result<()> {
     let spare = LoopDev::new("wt-spare", 4 * MIB)?;
     let dm = DmDev::create("t-wt", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
     write_at(&dm.path, 10 * BS, &pattern(3, BS as usize))?;
-    ensure!(field(&dm.name, 20)? < 100, "a media error must lower the score");
-    expect_eq("field 25 before any alert", text_field(&dm.name, 25)?, "-".to_string())?;
+    ensure!(status_of(&dm.name, |s| u64::from(s.health))? < 100, "a media error must lower the score");
+    expect_eq("field 25 before any alert", status_of(&dm.name, |s| s.since_alert)?, None)?;
     let ev = event_nr(&dm.name)?.to_string();
     let mut waiter = std::process::Command::new("dmsetup").args(["wait", &dm.name, &ev]).spawn()?;
     std::thread::sleep(Duration::from_millis(300));
@@ -199,7 +202,7 @@ fn wait_woken_by_alert() -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     };
     ensure!(status.success(), "dmsetup wait failed: {status}");
-    ensure!(field(&dm.name, 25)? < 10, "field 25 is not the time since the alert");
+    ensure!(status_of(&dm.name, |s| s.since_alert)?.is_some_and(|t| t < 10), "field 25 is not the time since the alert");
     Ok(())
 }
 
@@ -216,13 +219,13 @@ fn scan_finds_bad_block() -> Result<()> {
     msg(&dm.name, &["scan_rate", "100000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
-    wait_for(30, "a full scan pass", || Ok(field(&dm.name, 19)? >= 1))?;
+    wait_for(30, "a full scan pass", || Ok(status_of(&dm.name, |s| s.scan_passes)? >= 1))?;
     msg(&dm.name, &["scan", "stop"])?;
-    expect_eq("field 11 (pending)", field(&dm.name, 11)?, 1)?;
+    expect_eq("field 11 (pending)", status_of(&dm.name, |s| s.pending)?, 1)?;
     expect_eq("query", msg(&dm.name, &["query", &(1234 * 8).to_string()])?, "block=1234 location=pending".to_string())?;
-    ensure!(field(&dm.name, 7)? >= 1, "no media error counted");
+    ensure!(status_of(&dm.name, |s| s.media_errors)? >= 1, "no media error counted");
     expect_eq("hotspots", msg(&dm.name, &["hotspots"])?, "1234-1234 1".to_string())?;
-    expect_eq("nothing relocated", field(&dm.name, 8)?, 0)?;
+    expect_eq("nothing relocated", status_of(&dm.name, |s| s.remaps)?, 0)?;
     Ok(())
 }
 
@@ -247,15 +250,15 @@ fn weak_block() -> Result<()> {
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
     // Slow on one pass makes a suspect; slow again on the next makes it weak.
-    wait_for(60, "two full scan passes", || Ok(field(&dm.name, 19)? >= 2))?;
+    wait_for(60, "two full scan passes", || Ok(status_of(&dm.name, |s| s.scan_passes)? >= 2))?;
     msg(&dm.name, &["scan", "stop"])?;
-    expect_eq("field 13 (proactive relocations)", field(&dm.name, 13)?, 1)?;
+    expect_eq("field 13 (proactive relocations)", status_of(&dm.name, |s| s.proactive_relocations)?, 1)?;
     let said: Vec<String> = kmsg.drain().into_iter().filter(|l| l.contains("weak block")).collect();
     ensure!(
         said.len() == 1 && said[0].contains("weak block 50 relocated: slow on two scan passes"),
         "kernel log about weak blocks: {said:?}"
     );
-    expect_eq("field 8 (remaps)", field(&dm.name, 8)?, 1)?;
+    expect_eq("field 8 (remaps)", status_of(&dm.name, |s| s.remaps)?, 1)?;
     expect_eq("query", msg(&dm.name, &["query", "400"])?.split(' ').take(2).collect::<Vec<_>>().join(" "), "block=50 location=spare".to_string())?;
     expect_eq("relocated data", read_at(&dm.path, 50 * BS, BS as usize)?, data)?;
     Ok(())
@@ -275,12 +278,12 @@ fn cache_hits() -> Result<()> {
             msg(&dm.name, &["remap", "80"])?;
             msg(&dm.name, &["maintenance", "off"])?;
         }
-        let (h0, m0) = (field(&dm.name, 16)?, field(&dm.name, 17)?);
+        let (h0, m0) = (status_of(&dm.name, |s| s.cache_hits)?, status_of(&dm.name, |s| s.cache_misses)?);
         for b in [10, 10, 10, 500, 12] {
             read_at(&dm.path, b * BS, BS as usize)?;
         }
-        expect_eq(&format!("cache hits{cache}"), field(&dm.name, 16)? - h0, hits)?;
-        expect_eq(&format!("cache misses{cache}"), field(&dm.name, 17)? - m0, misses)?;
+        expect_eq(&format!("cache hits{cache}"), status_of(&dm.name, |s| s.cache_hits)? - h0, hits)?;
+        expect_eq(&format!("cache misses{cache}"), status_of(&dm.name, |s| s.cache_misses)? - m0, misses)?;
     }
     Ok(())
 }

@@ -131,11 +131,10 @@ fn check(dm: &DmDev, cycle: u64) -> Result<String> {
         }
         newer += 1;
     }
-    let f = status_fields(&dm.name)?;
-    let remaps: u64 = f[7].parse()?;
+    let (remaps, state) = status_of(&dm.name, |s| (s.remaps, s.state.name()))?;
     let bad_acked = acks.keys().filter(|&&b| is_bad(b)).count() as u64;
     ensure!(remaps >= bad_acked, "{remaps} remaps, but {bad_acked} bad blocks had acknowledged writes");
-    expect_eq("state", f[25].as_str(), "operational")?;
+    expect_eq("state", state, "operational")?;
     Ok(format!(
         "{} acknowledged blocks intact ({exact} as acknowledged, {newer} with a later write), {remaps} remaps (>= {bad_acked} acknowledged)",
         acks.len()

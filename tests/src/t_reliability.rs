@@ -192,10 +192,10 @@ fn verify_under_injection() -> Result<()> {
     dmsetup(&["reload", &main.name, "--table", &table])?;
     dmsetup(&["resume", &main.name])?;
     fio_wait(fio)?;
-    let f = status_fields(&dm.name)?;
-    println!("    verify under injection: {} remaps, {} media errors, state {}", f[7], f[6], f[25]);
-    expect_eq("remaps: every odd block", f[7].clone(), "2048".to_string())?;
-    expect_eq("state", f[25].clone(), "operational".to_string())?;
+    let (remaps, errors, state) = status_of(&dm.name, |s| (s.remaps, s.media_errors, s.state.name()))?;
+    println!("    verify under injection: {remaps} remaps, {errors} media errors, state {state}");
+    expect_eq("remaps: every odd block", remaps, 2048)?;
+    expect_eq("state", state, "operational")?;
     Ok(())
 }
 
@@ -229,7 +229,6 @@ fn lifecycle_under_load() -> Result<()> {
         }
     }
     fio_wait(fio)?;
-    let f = status_fields(&dm.name)?;
-    expect_eq("state after 100 cycles", f[25].clone(), "operational".to_string())?;
+    expect_eq("state after 100 cycles", status_of(&dm.name, |s| s.state.name())?, "operational")?;
     Ok(())
 }

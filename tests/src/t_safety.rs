@@ -251,7 +251,7 @@ fn dmremap(args: &[&str]) -> Result<(i32, String, String)> {
 }
 
 fn remaps(name: &str) -> Result<String> {
-    Ok(status_fields(name)?.get(7).cloned().unwrap_or_default())
+    status_of(name, |s| s.remaps.to_string())
 }
 
 /// Two main devices of the same size, each spare bound to its own by id: the swapped pairs

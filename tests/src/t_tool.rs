@@ -50,7 +50,7 @@ fn format_create_status_inspect() -> Result<()> {
     ensure!(out.starts_with("created /dev/mapper/t-tool"), "create said {out:?}");
     write_at("/dev/mapper/t-tool", 10 * BS, &pattern(5, BS as usize))?;
     let json: serde_json::Value = serde_json::from_str(&ok(&["status", "t-tool", "--json"])?)?;
-    let f = status_fields("t-tool")?;
+    let f = status_fields("t-tool")?; // the JSON against dmsetup's own words, field by field
     for (key, field) in [("writes", 5), ("media_errors", 7), ("remaps", 8), ("spare_blocks", 9), ("spare_free", 10), ("metadata_seq", 15), ("health", 20)] {
         expect_eq(&format!("JSON {key} vs dmsetup field {field}"), json[key].as_u64().map(|v| v.to_string()), Some(f[field - 1].clone()))?;
     }
@@ -97,7 +97,7 @@ fn watch_wakes() -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     };
     ensure!(st.success(), "watch exited {st}");
-    let health = status_fields("t-tw")?[19].clone();
+    let health = status_of("t-tw", |s| u64::from(s.health).to_string())?;
     expect_eq("--exec saw", std::fs::read_to_string("/tmp/tw.out")?.trim().to_string(), format!("t-tw operational {health}"))?;
     Ok(())
 }
