@@ -185,22 +185,24 @@ fn run(cli: Cli) -> Result<i32, Fail> {
             })
         }
         Cmd::Create { name, main, spare, format, block_size, read_retries, cache_size, no_proactive, main_id } => {
-            let mut feats: Vec<String> = Vec::new();
-            if format {
-                feats.push("format".into());
+            let (main_s, spare_s) = (main.display().to_string(), spare.display().to_string());
+            if main_s.contains(char::is_whitespace) || spare_s.contains(char::is_whitespace) {
+                return Err(Fail::new(Kind::Refused, "a device path with blanks cannot go in a table line"));
             }
-            for (k, v) in [("block_size", block_size), ("read_retries", read_retries), ("cache_size", cache_size)] {
-                if let Some(v) = v {
-                    feats.extend([k.to_string(), v.to_string()]);
-                }
-            }
-            if no_proactive {
-                feats.push("no_proactive".into());
-            }
+            let mut spec = dm_remap_logic::args::LineSpec {
+                main: &main_s,
+                spare: &spare_s,
+                format,
+                block_size,
+                read_retries,
+                cache_size,
+                no_proactive,
+                main_id: None,
+            };
             // The id the kernel checks against the spare's record: the ctr refuses a spare
             // recorded for another main device.
             match ident::choose(main_id.as_deref(), &main)? {
-                Some(id) => feats.extend(["main_id".to_string(), ident::text(&id)]),
+                Some(id) => spec.main_id = Some(id),
                 None => {
                     if let Some(rec) = spare::recorded_id(&spare) {
                         eprintln!(
@@ -216,10 +218,9 @@ fn run(cli: Cli) -> Result<i32, Fail> {
             let bs = u64::from(block_size.unwrap_or(4096) / 512).max(1);
             // The whole main device, rounded down to whole blocks.
             let len = sectors / bs * bs;
-            let mut params = format!("{} {}", main.display(), spare.display());
-            if !feats.is_empty() {
-                params += &format!(" {} {}", feats.len(), feats.join(" "));
-            }
+            // Printed by the one table-line codec (dm_remap_logic::args), which the kernel's
+            // parser reads back.
+            let params = spec.to_string();
             let node = dm::create(&name, len, &params)?;
             println!("created {node}: 0 {len} remap {params}");
             Ok(0)

@@ -194,7 +194,7 @@ fn storm(main: &NullB, main_sectors: u64) -> Result<()> {
     let bad = DmDev::create("b-storm-main", &table)?;
     let spare = NullB::new("bsstorm", 256, true)?;
     write_spare(&spare.path, 256 * MIB, main_sectors, 0, |i| i)?;
-    let dm = DmDev::create("b-storm", &format!("0 {main_sectors} remap {} {}", bad.path, spare.path))?;
+    let dm = DmDev::create("b-storm", &remap_table(main_sectors, LineSpec::new(&bad.path, &spare.path)))?;
     dmsetup(&["message", &dm.name, "0", "scan", "stop"])?;
     let v = fio(
         &dm.path,
@@ -222,7 +222,7 @@ fn ctr_and_memory(main: &NullB, main_sectors: u64) -> Result<()> {
         std::fs::write("/proc/sys/vm/drop_caches", "3").ok();
         let free0 = kernel_heap_kb()?;
         let t0 = Instant::now();
-        let dm = DmDev::create("b-ctr", &format!("0 {main_sectors} remap {} {}", main.path, spare.path))?;
+        let dm = DmDev::create("b-ctr", &remap_table(main_sectors, LineSpec::new(&main.path, &spare.path)))?;
         let ms = t0.elapsed().as_millis();
         dmsetup(&["message", &dm.name, "0", "scan", "stop"])?;
         let free1 = kernel_heap_kb()?;

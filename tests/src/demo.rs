@@ -20,7 +20,7 @@ pub fn run() -> Result<()> {
     );
     let spare = LoopDev::new("demo-spare", 4 << 20)?;
     let n = 64 << 20 >> 9;
-    let table = format!("0 {n} remap {} {} 1 format", bad.path(), spare.path);
+    let table = remap_table(n, LineSpec::new(&bad.path(), &spare.path).format());
     show("dmsetup create demo --table", &table);
     let dm = DmDev::create("demo", &table)?;
     show("dmsetup table demo", &dmsetup(&["table", &dm.name])?);
@@ -42,7 +42,7 @@ pub fn run() -> Result<()> {
     dmsetup(&["suspend", &dm.name])?;
     dmsetup(&["resume", &dm.name])?;
     drop(dm);
-    let dm = DmDev::create("demo", &format!("0 {n} remap {} {}", bad.path(), spare.path))?;
+    let dm = DmDev::create("demo", &remap_table(n, LineSpec::new(&bad.path(), &spare.path)))?;
     let back = read_at(&dm.path, 100 * 4096, 4096)?;
     show(
         "after suspend/resume, remove and create again without `format`: block 100",

@@ -333,6 +333,14 @@ pub fn leftover_devices() -> Vec<String> {
 }
 
 /// The fields `dmsetup status` prints after `<start> <len> <target>`.
+pub use dm_remap_logic::args::LineSpec;
+
+/// `0 <len> remap <spec>`: a dm-remap table line, printed by the one codec
+/// (`dm_remap_logic::args`).
+pub fn remap_table(len: u64, spec: LineSpec<'_>) -> String {
+    format!("0 {len} remap {spec}")
+}
+
 /// The device's status through the one parser (`dm_remap_logic::status`), e.g.
 /// `status_of(name, |s| s.remaps)?`: fields by name, never by position.
 pub fn status_of<T>(name: &str, f: impl FnOnce(&dm_remap_logic::status::Status<'_>) -> T) -> Result<T> {

@@ -94,7 +94,7 @@ fn migration_message() -> Result<()> {
     let n = 16 * MIB / 512;
     let old = pattern(1, BS as usize);
     write_at(&lo.path, 40 * BS, &old)?;
-    let dm = DmDev::create("t-mm", &format!("0 {n} remap {} {} 1 format", lo.path, spare.dm.path))?;
+    let dm = DmDev::create("t-mm", &remap_table(n, LineSpec::new(&lo.path, &spare.dm.path).format()))?;
     msg(&dm.name, &["maintenance", "on"])?;
     let base = status_of(&dm.name, |s| s.spare_ios)?;
     let name = dm.name.clone();
@@ -106,7 +106,7 @@ fn migration_message() -> Result<()> {
     ensure!(moved?.starts_with("block=40 location=spare"), "remap reply");
     msg(&dm.name, &["maintenance", "off"])?;
     drop(dm);
-    let dm = DmDev::create("t-mm", &format!("0 {n} remap {} {}", lo.path, spare.dm.path))?;
+    let dm = DmDev::create("t-mm", &remap_table(n, LineSpec::new(&lo.path, &spare.dm.path)))?;
     expect_data("the block after re-creation", &read_at(&dm.path, 40 * BS, BS as usize)?, &new, &old)?;
     Ok(())
 }
@@ -122,7 +122,7 @@ fn migration_scan() -> Result<()> {
     let old = pattern(3, BS as usize);
     write_at(&lo.path, 50 * BS, &old)?;
     let spare = SlowSpare::new("ms-spare")?;
-    let dm = DmDev::create("t-ms", &format!("0 {n} remap {} {} 1 format", main.path, spare.dm.path))?;
+    let dm = DmDev::create("t-ms", &remap_table(n, LineSpec::new(&main.path, &spare.dm.path).format()))?;
     let base = status_of(&dm.name, |s| s.spare_ios)?;
     msg(&dm.name, &["scan_rate", "100000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
@@ -145,7 +145,7 @@ fn migration_read_retry() -> Result<()> {
     let good = format!("0 {n} linear {} 0", lo.path);
     let main = DmDev::create("t-mr-main", &bad_table(&lo.path, n, &[(60, 1)]))?;
     let spare = SlowSpare::new("mr-spare")?;
-    let dm = DmDev::create("t-mr", &format!("0 {n} remap {} {} 3 format read_retries 1", main.path, spare.dm.path))?;
+    let dm = DmDev::create("t-mr", &remap_table(n, LineSpec::new(&main.path, &spare.dm.path).format().read_retries(1)))?;
     msg(&dm.name, &["maintenance", "on"])?;
     // Holds the worker back: a relocation of block 70 (two delayed writes, about 4 s).
     let base = status_of(&dm.name, |s| s.spare_ios)?;
@@ -188,11 +188,11 @@ fn failed_pool_write() -> Result<()> {
     // Formatted while whole (format reads the first and last MiB); then pool block 0 fails
     // every I/O.
     let spare = DmDev::create("t-fp-spare", &format!("0 {s} linear {} 0", sl.path))?;
-    drop(DmDev::create("t-fp", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?);
+    drop(DmDev::create("t-fp", &remap_table(n, LineSpec::new(&main.path, &spare.path).format()))?);
     let spare_table = format!("0 {ps} linear {p} 0\n{ps} 8 error\n{} {} linear {p} {}", ps + 8, s - ps - 8, ps + 8, p = sl.path);
     dmsetup(&["reload", &spare.name, "--table", &spare_table])?;
     dmsetup(&["resume", &spare.name])?;
-    let dm = DmDev::create("t-fp", &format!("0 {n} remap {} {}", main.path, spare.path))?;
+    let dm = DmDev::create("t-fp", &remap_table(n, LineSpec::new(&main.path, &spare.path)))?;
     msg(&dm.name, &["scan_rate", "100000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
@@ -205,7 +205,7 @@ fn failed_pool_write() -> Result<()> {
     // And on disk: a new table over a working spare finds no remap of block 50.
     dmsetup(&["reload", &spare.name, "--table", &format!("0 {s} linear {} 0", sl.path)])?;
     dmsetup(&["resume", &spare.name])?;
-    let dm = DmDev::create("t-fp", &format!("0 {n} remap {} {}", main.path, spare.path))?;
+    let dm = DmDev::create("t-fp", &remap_table(n, LineSpec::new(&main.path, &spare.path)))?;
     expect_eq("field 8 (remaps) after re-creation", status_of(&dm.name, |s| s.remaps)?, 0)?;
     expect_data("the weak block's data after re-creation", &read_at(&dm.path, 50 * BS, BS as usize)?, &data, &[])?;
     Ok(())
@@ -231,7 +231,7 @@ fn fua_kept() -> Result<()> {
     dmsetup(&["message", &dust.name, "0", "addbadblock", "2", "1"])?;
     dmsetup(&["message", &dust.name, "0", "enable"])?;
     let spare = LoopDev::new("fu-spare", 4 * MIB)?;
-    let dm = DmDev::create("t-fu", &format!("0 {n} remap {} {} 1 format", dust.path, spare.path))?;
+    let dm = DmDev::create("t-fu", &remap_table(n, LineSpec::new(&dust.path, &spare.path).format()))?;
     msg(&lw.name, &["mark", "before"])?;
     cmd(
         "fio",
@@ -273,7 +273,7 @@ fn failed_preresume() -> Result<()> {
     let s = 4 * MIB / 512;
     let linear = format!("0 {s} linear {} 0", sl.path);
     let spare = DmDev::create("t-pr-spare", &linear)?;
-    let table = format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path);
+    let table = remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format());
     let dm = DmDev::create("t-pr", &table)?;
     write_at(&dm.path, 5 * BS, &pattern(9, BS as usize))?;
     dmsetup(&["reload", &dm.name, "--table", &table])?;
@@ -297,7 +297,7 @@ fn no_scan_while_suspended() -> Result<()> {
     let lo = LoopDev::new("ns-main", 16 * MIB)?;
     let spare = LoopDev::new("ns-spare", 4 * MIB)?;
     let n = 16 * MIB / 512;
-    let dm = DmDev::create("t-ns", &format!("0 {n} remap {} {} 1 format", lo.path, spare.path))?;
+    let dm = DmDev::create("t-ns", &remap_table(n, LineSpec::new(&lo.path, &spare.path).format()))?;
     msg(&dm.name, &["scan", "stop"])?;
     msg(&dm.name, &["scan_rate", "100000"])?;
     dmsetup(&["suspend", &dm.name])?;
@@ -324,7 +324,7 @@ fn pending_writable_when_full() -> Result<()> {
     dmsetup(&["message", &dust.name, "0", "enable"])?;
     let g = dm_remap_logic::format::Geometry::for_pool(1, 4096, u64::MAX).context("layout")?;
     let spare = LoopDev::new("pw-spare", g.end_bytes())?;
-    let dm = DmDev::create("t-pw", &format!("0 {n} remap {} {} 3 format read_retries 1", dust.path, spare.path))?;
+    let dm = DmDev::create("t-pw", &remap_table(n, LineSpec::new(&dust.path, &spare.path).format().read_retries(1)))?;
     // Fill the one-block pool.
     msg(&dm.name, &["maintenance", "on"])?;
     msg(&dm.name, &["remap", &(40 * 8).to_string()])?;
@@ -358,7 +358,7 @@ fn slow_scan_step() -> Result<()> {
     );
     let main = DmDev::create("t-sl-main", &table)?;
     let spare = LoopDev::new("sl-spare", 4 * MIB)?;
-    let dm = DmDev::create("t-sl", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?;
+    let dm = DmDev::create("t-sl", &remap_table(n, LineSpec::new(&main.path, &spare.path).format()))?;
     msg(&dm.name, &["scan_rate", "100000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
@@ -403,7 +403,7 @@ fn large_discard() -> Result<()> {
     };
     let linear = through(&format!("0 {n} linear {} 0", lo.path))?;
     let spare = LoopDev::new("ld-spare", 4 * MIB)?;
-    let remap = through(&format!("0 {n} remap {} {} 1 format", lo.path, spare.path))?;
+    let remap = through(&remap_table(n, LineSpec::new(&lo.path, &spare.path).format()))?;
     println!("    discard requests on the main device: dm-linear {linear}, dm-remap {remap}");
     ensure!(linear > 0, "the discard never reached the loop device");
     expect_eq("discard requests through dm-remap (as through dm-linear)", remap, linear)

@@ -132,7 +132,7 @@ fn crash_replay() -> Result<()> {
     let logdev = LoopDev::new("cr-log", 64 * MIB)?;
     let lw = DmDev::create("t-cr-lw", &format!("0 {} log-writes {} {}", SPARE_BYTES / 512, spare.path, logdev.path))?;
     let mark = |m: &str| dmsetup(&["message", "t-cr-lw", "0", "mark", m]);
-    let dm = DmDev::create("t-cr", &format!("0 {} remap {} {} 1 format", MAIN_BYTES / 512, main.path, lw.path))?;
+    let dm = DmDev::create("t-cr", &remap_table(MAIN_BYTES / 512, LineSpec::new(&main.path, &lw.path).format()))?;
     mark("formatted")?;
     // The storm: batches of concurrent writes to bad blocks, each acknowledged (fsynced)
     // before the batch's mark is logged.
@@ -251,7 +251,7 @@ fn crash_replay() -> Result<()> {
             f.write_all(state)?;
             f.sync_all()?;
         }
-        let table = format!("0 {} remap {} {}", MAIN_BYTES / 512, lo.path, img_dev.path);
+        let table = remap_table(MAIN_BYTES / 512, LineSpec::new(&lo.path, &img_dev.path));
         let kernel = match DmDev::create("t-cr-load", &table) {
             Ok(d) => {
                 let n = status_of(&d.name, |s| s.remaps)? as usize;

@@ -51,7 +51,7 @@ fn write_error_relocates() -> Result<()> {
     let spare = LoopDev::new("wr-spare", 4 * MIB)?;
     let g = geometry(4 * MIB)?;
     let n = 16 * MIB / 512;
-    let dm = DmDev::create("t-wr", &format!("0 {n} remap {} {} 1 format", bad.path(), spare.path))?;
+    let dm = DmDev::create("t-wr", &remap_table(n, LineSpec::new(&bad.path(), &spare.path).format()))?;
     expect_status(&dm.name, &st(0, g.pool_blocks, g.pool_blocks, 0, 0, "operational"))?;
     let a = pattern(10, BS as usize);
     write_at(&dm.path, 10 * BS, &a).context("write to the bad block")?;
@@ -92,7 +92,7 @@ fn multiblock_write() -> Result<()> {
     let bad = BadMain::new("mb", 16 * MIB, &[(10, 1)])?;
     let spare = LoopDev::new("mb-spare", 4 * MIB)?;
     let g = geometry(4 * MIB)?;
-    let dm = DmDev::create("t-mb", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    let dm = DmDev::create("t-mb", &remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format()))?;
     let data = pattern(20, 5 * BS as usize);
     write_at(&dm.path, 8 * BS, &data)?;
     expect_status(&dm.name, &st(1, g.pool_blocks, g.pool_blocks - 1, 0, 1, "operational"))?;
@@ -112,7 +112,7 @@ fn read_error_pending() -> Result<()> {
     dmsetup(&["message", &dust.name, "0", "enable"])?;
     let spare = LoopDev::new("rd-spare", 4 * MIB)?;
     let g = geometry(4 * MIB)?;
-    let dm = DmDev::create("t-rd", &format!("0 {n} remap {} {} 3 format read_retries 1", dust.path, spare.path))?;
+    let dm = DmDev::create("t-rd", &remap_table(n, LineSpec::new(&dust.path, &spare.path).format().read_retries(1)))?;
     match read_at(&dm.path, 20 * BS, BS as usize) {
         Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
         other => bail!("reading the bad block: expected EIO, got {other:?}"),
@@ -139,7 +139,7 @@ fn spare_full() -> Result<()> {
     expect_eq("pool of the sized spare", geometry(spare_bytes)?.pool_blocks, 10)?;
     let bad = BadMain::new("full", 16 * MIB, &[(100, 12)])?;
     let spare = LoopDev::new("full-spare", spare_bytes)?;
-    let dm = DmDev::create("t-full", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    let dm = DmDev::create("t-full", &remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format()))?;
     let ev0 = event_nr(&dm.name)?;
     for b in 100..110 {
         write_at(&dm.path, b * BS, &pattern(b, BS as usize)).with_context(|| format!("block {b}"))?;
@@ -168,7 +168,7 @@ fn flush_reaches_spare() -> Result<()> {
     let sdata = LoopDev::new("fl-sdata", 4 * MIB)?;
     let slog = LoopDev::new("fl-slog", 16 * MIB)?;
     let lw = DmDev::create("t-fl-lw", &format!("0 {} log-writes {} {}", 4 * MIB / 512, sdata.path, slog.path))?;
-    let dm = DmDev::create("t-fl", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, main.path, lw.path))?;
+    let dm = DmDev::create("t-fl", &remap_table(16 * MIB / 512, LineSpec::new(&main.path, &lw.path).format()))?;
     dmsetup(&["message", &lw.name, "0", "mark", "before"])?;
     write_at(&dm.path, 0, &pattern(40, BS as usize))?; // O_DIRECT write, then fsync
     dmsetup(&["message", &lw.name, "0", "mark", "after"])?;
@@ -189,7 +189,7 @@ fn persists() -> Result<()> {
     let spare = LoopDev::new("per-spare", 4 * MIB)?;
     let g = geometry(4 * MIB)?;
     let n = 16 * MIB / 512;
-    let table = format!("0 {n} remap {} {} 1 format", bad.path(), spare.path);
+    let table = remap_table(n, LineSpec::new(&bad.path(), &spare.path).format());
     let a = pattern(50, BS as usize);
     let check = |name: &str, what: &str| -> Result<()> {
         expect_eq(what, read_at(&format!("/dev/mapper/{name}"), 5 * BS, BS as usize)?, a.clone())?;
@@ -207,7 +207,7 @@ fn persists() -> Result<()> {
         check(&dm.name, "after table reload")?;
     }
     {
-        let dm = DmDev::create("t-per", &format!("0 {n} remap {} {}", bad.path(), spare.path))?;
+        let dm = DmDev::create("t-per", &remap_table(n, LineSpec::new(&bad.path(), &spare.path)))?;
         check(&dm.name, "after remove + create")?;
     }
     let dm = DmDev::create("t-per", &table)?;
@@ -221,7 +221,7 @@ fn bad_metadata() -> Result<()> {
     let spare = LoopDev::new("bm-spare", 4 * MIB)?;
     let n = 16 * MIB / 512;
     let (m, s) = (main.path.as_str(), spare.path.as_str());
-    drop(DmDev::create("t-bm", &format!("0 {n} remap {m} {s} 1 format"))?);
+    drop(DmDev::create("t-bm", &remap_table(n, LineSpec::new(&m, &s).format()))?);
     let original = read_at(s, 0, 2 * META_BLOCK)?;
     let mut kmsg = Kmsg::open()?;
     let mut refused = |table: String, want: &str| -> Result<()> {
@@ -232,20 +232,20 @@ fn bad_metadata() -> Result<()> {
         ensure!(!dm_exists("t-bm"), "{table:?}: device left behind");
         Ok(())
     };
-    refused(format!("0 {} remap {m} {s} 1 format", n / 2), "Spare metadata belongs to another main device (length differs)")?;
-    refused(format!("0 {n} remap {m} {s} 2 block_size 8192"), "Spare metadata was formatted with another block_size")?;
+    refused(remap_table(n / 2, LineSpec::new(&m, &s).format()), "Spare metadata belongs to another main device (length differs)")?;
+    refused(remap_table(n, LineSpec::new(m, s).block_size(8192)), "Spare metadata was formatted with another block_size")?;
     // One corrupt copy is survivable...
     let mut sb = original.clone();
     sb[100] ^= 0xff;
     write_at(s, 0, &sb)?;
-    drop(DmDev::create("t-bm", &format!("0 {n} remap {m} {s}"))?);
+    drop(DmDev::create("t-bm", &remap_table(n, LineSpec::new(&m, &s)))?);
     // ...both are not, even with `format`.
     sb[META_BLOCK + 100] ^= 0xff;
     write_at(s, 0, &sb)?;
-    refused(format!("0 {n} remap {m} {s} 1 format"), "Spare metadata is corrupt in every copy")?;
+    refused(remap_table(n, LineSpec::new(&m, &s).format()), "Spare metadata is corrupt in every copy")?;
     expect_eq("corrupt superblocks left as they were", read_at(s, 0, 2 * META_BLOCK)?, sb)?;
     let tiny = LoopDev::new("bm-tiny", 16384)?;
-    refused(format!("0 {n} remap {m} {} 1 format", tiny.path), "Spare device too small for metadata and one spare block")?;
+    refused(remap_table(n, LineSpec::new(&m, &tiny.path).format()), "Spare device too small for metadata and one spare block")?;
     Ok(())
 }
 
@@ -288,7 +288,7 @@ fn spare_failure() -> Result<()> {
     let linear = format!("0 {sectors} linear {} 0", sl.path);
     let spare = DmDev::create("t-sf-spare", &linear)?;
     let n = 16 * MIB / 512;
-    let table = format!("0 {n} remap {} {} 1 format", bad.path(), spare.path);
+    let table = remap_table(n, LineSpec::new(&bad.path(), &spare.path).format());
     let dm = DmDev::create("t-sf", &table)?;
     let a = pattern(60, BS as usize);
     write_at(&dm.path, 10 * BS, &a)?;
@@ -327,7 +327,7 @@ fn discard_and_zeroes() -> Result<()> {
     let lo = {
         // Relocate block 10 through a main device where it is bad...
         let bad = BadMain::new("dz", 16 * MIB, &[(10, 1)])?;
-        let dm = DmDev::create("t-dz", &format!("0 {n} remap {} {} 1 format", bad.path(), spare.path))?;
+        let dm = DmDev::create("t-dz", &remap_table(n, LineSpec::new(&bad.path(), &spare.path).format()))?;
         write_at(&dm.path, 10 * BS, &a)?;
         drop(dm);
         let BadMain { dm: composite, lo } = bad;
@@ -337,7 +337,7 @@ fn discard_and_zeroes() -> Result<()> {
     // ...then use the plain loop device (which supports discard and write-zeroes) as main.
     let old = pattern(71, BS as usize);
     write_at(&lo.path, 10 * BS, &old)?;
-    let dm = DmDev::create("t-dz", &format!("0 {n} remap {} {}", lo.path, spare.path))?;
+    let dm = DmDev::create("t-dz", &remap_table(n, LineSpec::new(&lo.path, &spare.path)))?;
     let ones = vec![0xffu8; 3 * BS as usize];
     write_at(&dm.path, 9 * BS, &ones)?;
     cmd("blkdiscard", &["-z", "-o", &(9 * BS).to_string(), "-l", &(3 * BS).to_string(), &dm.path])?;
@@ -359,7 +359,7 @@ fn error_storm_verify() -> Result<()> {
     let bad = BadMain::new("st", 16 * MIB, &bad_blocks)?;
     let spare = LoopDev::new("st-spare", 4 * MIB)?;
     let g = geometry(4 * MIB)?;
-    let dm = DmDev::create("t-st", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    let dm = DmDev::create("t-st", &remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format()))?;
     let out = cmd(
         "fio",
         &[
@@ -398,7 +398,7 @@ fn non_media_error() -> Result<()> {
     let thin = DmDev::create("t-nm-thin", &format!("0 {n} thin {} 0", pool.path))?;
     let spare = LoopDev::new("nm-spare", 4 * MIB)?;
     let g = geometry(4 * MIB)?;
-    let dm = DmDev::create("t-nm", &format!("0 {n} remap {} {} 1 format", thin.path, spare.path))?;
+    let dm = DmDev::create("t-nm", &remap_table(n, LineSpec::new(&thin.path, &spare.path).format()))?;
     // The pool holds 1 MiB: the 2nd MiB of fresh writes finds no space.
     let chunk = pattern(80, MIB as usize);
     write_at(&dm.path, 0, &chunk)?;
@@ -419,7 +419,7 @@ fn reload_race() -> Result<()> {
     let bad = BadMain::new("rr", 16 * MIB, &[(5, 1), (6, 1)])?;
     let spare = LoopDev::new("rr-spare", 4 * MIB)?;
     let g = geometry(4 * MIB)?;
-    let table = format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path);
+    let table = remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format());
     let dm = DmDev::create("t-rr", &table)?;
     write_at(&dm.path, 5 * BS, &pattern(90, BS as usize))?;
     dmsetup(&["reload", &dm.name, "--table", &table])?;

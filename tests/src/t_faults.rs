@@ -61,7 +61,7 @@ fn failslab_ctr() -> Result<()> {
     let spare = LoopDev::new("fs-spare", 4 * MIB)?;
     let len = 16 * MIB / 512;
     {
-        let dm = DmDev::create("t-fs-init", &format!("0 {len} remap {} {} 1 format", bad.path(), spare.path))?;
+        let dm = DmDev::create("t-fs-init", &remap_table(len, LineSpec::new(&bad.path(), &spare.path).format()))?;
         for b in [3u64, 5, 9] {
             write_at(&dm.path, b * BS, &pattern(b, BS as usize))?;
         }
@@ -132,7 +132,7 @@ fn failslab_relocation() -> Result<()> {
     let lo = LoopDev::new("fr", 16 * MIB)?;
     let spare = LoopDev::new("fr-spare", 4 * MIB)?;
     let len = 16 * MIB / 512;
-    let dmn = DmDev::create("t-fr", &format!("0 {len} remap {} {} 1 format", lo.path, spare.path))?;
+    let dmn = DmDev::create("t-fr", &remap_table(len, LineSpec::new(&lo.path, &spare.path).format()))?;
     dmsetup(&["message", &dmn.name, "0", "maintenance", "on"])?;
     put(&format!("{DEBUGFS}/failslab/ignore-gfp-wait"), "N")?;
     put(&format!("{DEBUGFS}/failslab/cache-filter"), "N")?;
@@ -195,7 +195,7 @@ fn fail_make_request() -> Result<()> {
     let main = BadMain::new("fm", 16 * MIB, &bad)?;
     let spare = LoopDev::new("fm-spare", 4 * MIB)?;
     let len = 16 * MIB / 512;
-    let table = format!("0 {len} remap {} {} 1 format", main.path(), spare.path);
+    let table = remap_table(len, LineSpec::new(&main.path(), &spare.path).format());
     let dm = DmDev::create("t-fm", &table)?;
     let fr = format!("{DEBUGFS}/fail_make_request");
     let disk = format!("/sys/block/{}/make-it-fail", spare.path.trim_start_matches("/dev/"));
@@ -249,7 +249,7 @@ fn kmemleak_after_unload() -> Result<()> {
     {
         let bad = BadMain::new("kl", 16 * MIB, &[(1, 1)])?;
         let spare = LoopDev::new("kl-spare", 4 * MIB)?;
-        let dm = DmDev::create("t-kl", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+        let dm = DmDev::create("t-kl", &remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format()))?;
         write_at(&dm.path, BS, &pattern(1, BS as usize))?;
         dmsetup(&["message", &dm.name, "0", "scan", "start"])?;
     }

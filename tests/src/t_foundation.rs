@@ -76,7 +76,7 @@ fn module_unload_reload() -> Result<()> {
     {
         let main = LoopDev::new("unload-main", 4 * MIB)?;
         let spare = LoopDev::new("unload-spare", 4 * MIB)?;
-        let _dm = DmDev::create("t-unload", &format!("0 {} remap {} {} 1 format", main.sectors()?, main.path, spare.path))?;
+        let _dm = DmDev::create("t-unload", &remap_table(main.sectors()?, LineSpec::new(&main.path, &spare.path).format()))?;
         cmd_fails("rmmod", &["dm_remap"])?;
         ensure!(remap_listed()?, "remap vanished while a table used it");
     }
@@ -102,7 +102,7 @@ fn bad_table_lines() -> Result<()> {
         (format!("0 {n} remap {m}"), "remap: Invalid argument count: need <main_dev> <spare_dev> (-22)", EINVAL),
         (format!("0 {n} remap /dev/nonexistent {s}"), "remap: Main device lookup failed (-2)", ENOENT),
         (format!("0 {n} remap {m} /dev/nonexistent"), "remap: Spare device lookup failed (-2)", ENOENT),
-        (format!("0 {n} remap {m} {m}"), "remap: Main and spare must be different devices (-22)", EINVAL),
+        (remap_table(n, LineSpec::new(&m, &m)), "remap: Main and spare must be different devices (-22)", EINVAL),
         (format!("0 {n} remap {m} {s} x"), "remap: Invalid number of feature arguments (-22)", EINVAL),
         (format!("0 {n} remap {m} {s} 1"), "remap: Feature argument count does not match the arguments given (-22)", EINVAL),
         (format!("0 {n} remap {m} {s} 1 frobnicate"), "remap: Unknown feature argument (-22)", EINVAL),
@@ -110,9 +110,9 @@ fn bad_table_lines() -> Result<()> {
         (format!("0 {n} remap {m} {s} 1 block_size"), "remap: Feature argument needs a value (-22)", EINVAL),
         (format!("0 {n} remap {m} {s} 2 block_size 1000"), "remap: Invalid block_size: must be a power of two from 512 to 65536 (-22)", EINVAL),
         (format!("0 {n} remap {m} {s} 2 read_retries 99"), "remap: Invalid read_retries: must be 0 to 16 (-22)", EINVAL),
-        (format!("0 {} remap {m} {s} 1 format", n - 1), "remap: Target length is not a multiple of block_size (-22)", EINVAL),
-        (format!("0 {} remap {m} {s} 1 format", n * 2), "remap: Main device is smaller than the target length (-22)", EINVAL),
-        (format!("0 {n} remap {m} {s}"), "remap: Spare holds no dm-remap metadata (add the format feature to initialise it) (-22)", EINVAL),
+        (remap_table(n - 1, LineSpec::new(&m, &s).format()), "remap: Target length is not a multiple of block_size (-22)", EINVAL),
+        (remap_table(n * 2, LineSpec::new(&m, &s).format()), "remap: Main device is smaller than the target length (-22)", EINVAL),
+        (remap_table(n, LineSpec::new(&m, &s)), "remap: Spare holds no dm-remap metadata (add the format feature to initialise it) (-22)", EINVAL),
     ];
     let mut kmsg = Kmsg::open()?;
     for (table, want, errno) in cases {
@@ -131,7 +131,7 @@ fn passthrough_roundtrip() -> Result<()> {
     let main = LoopDev::new("pass-main", 16 * MIB)?;
     let spare = LoopDev::new("pass-spare", 4 * MIB)?;
     let n = main.sectors()?;
-    let dm = DmDev::create("t-pass", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?;
+    let dm = DmDev::create("t-pass", &remap_table(n, LineSpec::new(&main.path, &spare.path).format()))?;
     let data = pattern(2, 1 << 20);
     write_at(&dm.path, 3 * MIB, &data)?;
     expect_eq("read through remap", read_at(&dm.path, 3 * MIB, data.len())?, data.clone())?;

@@ -47,7 +47,7 @@ fn status_fields_workload() -> Result<()> {
     let bad = BadMain::new("sw", 16 * MIB, &[(100, 1), (101, 1), (300, 1)])?;
     let spare = LoopDev::new("sw-spare", 4 * MIB)?;
     let g = geometry(4 * MIB)?;
-    let dm = DmDev::create("t-sw", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    let dm = DmDev::create("t-sw", &remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format()))?;
     let f = status_fields(&dm.name)?;
     expect_eq("fields 1-3", f[..3].to_vec(), vec!["0.1.0".to_string(), bad_devno(&bad)?, spare.devno()?])?;
     expect_eq(
@@ -93,7 +93,7 @@ fn messages() -> Result<()> {
     let bad = BadMain::new("ms", 16 * MIB, &[(10, 1)])?;
     let spare = LoopDev::new("ms-spare", 4 * MIB)?;
     let g = geometry(4 * MIB)?;
-    let dm = DmDev::create("t-ms", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    let dm = DmDev::create("t-ms", &remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format()))?;
     let n = dm.name.as_str();
     write_at(&dm.path, 10 * BS, &pattern(1, BS as usize))?;
 
@@ -181,7 +181,7 @@ fn messages() -> Result<()> {
 fn wait_woken_by_alert() -> Result<()> {
     let bad = BadMain::new("wt", 16 * MIB, &[(10, 1)])?;
     let spare = LoopDev::new("wt-spare", 4 * MIB)?;
-    let dm = DmDev::create("t-wt", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path))?;
+    let dm = DmDev::create("t-wt", &remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format()))?;
     write_at(&dm.path, 10 * BS, &pattern(3, BS as usize))?;
     ensure!(status_of(&dm.name, |s| u64::from(s.health))? < 100, "a media error must lower the score");
     expect_eq("field 25 before any alert", status_of(&dm.name, |s| s.since_alert)?, None)?;
@@ -215,7 +215,7 @@ fn scan_finds_bad_block() -> Result<()> {
     dmsetup(&["message", &dust.name, "0", "addbadblock", "1234"])?;
     dmsetup(&["message", &dust.name, "0", "enable"])?;
     let spare = LoopDev::new("sc-spare", 4 * MIB)?;
-    let dm = DmDev::create("t-sc", &format!("0 {n} remap {} {} 1 format", dust.path, spare.path))?;
+    let dm = DmDev::create("t-sc", &remap_table(n, LineSpec::new(&dust.path, &spare.path).format()))?;
     msg(&dm.name, &["scan_rate", "100000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
@@ -243,7 +243,7 @@ fn weak_block() -> Result<()> {
     let data = pattern(50, BS as usize);
     write_at(&lo.path, 50 * BS, &data)?;
     let spare = LoopDev::new("wk-spare", 4 * MIB)?;
-    let dm = DmDev::create("t-wk", &format!("0 {n} remap {} {} 1 format", main.path, spare.path))?;
+    let dm = DmDev::create("t-wk", &remap_table(n, LineSpec::new(&main.path, &spare.path).format()))?;
     let mut kmsg = Kmsg::open()?;
     kmsg.drain();
     msg(&dm.name, &["scan_rate", "100000"])?;

@@ -100,7 +100,7 @@ fn generated_table_lines() -> Result<()> {
 fn generated_messages() -> Result<()> {
     let main = LoopDev::new("gm-main", 16 * MIB)?;
     let spare = LoopDev::new("gm-spare", 4 * MIB)?;
-    let dm = DmDev::create("t-gm", &format!("0 {} remap {} {} 1 format", 16 * MIB / 512, main.path, spare.path))?;
+    let dm = DmDev::create("t-gm", &remap_table(16 * MIB / 512, LineSpec::new(&main.path, &spare.path).format()))?;
     let data = pattern(77, 4096);
     write_at(&dm.path, 40960, &data)?;
     let cmds = [
@@ -184,7 +184,7 @@ fn verify_under_injection() -> Result<()> {
     let sectors = 16 * MIB / 512;
     let main = bad_device("t-vi-main", &lo.path, sectors, &bad1[..1024])?;
     let spare = LoopDev::new("vi-spare", 16 * MIB)?;
-    let dm = DmDev::create("t-vi", &format!("0 {sectors} remap {} {} 1 format", main.path, spare.path))?;
+    let dm = DmDev::create("t-vi", &remap_table(sectors, LineSpec::new(&main.path, &spare.path).format()))?;
     let fio = fio_bg(&dm.path, None, &["--rw=write", "--verify_backlog=64", "--size=16M", "--rate_iops=600"])?;
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // More blocks go bad under the running I/O.
@@ -204,7 +204,7 @@ fn verify_under_injection() -> Result<()> {
 fn lifecycle_under_load() -> Result<()> {
     let bad = BadMain::new("lc", 16 * MIB, &[(100, 1), (700, 1), (1500, 1)])?;
     let spare = LoopDev::new("lc-spare", 4 * MIB)?;
-    let table = format!("0 {} remap {} {} 1 format", 16 * MIB / 512, bad.path(), spare.path);
+    let table = remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format());
     let dm = DmDev::create("t-lc", &table)?;
     let fio = fio_bg(&dm.path, Some(10), &["--rw=randwrite", "--verify_backlog=128", "--size=8M"])?;
     for i in 0..100 {

@@ -186,7 +186,7 @@ fn hostile_spares() -> Result<()> {
         let before = read_at(s, 0, SPARE as usize)?;
         let writes = io_counts(&blk)?.1;
         kmsg.drain();
-        for line in [format!("0 {MAIN_SECTORS} remap {m} {s}"), format!("0 {MAIN_SECTORS} remap {m} {s} 1 format")] {
+        for line in [remap_table(MAIN_SECTORS, LineSpec::new(&m, &s)), remap_table(MAIN_SECTORS, LineSpec::new(&m, &s).format())] {
             cmd_fails("dmsetup", &["create", "t-hs", "--table", &line]).with_context(|| format!("{what}: {line}"))?;
             ensure!(!dm_exists("t-hs"), "{what}: device left behind");
         }
@@ -211,7 +211,7 @@ fn format_refuses_filesystem() -> Result<()> {
     cmd("mkfs.ext4", &["-q", "-F", &spare.path])?;
     let mut kmsg = Kmsg::open()?;
     kmsg.drain();
-    let line = format!("0 {MAIN_SECTORS} remap {} {} 1 format", main.path, spare.path);
+    let line = remap_table(MAIN_SECTORS, LineSpec::new(&main.path, &spare.path).format());
     cmd_fails("dmsetup", &["create", "t-ff", "--table", &line])?;
     ensure!(!dm_exists("t-ff"), "device left behind");
     let log = kmsg.drain();
@@ -237,7 +237,7 @@ fn format_refuses_filesystem() -> Result<()> {
     // either.
     let other = LoopDev::new("ff-tail", 8 * MIB)?;
     write_at(&other.path, 8 * MIB - 4096, &pattern(2, 4096))?;
-    cmd_fails("dmsetup", &["create", "t-ff", "--table", &format!("0 {MAIN_SECTORS} remap {} {} 1 format", main.path, other.path)])?;
+    cmd_fails("dmsetup", &["create", "t-ff", "--table", &remap_table(MAIN_SECTORS, LineSpec::new(&main.path, &other.path).format())])?;
     ensure!(read_at(&other.path, 0, 8192)?.iter().all(|&b| b == 0), "the superblocks were written");
     Ok(())
 }
@@ -248,6 +248,10 @@ fn dmremap(args: &[&str]) -> Result<(i32, String, String)> {
     let (o, e) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     ensure!(!e.contains("panicked"), "dmremap panicked: {e}");
     Ok((out.status.code().unwrap_or(-1), o, e))
+}
+
+fn id(s: &str) -> Result<MainId> {
+    MainId::parse(s.as_bytes()).context("a valid id")
 }
 
 fn remaps(name: &str) -> Result<String> {
@@ -280,7 +284,7 @@ fn swapped_spares() -> Result<()> {
     let before = read_at(&spare_b.path, 0, SPARE as usize)?;
     let writes = io_counts(&blk)?.1;
     kmsg.drain();
-    let line = format!("0 {MAIN_SECTORS} remap {} {} 2 main_id disk-a", main_a.path, spare_b.path);
+    let line = remap_table(MAIN_SECTORS, LineSpec::new(&main_a.path, &spare_b.path).main_id(id("disk-a")?));
     cmd_fails("dmsetup", &["create", "t-sw", "--table", &line])?;
     ensure!(!dm_exists("t-sw"), "device left behind");
     let log = kmsg.drain();
@@ -304,7 +308,7 @@ fn swapped_spares() -> Result<()> {
         drop(dev);
     }
     // Without an id in the table, the length is all that binds (docs/table.md).
-    let dev = DmDev::create("t-sw-noid", &format!("0 {MAIN_SECTORS} remap {} {}", main_a.path, spare_b.path))?;
+    let dev = DmDev::create("t-sw-noid", &remap_table(MAIN_SECTORS, LineSpec::new(&main_a.path, &spare_b.path)))?;
     expect_eq("remaps on a spare loaded without an id", remaps(&dev.name)?, "0".to_string())?;
     Ok(())
 }
@@ -320,7 +324,7 @@ fn v1_spare_upgrades() -> Result<()> {
     write_at(&spare.path, v1.geometry.pool_sector(0) * 512, &pattern(7, 4096))?;
     let (m, s) = (main.path.as_str(), spare.path.as_str());
     {
-        let dev = DmDev::create("t-v1", &format!("0 {MAIN_SECTORS} remap {m} {s}"))?;
+        let dev = DmDev::create("t-v1", &remap_table(MAIN_SECTORS, LineSpec::new(&m, &s)))?;
         expect_eq("remaps on the v1 spare", remaps(&dev.name)?, "1".to_string())?;
         expect_eq("remapped block read from the pool", read_at(&dev.path, 5 * 4096, 4096)? == pattern(7, 4096), true)?;
         let (code, _, err) = dmremap(&["upgrade", s, "--main-id", "disk-a"])?;
@@ -337,9 +341,9 @@ fn v1_spare_upgrades() -> Result<()> {
     let (code, out, _) = dmremap(&["upgrade", s])?;
     expect_eq("second upgrade: exit code", code, 0)?;
     ensure!(out.contains("nothing written"), "second upgrade said {out:?}");
-    cmd_fails("dmsetup", &["create", "t-v1", "--table", &format!("0 {MAIN_SECTORS} remap {m} {s} 2 main_id disk-b")])?;
+    cmd_fails("dmsetup", &["create", "t-v1", "--table", &remap_table(MAIN_SECTORS, LineSpec::new(m, s).main_id(id("disk-b")?))])?;
     ensure!(!dm_exists("t-v1"), "device left behind");
-    let dev = DmDev::create("t-v1", &format!("0 {MAIN_SECTORS} remap {m} {s} 2 main_id disk-a"))?;
+    let dev = DmDev::create("t-v1", &remap_table(MAIN_SECTORS, LineSpec::new(m, s).main_id(id("disk-a")?)))?;
     expect_eq("remaps after the upgrade", remaps(&dev.name)?, "1".to_string())?;
     expect_eq("remapped block after the upgrade", read_at(&dev.path, 5 * 4096, 4096)? == pattern(7, 4096), true)?;
     Ok(())
