@@ -98,6 +98,20 @@ pub fn status_line(n: &str) -> Result<String, Fail> {
     }
 }
 
+/// The kernel's name of a block device `major:minor` (`dm-0`, `sdb`, `loop1`), from sysfs.
+pub fn kernel_name(devno: &str) -> Option<String> {
+    let p = std::fs::canonicalize(format!("/sys/dev/block/{devno}")).ok()?;
+    Some(p.file_name()?.to_string_lossy().into_owned())
+}
+
+/// `major:minor` of a dm device.
+pub fn devno(n: &str) -> Result<String, Fail> {
+    let dm = dm()?;
+    let info = dm.device_info(&DevId::Name(name(n)?)).map_err(|e| Fail::new(Kind::NotRemap, format!("no device-mapper device {n}: {e}")))?;
+    let d = info.device();
+    Ok(format!("{}:{}", d.major, d.minor))
+}
+
 /// Every dm-remap device's name.
 pub fn list() -> Result<Vec<String>, Fail> {
     let dm = dm()?;

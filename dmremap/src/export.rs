@@ -6,7 +6,17 @@ use crate::{dm, Fail, Kind};
 use std::fmt::Write;
 use std::path::Path;
 
-/// (name, type, help, value) of every metric of one device.
+/// Field 21 says 0 both for "no trend" and for a full spare: no trend is no sample (NaN here,
+/// left out by `render`), so an `< 86400` alert rule never fires on a healthy device.
+fn exhaustion(s: &Status) -> f64 {
+    match (s.state.as_str(), s.seconds_to_exhaustion) {
+        ("spare_full", _) => 0.0,
+        (_, 0) => f64::NAN,
+        (_, v) => v as f64,
+    }
+}
+
+/// (name, type, help, value) of every metric of one device; NaN: no sample.
 fn metrics(s: &Status) -> Vec<(&'static str, &'static str, &'static str, f64)> {
     let f = |v: u64| v as f64;
     vec![
@@ -25,7 +35,7 @@ fn metrics(s: &Status) -> Vec<(&'static str, &'static str, &'static str, f64)> {
         ("dmremap_cache_misses_total", "counter", "Lookup cache misses.", f(s.cache_misses)),
         ("dmremap_scan_passes_total", "counter", "Background scan passes completed.", f(s.scan_passes)),
         ("dmremap_health_score", "gauge", "Health score, 0 to 100.", f(s.health)),
-        ("dmremap_spare_exhaustion_seconds", "gauge", "Predicted seconds until the spare is used up (0: no trend).", f(s.seconds_to_exhaustion)),
+        ("dmremap_spare_exhaustion_seconds", "gauge", "Predicted seconds until the spare is used up (no sample: no trend; 0: full).", exhaustion(s)),
         ("dmremap_hotspots", "gauge", "Clusters of media errors.", f(s.hotspots)),
         ("dmremap_main_latency_seconds", "gauge", "Mean I/O latency of the main device.", s.main_latency_us as f64 / 1e6),
         ("dmremap_alert_threshold", "gauge", "Health score below which an alert is raised.", f(s.alert_threshold)),
@@ -36,19 +46,56 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// The exposition text for `(name, status)` pairs.
-pub fn render(devs: &[(String, Status)]) -> String {
+/// What the exporter knows of one device: its status, or why it could not be read, and the
+/// kernel names to join with node_exporter (`dm-N`) and smartctl_exporter (`sdb`).
+pub struct Dev {
+    pub name: String,
+    pub status: Result<Status, String>,
+    /// `dm-N`, if known.
+    pub dm: Option<String>,
+}
+
+/// The exposition text. A device whose status could not be read is `dmremap_up 0` and has no
+/// other samples; the rest are exported as usual.
+pub fn render(devs: &[Dev]) -> String {
     let mut out = String::new();
-    let Some((_, first)) = devs.first() else { return out };
+    let _ = writeln!(out, "# HELP dmremap_up Whether the device's status could be read (1) or not (0).\n# TYPE dmremap_up gauge");
+    for d in devs {
+        let _ = writeln!(out, "dmremap_up{{device=\"{}\"}} {}", escape(&d.name), u8::from(d.status.is_ok()));
+    }
+    let ok: Vec<(&str, &Status)> = devs.iter().filter_map(|d| d.status.as_ref().ok().map(|s| (d.name.as_str(), s))).collect();
+    let Some((_, first)) = ok.first() else { return out };
+    let _ = writeln!(
+        out,
+        "# HELP dmremap_info The device's kernel names, for joining (value 1).\n# TYPE dmremap_info gauge"
+    );
+    for d in devs {
+        if let Ok(s) = &d.status {
+            let kname = |devno: &str| dm::kernel_name(devno).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "dmremap_info{{device=\"{}\",dm=\"{}\",main=\"{}\",main_dev=\"{}\",spare=\"{}\",spare_dev=\"{}\",version=\"{}\"}} 1",
+                escape(&d.name),
+                escape(d.dm.as_deref().unwrap_or("")),
+                escape(&kname(&s.main_device)),
+                escape(&s.main_device),
+                escape(&kname(&s.spare_device)),
+                escape(&s.spare_device),
+                escape(&s.version)
+            );
+        }
+    }
     for (i, (mname, ty, help, _)) in metrics(first).iter().enumerate() {
         let _ = writeln!(out, "# HELP {mname} {help}\n# TYPE {mname} {ty}");
-        for (name, s) in devs {
+        for (name, s) in &ok {
             let v = metrics(s)[i].3;
-            let _ = writeln!(out, "{mname}{{device=\"{}\"}} {v}", escape(name));
+            if !v.is_nan() {
+                let _ = writeln!(out, "{mname}{{device=\"{}\"}} {v}", escape(name));
+            }
         }
     }
     let _ = writeln!(out, "# HELP dmremap_state Target state (1 for the current one).\n# TYPE dmremap_state gauge");
-    for (name, s) in devs {
+    for (name, s) in &ok {
         for st in ["operational", "maintenance", "spare_full", "degraded"] {
             let _ = writeln!(out, "dmremap_state{{device=\"{}\",state=\"{st}\"}} {}", escape(name), u8::from(s.state == st));
         }
@@ -58,11 +105,15 @@ pub fn render(devs: &[(String, Status)]) -> String {
 
 pub fn export(names: &[String], output: Option<&Path>) -> Result<i32, Fail> {
     let names = if names.is_empty() { dm::list()? } else { names.to_vec() };
-    let mut devs = Vec::new();
-    for n in names {
-        let s = status::parse(&dm::status_line(&n)?)?;
-        devs.push((n, s));
-    }
+    // One device that cannot be read (removed mid-export, say) is marked, not fatal.
+    let devs: Vec<Dev> = names
+        .into_iter()
+        .map(|n| {
+            let status = dm::status_line(&n).and_then(|l| status::parse(&l)).map_err(|f| f.msg);
+            let dm = dm::devno(&n).ok().and_then(|d| dm::kernel_name(&d));
+            Dev { name: n, status, dm }
+        })
+        .collect();
     let text = render(&devs);
     match output {
         None => print!("{text}"),
@@ -84,10 +135,26 @@ mod tests {
     #[test]
     fn exposition_format() {
         let s = status::parse("0.1.0 252:0 7:1 1207 866 10 3 3 1012 1009 0 3 0 3 3 0 0 0 0 96 336 2 41 50 - operational").unwrap();
-        let t = render(&[("failing".into(), s)]);
+        let t = render(&[Dev { name: "failing".into(), status: Ok(s.clone()), dm: Some("dm-0".into()) }]);
         assert!(t.contains("# TYPE dmremap_reads_total counter\ndmremap_reads_total{device=\"failing\"} 1207\n"));
         assert!(t.contains("dmremap_main_latency_seconds{device=\"failing\"} 0.000041\n"));
         assert!(t.contains("dmremap_state{device=\"failing\",state=\"operational\"} 1\n"));
+        assert!(t.contains("dmremap_up{device=\"failing\"} 1\n"));
+        assert!(t.contains("dmremap_info{device=\"failing\",dm=\"dm-0\",main=\""));
+        assert!(t.contains("dmremap_spare_exhaustion_seconds{device=\"failing\"} 336\n"));
+        // No trend: no sample. A full spare: 0. A device that cannot be read: up 0 only.
+        let mut quiet = s.clone();
+        quiet.seconds_to_exhaustion = 0;
+        let mut full = quiet.clone();
+        full.state = "spare_full".into();
+        let t = render(&[
+            Dev { name: "quiet".into(), status: Ok(quiet), dm: None },
+            Dev { name: "full".into(), status: Ok(full), dm: None },
+            Dev { name: "gone".into(), status: Err("no device-mapper device gone".into()), dm: None },
+        ]);
+        assert!(!t.contains("dmremap_spare_exhaustion_seconds{device=\"quiet\"}"), "{t}");
+        assert!(t.contains("dmremap_spare_exhaustion_seconds{device=\"full\"} 0\n"));
+        assert!(t.contains("dmremap_up{device=\"gone\"} 0\n") && !t.contains("dmremap_reads_total{device=\"gone\"}"));
         // Every sample line: name{labels} value, with a HELP and TYPE before its family.
         for l in t.lines().filter(|l| !l.starts_with('#')) {
             let (name, rest) = l.split_once('{').unwrap();

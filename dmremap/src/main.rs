@@ -3,6 +3,7 @@
 //! Every failure is one sentence on stderr and a distinct exit code (see `Kind`); nothing
 //! panics on bad input.
 
+mod check;
 mod dm;
 mod export;
 mod ident;
@@ -97,6 +98,14 @@ enum Cmd {
         #[arg(long)]
         main_id: Option<String>,
     },
+    /// Judge a device (or all) for a monitoring system: exit 0 OK, 1 WARNING, 2 CRITICAL,
+    /// 3 UNKNOWN (Nagios plugin codes), one line each.
+    Check {
+        name: Option<String>,
+        /// Every dm-remap device (the worst code wins).
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
     /// Remove a dm-remap device.
     Remove { name: String },
     /// Show a device's status as a report (or JSON).
@@ -136,12 +145,6 @@ fn run(cli: Cli) -> Result<i32, Fail> {
         Cmd::Format { spare, main, block_size, main_id, force } => {
             let main_bytes = spare::size_of(&main)?;
             let id = ident::choose(main_id.as_deref(), &main)?;
-            if id.is_none() {
-                eprintln!(
-                    "dmremap: warning: {} has no WWN or serial; the spare records no main id and only the length binds it (use --main-id)",
-                    main.display()
-                );
-            }
             let sb = spare::format(&spare, main_bytes, block_size, id.unwrap_or_default(), force)?;
             println!(
                 "formatted {}: {} pool blocks of {} bytes for a main device of {} sectors, main id {}",
@@ -151,6 +154,12 @@ fn run(cli: Cli) -> Result<i32, Fail> {
                 sb.main_sectors,
                 id.map(|i| ident::text(&i)).unwrap_or_else(|| "none".into())
             );
+            if id.is_none() {
+                eprintln!(
+                    "dmremap: warning: {} has no WWN or serial; the spare records no main id and only the length binds it (use --main-id)",
+                    main.display()
+                );
+            }
             Ok(0)
         }
         Cmd::Upgrade { spare, main, main_id } => {
@@ -224,6 +233,13 @@ fn run(cli: Cli) -> Result<i32, Fail> {
             let node = dm::create(&name, len, &params)?;
             println!("created {node}: 0 {len} remap {params}");
             Ok(0)
+        }
+        Cmd::Check { name, all } => {
+            if name.is_none() && !all {
+                println!("DMREMAP UNKNOWN: name a device or give --all");
+                return Ok(check::Code::Unknown as i32);
+            }
+            Ok(check::check(name.as_deref()))
         }
         Cmd::Remove { name } => {
             dm::remove(&name)?;

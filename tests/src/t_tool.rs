@@ -10,6 +10,7 @@ pub const TESTS: &[crate::Test] = &[
     ("tool_watch_wakes_on_alert", watch_wakes),
     ("tool_export_is_valid_prometheus_text", export),
     ("tool_bad_input_exit_codes", bad_input),
+    ("tool_check_nagios_codes_and_export_with_a_missing_device", check_codes),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -157,7 +158,7 @@ fn bad_input() -> Result<()> {
         (vec!["remove", &lin.name], 4, "not a dm-remap device"),
         (vec!["inspect", "/dev/no-such-disk"], 3, "cannot open"),
         (vec!["inspect", &spare.path], 4, ""),
-        (vec!["format", &fs.path, "--main", &lin_lo.path], 6, "ext2/3/4"),
+        (vec!["format", &fs.path, "--main", &lin_lo.path], 6, "signature of type ext4 (libblkid)"),
         (vec!["create", "t-tb", &lin_lo.path, &spare.path], 7, "refused the table"),
         (vec!["create", "bad/name", &lin_lo.path, &spare.path], 6, "not a valid device-mapper name"),
     ];
@@ -177,5 +178,71 @@ fn bad_input() -> Result<()> {
     let (c, out, _) = dmremap(&["inspect", &spare.path])?;
     expect_eq("inspect exit code (corrupt)", c, 5)?;
     ensure!(out.contains("metadata corrupt"), "inspect said {out}");
+    Ok(())
+}
+
+/// `dmremap check` gives each of the four Nagios codes: an operational device 0, a full spare
+/// 1, a degraded one (its spare failed) 2, a missing one 3; `--all` the worst. `export` of the
+/// same devices plus a missing one marks that one `dmremap_up 0` and still exports the rest,
+/// and prometheus-parse reads it.
+fn check_codes() -> Result<()> {
+    let code_of = |args: &[&str]| -> Result<(i32, String)> {
+        let (c, out, err) = dmremap(args)?;
+        ensure!(err.is_empty(), "{args:?}: stderr {err:?}");
+        Ok((c, out))
+    };
+    // Operational.
+    let lo = LoopDev::new("ck-ok", 16 * MIB)?;
+    let spare = LoopDev::new("ck-ok-spare", 4 * MIB)?;
+    let ok_dev = DmDev::create("t-ck-ok", &remap_table(16 * MIB / 512, LineSpec::new(&lo.path, &spare.path).format()))?;
+    let (c, out) = code_of(&["check", &ok_dev.name])?;
+    expect_eq(&format!("check operational ({out})"), c, 0)?;
+    ensure!(out.starts_with("DMREMAP OK: t-ck-ok operational, health 100"), "{out}");
+    // A full spare: a pool of 2 blocks, 2 bad blocks written.
+    let g = dm_remap_logic::format::Geometry::for_pool(2, 4096, u64::MAX).context("layout")?;
+    let full_main = BadMain::new("ck-full", 16 * MIB, &[(10, 2)])?;
+    let full_spare = LoopDev::new("ck-full-spare", g.end_bytes())?;
+    let full = DmDev::create("t-ck-full", &remap_table(16 * MIB / 512, LineSpec::new(full_main.path(), &full_spare.path).format()))?;
+    for b in 10..12 {
+        write_at(&full.path, b * BS, &pattern(b, BS as usize))?;
+    }
+    expect_eq("state", status_of(&full.name, |s| s.state.name())?, "spare_full")?;
+    let (c, out) = code_of(&["check", &full.name])?;
+    expect_eq(&format!("check spare_full ({out})"), c, 1)?;
+    ensure!(out.starts_with("DMREMAP WARNING: t-ck-full the spare is full"), "{out}");
+    // Degraded: the spare fails under the target.
+    let dg_main = BadMain::new("ck-dg", 16 * MIB, &[(20, 1)])?;
+    let dg_lo = LoopDev::new("ck-dg-spare", 4 * MIB)?;
+    let dg_spare = DmDev::create("t-ck-dg-spare", &format!("0 {} linear {} 0", 4 * MIB / 512, dg_lo.path))?;
+    let dg = DmDev::create("t-ck-dg", &remap_table(16 * MIB / 512, LineSpec::new(dg_main.path(), &dg_spare.path).format()))?;
+    dmsetup(&["reload", &dg_spare.name, "--table", &format!("0 {} error", 4 * MIB / 512)])?;
+    dmsetup(&["resume", &dg_spare.name])?;
+    let _ = write_at(&dg.path, 20 * BS, &pattern(20, BS as usize));
+    expect_eq("state", status_of(&dg.name, |s| s.state.name())?, "degraded")?;
+    let (c, out) = code_of(&["check", &dg.name])?;
+    expect_eq(&format!("check degraded ({out})"), c, 2)?;
+    ensure!(out.starts_with("DMREMAP CRITICAL: t-ck-dg the spare failed"), "{out}");
+    // Missing.
+    let (c, out) = code_of(&["check", "t-ck-none"])?;
+    expect_eq(&format!("check missing ({out})"), c, 3)?;
+    ensure!(out.starts_with("DMREMAP UNKNOWN: t-ck-none"), "{out}");
+    // All: the worst, one line each.
+    let (c, out) = code_of(&["check", "--all"])?;
+    expect_eq(&format!("check --all ({out})"), c, 2)?;
+    expect_eq("check --all lines", out.lines().count(), 3)?;
+    // Export with a missing device among them.
+    let (c, text, _) = dmremap(&["export", &ok_dev.name, "t-ck-none", &full.name])?;
+    expect_eq("export exit code", c, 0)?;
+    ensure!(text.contains("dmremap_up{device=\"t-ck-none\"} 0\n"), "{text}");
+    ensure!(text.contains("dmremap_up{device=\"t-ck-ok\"} 1\n") && text.contains("dmremap_reads_total{device=\"t-ck-ok\"}"), "{text}");
+    ensure!(!text.contains("device=\"t-ck-none\",") && !text.contains("_total{device=\"t-ck-none\"}"), "{text}");
+    let dmn = dm_blkdev(&ok_dev.name)?;
+    ensure!(text.contains(&format!("dmremap_info{{device=\"t-ck-ok\",dm=\"{dmn}\",main=\"{}\"", lo.path.trim_start_matches("/dev/"))), "{text}");
+    // A healthy device with no trend has no exhaustion sample; the full one has 0.
+    ensure!(!text.contains("dmremap_spare_exhaustion_seconds{device=\"t-ck-ok\"}"), "{text}");
+    ensure!(text.contains("dmremap_spare_exhaustion_seconds{device=\"t-ck-full\"} 0\n"), "{text}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
+    let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+    expect_eq("samples seen by prometheus-parse", scrape.samples.len(), samples)?;
     Ok(())
 }
