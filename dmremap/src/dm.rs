@@ -6,7 +6,7 @@ use devicemapper::{DevId, DmName, DmOptions, DM};
 use std::os::fd::AsFd;
 use std::path::Path;
 
-fn dm() -> Result<DM, Fail> {
+pub fn dm() -> Result<DM, Fail> {
     DM::new().map_err(|e| Fail::new(Kind::Dm, format!("cannot open /dev/mapper/control (are you root, is dm loaded?): {e}")))
 }
 
@@ -119,7 +119,7 @@ pub fn list() -> Result<Vec<String>, Fail> {
     Ok(devs.into_iter().map(|(n, _, _)| n.to_string()).filter(|n| status_line(n).is_ok()).collect())
 }
 
-fn event_nr(dm: &DM, n: &str) -> Result<u32, Fail> {
+pub fn event_nr(dm: &DM, n: &str) -> Result<u32, Fail> {
     dm.device_info(&DevId::Name(name(n)?))
         .map(|i| i.event_nr())
         .map_err(|e| Fail::new(Kind::NotRemap, format!("no device-mapper device {n}: {e}")))

@@ -10,6 +10,7 @@ mod ident;
 mod probe;
 mod spare;
 mod status;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -123,7 +124,16 @@ enum Cmd {
     },
     /// Wait for dm events on a device and report each alert; optionally run a command.
     Watch {
-        name: String,
+        /// The device to watch (or --all).
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Every dm-remap device, those created later too; a device in a state that is not OK
+        /// (see `check`) is reported at start.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// With --all: report every device once at start, whatever its state, and exit.
+        #[arg(long, requires = "all")]
+        test: bool,
         /// Run through `sh -c` with DMREMAP_* variables set, for each event.
         #[arg(long)]
         exec: Option<String>,
@@ -255,7 +265,10 @@ fn run(cli: Cli) -> Result<i32, Fail> {
             }
             Ok(0)
         }
-        Cmd::Watch { name, exec, count } => dm::watch(&name, exec.as_deref(), count),
+        Cmd::Watch { name, all, test, exec, count } => match name {
+            Some(n) if !all => dm::watch(&n, exec.as_deref(), count),
+            _ => watch::watch_all(exec.as_deref(), count, test),
+        },
         Cmd::Export { names, output } => export::export(&names, output.as_deref()),
     }
 }

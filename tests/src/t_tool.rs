@@ -11,6 +11,7 @@ pub const TESTS: &[crate::Test] = &[
     ("tool_export_is_valid_prometheus_text", export),
     ("tool_bad_input_exit_codes", bad_input),
     ("tool_check_nagios_codes_and_export_with_a_missing_device", check_codes),
+    ("tool_watch_all_reports_degraded_at_start_and_new_devices", watch_all),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -211,14 +212,8 @@ fn check_codes() -> Result<()> {
     expect_eq(&format!("check spare_full ({out})"), c, 1)?;
     ensure!(out.starts_with("DMREMAP WARNING: t-ck-full the spare is full"), "{out}");
     // Degraded: the spare fails under the target.
-    let dg_main = BadMain::new("ck-dg", 16 * MIB, &[(20, 1)])?;
-    let dg_lo = LoopDev::new("ck-dg-spare", 4 * MIB)?;
-    let dg_spare = DmDev::create("t-ck-dg-spare", &format!("0 {} linear {} 0", 4 * MIB / 512, dg_lo.path))?;
-    let dg = DmDev::create("t-ck-dg", &remap_table(16 * MIB / 512, LineSpec::new(dg_main.path(), &dg_spare.path).format()))?;
-    dmsetup(&["reload", &dg_spare.name, "--table", &format!("0 {} error", 4 * MIB / 512)])?;
-    dmsetup(&["resume", &dg_spare.name])?;
-    let _ = write_at(&dg.path, 20 * BS, &pattern(20, BS as usize));
-    expect_eq("state", status_of(&dg.name, |s| s.state.name())?, "degraded")?;
+    let dgd = degraded("ck-dg")?;
+    let dg = &dgd.dev;
     let (c, out) = code_of(&["check", &dg.name])?;
     expect_eq(&format!("check degraded ({out})"), c, 2)?;
     ensure!(out.starts_with("DMREMAP CRITICAL: t-ck-dg the spare failed"), "{out}");
@@ -244,5 +239,73 @@ fn check_codes() -> Result<()> {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
     let samples = text.lines().filter(|l| !l.starts_with('#')).count();
     expect_eq("samples seen by prometheus-parse", scrape.samples.len(), samples)?;
+    Ok(())
+}
+
+/// A degraded device: its spare is dm-linear, swapped for dm-error after the format, and a
+/// write to a bad block of the main device then fails to relocate.
+struct Degraded {
+    dev: DmDev,
+    _spare: DmDev,
+    _lo: LoopDev,
+    _main: BadMain,
+}
+
+fn degraded(tag: &str) -> Result<Degraded> {
+    let main = BadMain::new(tag, 16 * MIB, &[(20, 1)])?;
+    let lo = LoopDev::new(&format!("{tag}-spare"), 4 * MIB)?;
+    let spare = DmDev::create(&format!("t-{tag}-spare"), &format!("0 {} linear {} 0", 4 * MIB / 512, lo.path))?;
+    let dev = DmDev::create(&format!("t-{tag}"), &remap_table(16 * MIB / 512, LineSpec::new(main.path(), &spare.path).format()))?;
+    dmsetup(&["reload", &spare.name, "--table", &format!("0 {} error", 4 * MIB / 512)])?;
+    dmsetup(&["resume", &spare.name])?;
+    let _ = write_at(&dev.path, 20 * BS, &pattern(20, BS as usize));
+    expect_eq("state", status_of(&dev.name, |s| s.state.name())?, "degraded")?;
+    Ok(Degraded { dev, _spare: spare, _lo: lo, _main: main })
+}
+
+/// `watch --all` reports a device already degraded when it starts, and a device created
+/// after it started; its hook sees DMREMAP_DEVICE, DMREMAP_EVENT and DMREMAP_STATE.
+/// `--test` reports every device once and exits.
+fn watch_all() -> Result<()> {
+    let dg = degraded("wa-dg")?;
+    let out = "/tmp/wa.out";
+    let _ = std::fs::remove_file(out);
+    let hook = format!("echo \"$DMREMAP_DEVICE $DMREMAP_EVENT $DMREMAP_STATE\" >> {out}");
+    let mut w = Command::new("dmremap").args(["watch", "--all", "--count", "2", "--exec", &hook]).stdout(std::process::Stdio::null()).spawn()?;
+    let wait_lines = |n: usize, what: &str| -> Result<Vec<String>> {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines: Vec<String> = std::fs::read_to_string(out).unwrap_or_default().lines().map(str::to_string).collect();
+            if lines.len() >= n {
+                return Ok(lines);
+            }
+            ensure!(Instant::now() < end, "watch --all did not report {what}: {lines:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let lines = wait_lines(1, "the degraded device at start")?;
+    expect_eq("first report", lines[0].clone(), format!("{} start degraded", dg.dev.name))?;
+    let lo = LoopDev::new("wa-new", 16 * MIB)?;
+    let spare = LoopDev::new("wa-new-spare", 4 * MIB)?;
+    let new = DmDev::create("t-wa-new", &remap_table(16 * MIB / 512, LineSpec::new(&lo.path, &spare.path).format()))?;
+    let lines = wait_lines(2, "the new device")?;
+    expect_eq("second report", lines[1].clone(), format!("{} added operational", new.name))?;
+    let end = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(s) = w.try_wait()? {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = w.kill();
+            bail!("watch --all --count 2 did not exit after two reports");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ensure!(st.success(), "watch --all exited {st}");
+    let (c, text, _) = dmremap(&["watch", "--all", "--test"])?;
+    expect_eq("watch --all --test exit code", c, 0)?;
+    for name in [&dg.dev.name, &new.name] {
+        ensure!(text.contains(&format!("dmremap: {name}: test (event ")), "--test output: {text}");
+    }
     Ok(())
 }
