@@ -98,6 +98,16 @@ pub fn status_line(n: &str) -> Result<String, Fail> {
     }
 }
 
+/// Sends `msg` to a dm-remap device's target (`dmsetup message <n> 0 <msg>`); its reply, if
+/// any. A refusal carries the kernel's errno text (the kernel log has the reason).
+pub fn message(n: &str, msg: &str) -> Result<String, Fail> {
+    check_remap(n)?;
+    let dm = dm()?;
+    dm.target_msg(&DevId::Name(name(n)?), Some(0), msg)
+        .map(|(_, reply)| reply.unwrap_or_default())
+        .map_err(|e| Fail::new(Kind::Dm, format!("{n} refused `{msg}`: {e}")))
+}
+
 /// The kernel's name of a block device `major:minor` (`dm-0`, `sdb`, `loop1`), from sysfs.
 pub fn kernel_name(devno: &str) -> Option<String> {
     let p = std::fs::canonicalize(format!("/sys/dev/block/{devno}")).ok()?;

@@ -7,6 +7,7 @@ mod check;
 mod dm;
 mod export;
 mod ident;
+mod msgs;
 mod probe;
 mod spare;
 mod status;
@@ -107,6 +108,50 @@ enum Cmd {
         #[arg(long, conflicts_with = "name")]
         all: bool,
     },
+    /// Where the block holding SECTOR lives: main, pending, or spare (pool block).
+    Query {
+        name: String,
+        sector: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the block holding SECTOR to the spare (maintenance mode only).
+    Remap {
+        name: String,
+        sector: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every remapped block: main block -> pool block.
+    List {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The clusters of media errors.
+    Hotspots {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Maintenance mode on or off.
+    Maintenance {
+        name: String,
+        #[arg(value_parser = ["on", "off"])]
+        mode: String,
+    },
+    /// Start or stop the background scan.
+    Scan {
+        name: String,
+        #[arg(value_parser = ["start", "stop"])]
+        action: String,
+    },
+    /// Flush both devices' write caches.
+    Sync { name: String },
+    /// The health score below which an alert is raised (0 to 100; not kept in the table line).
+    AlertThreshold { name: String, value: u8 },
+    /// Zero the I/O and error counters.
+    ClearStats { name: String },
     /// Remove a dm-remap device.
     Remove { name: String },
     /// Show a device's status as a report (or JSON).
@@ -251,6 +296,15 @@ fn run(cli: Cli) -> Result<i32, Fail> {
             }
             Ok(check::check(name.as_deref()))
         }
+        Cmd::Query { name, sector, json } => msgs::block(&name, "query", sector, json),
+        Cmd::Remap { name, sector, json } => msgs::block(&name, "remap", sector, json),
+        Cmd::List { name, json } => msgs::list(&name, json),
+        Cmd::Hotspots { name, json } => msgs::hotspots(&name, json),
+        Cmd::Maintenance { name, mode } => msgs::simple(&name, &format!("maintenance {mode}")),
+        Cmd::Scan { name, action } => msgs::simple(&name, &format!("scan {action}")),
+        Cmd::Sync { name } => msgs::simple(&name, "sync"),
+        Cmd::AlertThreshold { name, value } => msgs::simple(&name, &format!("alert_threshold {value}")),
+        Cmd::ClearStats { name } => msgs::simple(&name, "clear_stats"),
         Cmd::Remove { name } => {
             dm::remove(&name)?;
             println!("removed {name}");

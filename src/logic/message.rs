@@ -164,6 +164,91 @@ impl Message {
     }
 }
 
+/// Where a block lives: the reply to `query` (and, `Spare` without `spare_sector`, to
+/// `remap`).
+#[allow(dead_code)] // the host's parser; the kernel prints the same words (control.rs)
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Location {
+    /// On the main device.
+    Main,
+    /// Unreadable on the main device, waiting for a write.
+    Pending,
+    /// In pool block `pool_block`, at `spare_sector` of the spare (`query` gives it, `remap`
+    /// does not).
+    Spare {
+        /// The pool block.
+        pool_block: u64,
+        /// Its first sector on the spare.
+        spare_sector: Option<u64>,
+    },
+}
+
+/// `block=<b> location=...`: the reply to `query` and `remap`.
+#[allow(dead_code)] // the host's parser
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct BlockReply {
+    /// The relocation block holding the sector asked about.
+    pub block: u64,
+    /// Where it lives.
+    pub location: Location,
+}
+
+impl core::fmt::Display for BlockReply {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "block={} location=", self.block)?;
+        match self.location {
+            Location::Main => f.write_str("main"),
+            Location::Pending => f.write_str("pending"),
+            Location::Spare { pool_block, spare_sector: None } => write!(f, "spare pool_block={pool_block}"),
+            Location::Spare { pool_block, spare_sector: Some(s) } => write!(f, "spare pool_block={pool_block} spare_sector={s}"),
+        }
+    }
+}
+
+#[allow(dead_code)] // the host's parser
+impl BlockReply {
+    /// Parses a `query` or `remap` reply.
+    pub fn parse(s: &str) -> Option<BlockReply> {
+        let mut w = s.split_ascii_whitespace();
+        let block = parse_u64(w.next()?.strip_prefix("block=")?.as_bytes())?;
+        let at = w.next()?.strip_prefix("location=")?;
+        let mut kv = |key: &str| -> Option<Option<u64>> {
+            match w.next() {
+                None => Some(None),
+                Some(x) => Some(Some(parse_u64(x.strip_prefix(key)?.as_bytes())?)),
+            }
+        };
+        let location = match at {
+            "main" => Location::Main,
+            "pending" => Location::Pending,
+            "spare" => {
+                let pool_block = kv("pool_block=")??;
+                Location::Spare { pool_block, spare_sector: kv("spare_sector=")? }
+            }
+            _ => return None,
+        };
+        if w.next().is_some() || (matches!(location, Location::Main | Location::Pending) && s.split_ascii_whitespace().count() != 2) {
+            return None;
+        }
+        Some(BlockReply { block, location })
+    }
+}
+
+/// One line of a `list_remaps` reply: `<main_block> <pool_block>`.
+#[allow(dead_code)] // the host's parser
+pub fn parse_remap_line(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.trim().split_once(' ')?;
+    Some((parse_u64(a.as_bytes())?, parse_u64(b.as_bytes())?))
+}
+
+/// One line of a `hotspots` reply: `<first_block>-<last_block> <errors>`.
+#[allow(dead_code)] // the host's parser
+pub fn parse_hotspot_line(s: &str) -> Option<(u64, u64, u64)> {
+    let (range, n) = s.trim().split_once(' ')?;
+    let (a, b) = range.split_once('-')?;
+    Some((parse_u64(a.as_bytes())?, parse_u64(b.as_bytes())?, parse_u64(n.as_bytes())?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +309,25 @@ mod tests {
             assert_eq!(p(s), Err(e), "{s:?}");
             assert!(!e.message().to_bytes().is_empty());
         }
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        for r in [
+            BlockReply { block: 0, location: Location::Main },
+            BlockReply { block: 7, location: Location::Pending },
+            BlockReply { block: u64::MAX, location: Location::Spare { pool_block: 3, spare_sector: None } },
+            BlockReply { block: 9, location: Location::Spare { pool_block: 0, spare_sector: Some(96) } },
+        ] {
+            assert_eq!(BlockReply::parse(&r.to_string()), Some(r), "{r}");
+        }
+        for bad in ["", "block=1", "block=x location=main", "block=1 location=moon", "block=1 location=main x=1",
+            "block=1 location=spare", "block=1 location=spare pool=1", "block=1 location=spare pool_block=1 spare_sector=2 z"] {
+            assert_eq!(BlockReply::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_remap_line("10 0"), Some((10, 0)));
+        assert_eq!(parse_remap_line("10"), None);
+        assert_eq!(parse_hotspot_line("100-101 2"), Some((100, 101, 2)));
+        assert_eq!(parse_hotspot_line("100 2"), None);
     }
 }

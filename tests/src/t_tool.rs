@@ -12,6 +12,7 @@ pub const TESTS: &[crate::Test] = &[
     ("tool_bad_input_exit_codes", bad_input),
     ("tool_check_nagios_codes_and_export_with_a_missing_device", check_codes),
     ("tool_watch_all_reports_degraded_at_start_and_new_devices", watch_all),
+    ("tool_message_commands", message_commands),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -307,5 +308,49 @@ fn watch_all() -> Result<()> {
     for name in [&dg.dev.name, &new.name] {
         ensure!(text.contains(&format!("dmremap: {name}: test (event ")), "--test output: {text}");
     }
+    Ok(())
+}
+
+/// Every message as a command, against the real target: query, list (paging past 64),
+/// hotspots, remap (refused outside maintenance), maintenance, scan, sync, alert-threshold,
+/// clear-stats; human and JSON output, exit codes.
+fn message_commands() -> Result<()> {
+    let bad = BadMain::new("tm", 16 * MIB, &[(10, 1)])?;
+    let spare = LoopDev::new("tm-spare", 4 * MIB)?;
+    let dev = DmDev::create("t-tm", &remap_table(16 * MIB / 512, LineSpec::new(bad.path(), &spare.path).format()))?;
+    let n = dev.name.as_str();
+    write_at(&dev.path, 10 * BS, &pattern(10, BS as usize))?;
+    let ps = geometry(4 * MIB)?.pool_start;
+    let j = |args: &[&str]| -> Result<serde_json::Value> { Ok(serde_json::from_str(&ok(args)?)?) };
+    expect_eq("query remapped", j(&["query", n, "80", "--json"])?, serde_json::json!({"block": 10, "location": "spare", "pool_block": 0, "spare_sector": ps}))?;
+    expect_eq("query main", j(&["query", n, "7", "--json"])?, serde_json::json!({"block": 0, "location": "main"}))?;
+    expect_eq("query text", ok(&["query", n, "80"])?.trim_end().to_string(), format!("sector 80 is in block 10, on the spare: pool block 0 at spare sector {ps}"))?;
+    expect_eq("list", j(&["list", n, "--json"])?, serde_json::json!([[10, 0]]))?;
+    expect_eq("hotspots", j(&["hotspots", n, "--json"])?, serde_json::json!([{"first_block": 10, "last_block": 10, "errors": 1}]))?;
+    let (c, _, err) = dmremap(&["remap", n, "160"])?;
+    expect_eq(&format!("remap outside maintenance ({err})"), c, 7)?;
+    ensure!(err.contains("Operation not permitted"), "{err}");
+    ok(&["maintenance", n, "on"])?;
+    expect_eq("state", status_of(n, |s| s.state.name())?, "maintenance")?;
+    expect_eq("remap", j(&["remap", n, "160", "--json"])?, serde_json::json!({"block": 20, "location": "spare", "pool_block": 1, "spare_sector": null}))?;
+    // Past one list_remaps page (64).
+    for b in 100..170u64 {
+        dmsetup(&["message", n, "0", "remap", &(b * 8).to_string()])?;
+    }
+    let all = j(&["list", n, "--json"])?;
+    let all = all.as_array().context("list is an array")?;
+    expect_eq("remaps listed", all.len(), 72)?;
+    expect_eq("last listed", all[71].clone(), serde_json::json!([169, 71]))?;
+    ok(&["maintenance", n, "off"])?;
+    expect_eq("state", status_of(n, |s| s.state.name())?, "operational")?;
+    ok(&["scan", n, "stop"])?;
+    ok(&["scan", n, "start"])?;
+    ok(&["sync", n])?;
+    ok(&["alert-threshold", n, "70"])?;
+    expect_eq("alert threshold", status_of(n, |s| s.alert_threshold)?, 70)?;
+    ok(&["clear-stats", n])?;
+    expect_eq("writes after clear-stats", status_of(n, |s| s.writes)?, 0)?;
+    let (c, _, _) = dmremap(&["query", "t-tm-none", "0"])?;
+    expect_eq("query on a missing device", c, 4)?;
     Ok(())
 }

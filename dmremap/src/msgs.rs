@@ -1,0 +1,97 @@
+//! The target's messages as commands (docs/messages.md): the words are sent with
+//! `dm::message`, and the replies read with the parsers in `dm_remap_logic::message`.
+
+use crate::{dm, Fail, Kind};
+use dm_remap_logic::message::{parse_hotspot_line, parse_remap_line, BlockReply, Location, MAX_LIST};
+use serde_json::json;
+
+fn bad_reply(what: &str, reply: &str) -> Fail {
+    Fail::new(Kind::Dm, format!("unexpected reply to {what}: {reply:?}"))
+}
+
+fn block_json(r: &BlockReply) -> serde_json::Value {
+    match r.location {
+        Location::Main => json!({"block": r.block, "location": "main"}),
+        Location::Pending => json!({"block": r.block, "location": "pending"}),
+        Location::Spare { pool_block, spare_sector } => {
+            json!({"block": r.block, "location": "spare", "pool_block": pool_block, "spare_sector": spare_sector})
+        }
+    }
+}
+
+fn block_text(sector: u64, r: &BlockReply) -> String {
+    match r.location {
+        Location::Main => format!("sector {sector} is in block {}, on the main device", r.block),
+        Location::Pending => format!("sector {sector} is in block {}, pending: unreadable on the main device until written", r.block),
+        Location::Spare { pool_block, spare_sector: Some(s) } => {
+            format!("sector {sector} is in block {}, on the spare: pool block {pool_block} at spare sector {s}", r.block)
+        }
+        Location::Spare { pool_block, spare_sector: None } => format!("sector {sector} is in block {}, on the spare: pool block {pool_block}", r.block),
+    }
+}
+
+fn print(json: bool, j: serde_json::Value, text: String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
+    } else {
+        println!("{text}");
+    }
+}
+
+/// `query` and `remap`: where the block holding `sector` lives (after moving it, for remap).
+pub fn block(name: &str, verb: &str, sector: u64, json: bool) -> Result<i32, Fail> {
+    let reply = dm::message(name, &format!("{verb} {sector}"))?;
+    let r = BlockReply::parse(&reply).ok_or_else(|| bad_reply(verb, &reply))?;
+    print(json, block_json(&r), block_text(sector, &r));
+    Ok(0)
+}
+
+/// Every remap, paging through `list_remaps` (64 per message).
+pub fn list(name: &str, json: bool) -> Result<i32, Fail> {
+    let mut all = Vec::new();
+    loop {
+        let reply = dm::message(name, &format!("list_remaps {} {MAX_LIST}", all.len()))?;
+        let page: Vec<(u64, u64)> = reply
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| parse_remap_line(l).ok_or_else(|| bad_reply("list_remaps", &reply)))
+            .collect::<Result<_, _>>()?;
+        let n = page.len();
+        all.extend(page);
+        if n < MAX_LIST as usize {
+            break;
+        }
+    }
+    let text = if all.is_empty() {
+        "no remapped blocks".to_string()
+    } else {
+        all.iter().map(|(m, p)| format!("main block {m} -> pool block {p}")).collect::<Vec<_>>().join("\n")
+    };
+    print(json, json!(all), text);
+    Ok(0)
+}
+
+/// The clusters of media errors.
+pub fn hotspots(name: &str, json: bool) -> Result<i32, Fail> {
+    let reply = dm::message(name, "hotspots")?;
+    let spots: Vec<(u64, u64, u64)> = reply
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| parse_hotspot_line(l).ok_or_else(|| bad_reply("hotspots", &reply)))
+        .collect::<Result<_, _>>()?;
+    let j = json!(spots.iter().map(|&(f, l, e)| json!({"first_block": f, "last_block": l, "errors": e})).collect::<Vec<_>>());
+    let text = if spots.is_empty() {
+        "no hotspots".to_string()
+    } else {
+        spots.iter().map(|(f, l, e)| format!("blocks {f}-{l}: {e} errors")).collect::<Vec<_>>().join("\n")
+    };
+    print(json, j, text);
+    Ok(0)
+}
+
+/// A message with no reply (`maintenance on`, `scan stop`, `sync`, ...).
+pub fn simple(name: &str, words: &str) -> Result<i32, Fail> {
+    dm::message(name, words)?;
+    println!("{name}: {words}");
+    Ok(0)
+}
