@@ -13,7 +13,7 @@ mod spare;
 mod status;
 mod watch;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// What went wrong, as an exit code.
@@ -152,6 +152,14 @@ enum Cmd {
     AlertThreshold { name: String, value: u8 },
     /// Zero the I/O and error counters.
     ClearStats { name: String },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), generated from these same definitions; with --dir, write
+    /// dmremap.1 and one dmremap-<command>.1 per command there.
+    Manpage {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Remove a dm-remap device.
     Remove { name: String },
     /// Show a device's status as a report (or JSON).
@@ -305,6 +313,30 @@ fn run(cli: Cli) -> Result<i32, Fail> {
         Cmd::Sync { name } => msgs::simple(&name, "sync"),
         Cmd::AlertThreshold { name, value } => msgs::simple(&name, &format!("alert_threshold {value}")),
         Cmd::ClearStats { name } => msgs::simple(&name, "clear_stats"),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "dmremap", &mut std::io::stdout());
+            Ok(0)
+        }
+        Cmd::Manpage { dir } => {
+            let io = |e: std::io::Error| Fail::new(Kind::Io, format!("cannot write the manual pages: {e}"));
+            let cmd = Cli::command();
+            match dir {
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).map_err(io)?,
+                Some(d) => {
+                    std::fs::create_dir_all(&d).map_err(io)?;
+                    let mut pages = vec![("dmremap".to_string(), cmd.clone())];
+                    for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+                        let name = format!("dmremap-{}", sub.get_name());
+                        pages.push((name.clone(), sub.clone().name(name)));
+                    }
+                    for (name, c) in pages {
+                        let mut f = std::fs::File::create(d.join(format!("{name}.1"))).map_err(io)?;
+                        clap_mangen::Man::new(c).render(&mut f).map_err(io)?;
+                    }
+                }
+            }
+            Ok(0)
+        }
         Cmd::Remove { name } => {
             dm::remove(&name)?;
             println!("removed {name}");
@@ -335,5 +367,28 @@ fn main() {
             eprintln!("dmremap: {}", f.msg);
             std::process::exit(f.kind as i32);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent_and_documents_itself() {
+        Cli::command().debug_assert();
+        let dir = std::env::temp_dir().join(format!("dmremap-man-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cmd = Cli::command();
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page).unwrap();
+        let page = String::from_utf8_lossy(&page);
+        for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+            assert!(page.contains(&format!("dmremap\\-{}", sub.get_name().replace('-', "\\-"))), "{} missing from dmremap.1", sub.get_name());
+        }
+        let mut bash = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "dmremap", &mut bash);
+        let bash = String::from_utf8_lossy(&bash);
+        assert!(bash.contains("watch") && bash.contains("--main-id") && bash.contains("check"));
     }
 }
