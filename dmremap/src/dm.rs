@@ -20,10 +20,20 @@ fn name(n: &str) -> Result<&DmName, Fail> {
 
 /// Creates and activates `name` with one `remap` target; returns its device node.
 pub fn create(n: &str, len: u64, params: &str) -> Result<String, Fail> {
+    create_with_uuid(n, None, len, params)
+}
+
+/// [`create`], with a DM UUID (`REMAP-<spare uuid>` for `activate`: udev's
+/// /dev/disk/by-id/dm-uuid-REMAP-* link and a prefix rules can match).
+pub fn create_with_uuid(n: &str, uuid: Option<&str>, len: u64, params: &str) -> Result<String, Fail> {
     let dm = dm()?;
     let dn = name(n)?;
+    let du = match uuid {
+        Some(u) => Some(devicemapper::DmUuid::new(u).map_err(|e| Fail::new(Kind::Refused, format!("{u:?} is not a valid DM UUID: {e}")))?),
+        None => None,
+    };
     let info = dm
-        .device_create(dn, None, DmOptions::default())
+        .device_create(dn, du, DmOptions::default())
         .map_err(|e| Fail::new(Kind::Dm, format!("cannot create device {n}: {e}")))?;
     let id = DevId::Name(dn);
     let table = vec![(0u64, len, "remap".to_string(), params.to_string())];
@@ -106,6 +116,14 @@ pub fn message(n: &str, msg: &str) -> Result<String, Fail> {
     dm.target_msg(&DevId::Name(name(n)?), Some(0), msg)
         .map(|(_, reply)| reply.unwrap_or_default())
         .map_err(|e| Fail::new(Kind::Dm, format!("{n} refused `{msg}`: {e}")))
+}
+
+/// Whether a dm device of this name exists (any target).
+pub fn exists(n: &str) -> bool {
+    match (dm(), name(n)) {
+        (Ok(dm), Ok(dn)) => dm.device_info(&DevId::Name(dn)).is_ok(),
+        _ => false,
+    }
 }
 
 /// The kernel's name of a block device `major:minor` (`dm-0`, `sdb`, `loop1`), from sysfs.

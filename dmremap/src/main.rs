@@ -3,6 +3,7 @@
 //! Every failure is one sentence on stderr and a distinct exit code (see `Kind`); nothing
 //! panics on bad input.
 
+mod activate;
 mod check;
 mod dm;
 mod export;
@@ -152,6 +153,27 @@ enum Cmd {
     AlertThreshold { name: String, value: u8 },
     /// Zero the I/O and error counters.
     ClearStats { name: String },
+    /// Bring up the devices of /etc/dmremaptab (all but `noauto` ones, or the one named).
+    Activate {
+        /// One device of the table (noauto included).
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Every line without `noauto` (what the boot unit runs).
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// The table to read.
+        #[arg(long, default_value = activate::TAB)]
+        tab: PathBuf,
+    },
+    /// Take down a device of /etc/dmremaptab, or every one that is up.
+    Deactivate {
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        #[arg(long, default_value = activate::TAB)]
+        tab: PathBuf,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), generated from these same definitions; with --dir, write
@@ -313,6 +335,8 @@ fn run(cli: Cli) -> Result<i32, Fail> {
         Cmd::Sync { name } => msgs::simple(&name, "sync"),
         Cmd::AlertThreshold { name, value } => msgs::simple(&name, &format!("alert_threshold {value}")),
         Cmd::ClearStats { name } => msgs::simple(&name, "clear_stats"),
+        Cmd::Activate { name, tab, .. } => activate::activate(&tab, name.as_deref()),
+        Cmd::Deactivate { name, tab, .. } => activate::deactivate(&tab, name.as_deref()),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "dmremap", &mut std::io::stdout());
             Ok(0)

@@ -21,6 +21,9 @@ pub mod mainid;
 pub mod message;
 pub mod remaps;
 pub mod status;
+// Read by the host tool only (`dmremap activate`); not built into the module.
+#[cfg(not(MODULE))]
+pub mod tab;
 
 /// Target version, as `dmsetup targets` shows it.
 pub const VERSION: [u32; 3] = [0, 1, 0];

@@ -13,6 +13,7 @@ pub const TESTS: &[crate::Test] = &[
     ("tool_check_nagios_codes_and_export_with_a_missing_device", check_codes),
     ("tool_watch_all_reports_degraded_at_start_and_new_devices", watch_all),
     ("tool_message_commands", message_commands),
+    ("tool_activate_dmremaptab", activate_tab),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -352,5 +353,70 @@ fn message_commands() -> Result<()> {
     expect_eq("writes after clear-stats", status_of(n, |s| s.writes)?, 0)?;
     let (c, _, _) = dmremap(&["query", "t-tm-none", "0"])?;
     expect_eq("query on a missing device", c, 4)?;
+    Ok(())
+}
+
+/// `activate --all` brings up every good line of a dmremaptab (the spare found by its metadata
+/// UUID or by path), names each bad line, skips `noauto`, refuses a main device in use, sets
+/// the DM UUID to REMAP-<spare uuid>; `deactivate --all` takes them down.
+fn activate_tab() -> Result<()> {
+    let mk = |tag: &str| -> Result<(LoopDev, LoopDev, String)> {
+        let main = LoopDev::new(&format!("ta-{tag}"), 16 * MIB)?;
+        let spare = LoopDev::new(&format!("ta-{tag}-spare"), 4 * MIB)?;
+        ok(&["format", &spare.path, "--main", &main.path])?;
+        let r: serde_json::Value = serde_json::from_str(&ok(&["inspect", &spare.path, "--json"])?)?;
+        let uuid = r["uuid"].as_str().context("uuid")?.to_string();
+        Ok((main, spare, uuid))
+    };
+    let (ma, _sa, ua) = mk("a")?;
+    let (mb, sb, _) = mk("b")?;
+    let (mc, sc, _) = mk("c")?;
+    let (md, sd, _) = mk("d")?;
+    let held = DmDev::create("t-ta-held", &format!("0 {} linear {} 0", 16 * MIB / 512, md.path))?;
+    let tab = "/tmp/ta.tab";
+    std::fs::write(
+        tab,
+        format!(
+            "# dm-remap devices\n\
+             ta-a {} UUID={ua} read_retries=4\n\
+             ta-bad {} {} frobnicate\n\
+             ta-b {} {} -\n\
+             ta-missing /dev/nonexistent {}\n\
+             ta-no {} {} noauto\n\
+             ta-held {} {}\n",
+            ma.path, mb.path, sb.path, mb.path, sb.path, sb.path, mc.path, sc.path, md.path, sd.path
+        ),
+    )?;
+    let (c, out, err) = dmremap(&["activate", "--all", "--tab", tab])?;
+    ensure!(c != 0, "activate --all with bad lines exited 0");
+    for want in [
+        format!("{tab} line 3: unknown option"),
+        format!("{tab} line 5 (ta-missing): main device /dev/nonexistent: No such file or directory"),
+        format!("{tab} line 7 (ta-held): main device {} is in use", md.path),
+    ] {
+        ensure!(err.contains(&want), "stderr lacks {want:?}: {err}");
+    }
+    expect_eq("stderr lines", err.lines().count(), 3)?;
+    expect_eq("stdout", out, "activated ta-a\nactivated ta-b\n".to_string())?;
+    ensure!(!dm_exists("ta-no") && !dm_exists("ta-held") && !dm_exists("ta-bad"), "a line that should not be up is");
+    let uuid = dmsetup(&["info", "-c", "--noheadings", "-o", "uuid", "ta-a"])?;
+    expect_eq("DM UUID", uuid.trim().to_string(), format!("REMAP-{ua}"))?;
+    let table = dmsetup(&["table", "ta-a"])?;
+    ensure!(table.contains(" 2 read_retries 4"), "table {table:?}");
+    write_at("/dev/mapper/ta-a", 0, &pattern(1, BS as usize))?;
+    expect_eq("data through ta-a", read_at("/dev/mapper/ta-a", 0, BS as usize)? == pattern(1, BS as usize), true)?;
+    let (_, out, _) = dmremap(&["activate", "--all", "--tab", tab])?;
+    ensure!(out.contains("ta-a is already active"), "{out}");
+    ok(&["activate", "ta-no", "--tab", tab])?;
+    ensure!(dm_exists("ta-no"), "noauto line not activated by name");
+    let (c, _, err) = dmremap(&["activate", "ta-none", "--tab", tab])?;
+    expect_eq(&format!("activate a name not in the table ({err})"), c, 4)?;
+    drop(held);
+    let (c, out, err) = dmremap(&["deactivate", "--all", "--tab", tab])?;
+    expect_eq(&format!("deactivate --all ({err})"), c, 0)?;
+    expect_eq("deactivated", out, "deactivated ta-no\ndeactivated ta-b\ndeactivated ta-a\n".to_string())?;
+    for n in ["ta-a", "ta-b", "ta-no"] {
+        ensure!(!dm_exists(n), "{n} still there");
+    }
     Ok(())
 }
