@@ -1,34 +1,30 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The background scan: reads the main device at a set rate, skipping remapped blocks,
-//! with its own I/O (not the user's bios). A block that does not read becomes pending; a
-//! block that reads only after retries, or far slower than the device usually answers, is
-//! weak and is relocated while it still reads (proactive relocation, as disk firmware does).
+//! Actions layer: the background scan. It reads the main device at a set rate, skipping
+//! remapped blocks, with its own I/O (not the user's bios). A block that does not read
+//! becomes pending; a block that reads only after retries, or far slower than the device
+//! usually answers, is weak and is relocated while it still reads (proactive relocation, as
+//! disk firmware does).
 //!
 //! It runs as delayed work on the target's ordered workqueue (so never alongside the
 //! relocation worker), is cancelled before suspend and in the destructor, and restarts on
 //! resume. It reads without holding the metadata lock (its state is its own, in
-//! [`ScanState`]) and takes that lock only to record what it found and move weak blocks.
+//! `engine::ScanState`) and takes that lock only to record what it found and move weak
+//! blocks.
 
+#![forbid(unsafe_code)]
+
+use crate::commit::{self, Batch, Weak};
 use crate::dm::{now_ns, IoKind};
+use crate::engine::{Engine, ScanState, Stat, State, WorkerState};
+use crate::health;
 use crate::logic::remaps::{self, Entry, Route, PENDING};
-use crate::logic::health::Suspects;
-use crate::relocate::{Batch, Weak};
-use crate::target::{stat, Engine, Meta, State};
+use crate::migrate;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
-/// Bytes the scan reads at once.
-const CHUNK_BYTES: usize = 256 * 1024;
 /// A block read slower than this (and than 8 times the usual time) is weak.
 const SLOW_FLOOR_NS: u64 = 50_000_000;
-
-/// Size of the scan buffer for a block size.
-pub(crate) fn buf_bytes(block_size: u32) -> usize {
-    let bs = block_size as usize;
-    // Checked: objtool does not know the division panic as noreturn (bs is never 0).
-    CHUNK_BYTES.checked_div(bs).unwrap_or(1).max(1) * bs
-}
 
 /// Schedules the next step (`now`: at once), if the scan is on and may run.
 pub(crate) fn start(e: &Engine, now: bool) {
@@ -65,36 +61,6 @@ pub(crate) fn unsuspend(e: &Engine) {
 
 fn slow(ewma: u64, ns: u64, blocks: u64) -> bool {
     ns > (8 * ewma * blocks).max(SLOW_FLOOR_NS)
-}
-
-/// The scan's own state: only the scan step uses it (under `Engine::scan`), so the step
-/// reads the main device without holding the metadata lock.
-pub(crate) struct ScanState {
-    /// Chunk buffer.
-    buf: KVVec<u8>,
-    /// One block, for the per-block reads of a chunk that failed or was slow.
-    one: KVVec<u8>,
-    /// Next block to read.
-    pos: u64,
-    /// Moving average of the per-block read time, ns.
-    ewma_ns: u64,
-    /// Blocks left of the current interval's budget (`scan_rate x scan_interval`).
-    left: u64,
-    /// Blocks found slow once (see `block`).
-    suspects: Suspects,
-}
-
-impl ScanState {
-    pub(crate) fn new(block_size: u32) -> Result<Self> {
-        Ok(Self {
-            buf: KVVec::from_elem(0u8, buf_bytes(block_size), GFP_KERNEL)?,
-            one: KVVec::from_elem(0u8, block_size as usize, GFP_KERNEL)?,
-            pos: 0,
-            ewma_ns: 0,
-            left: 0,
-            suspects: Suspects::default(),
-        })
-    }
 }
 
 /// Longest a step reads before it yields (checked between blocks); the next step goes on
@@ -178,10 +144,10 @@ pub(crate) fn step(e: &Engine) {
     let mut meta = e.meta.lock();
     record(e, &mut meta, &mut batch);
     let weak = core::mem::replace(&mut batch.weak, KVVec::new());
-    e.commit_publish(&mut meta, batch);
-    // Weak blocks move one by one, each quiesced (`Engine::migrate`).
+    commit::commit_publish(e, &mut meta, batch);
+    // Weak blocks move one by one, each quiesced (`migrate::migrate`).
     for w in weak.iter().filter(|_| e.line.proactive) {
-        if e.migrate(&mut meta, w.block).is_ok() {
+        if migrate::migrate(e, &mut meta, w.block).is_ok() {
             // Rare (bounded by the spare's size), and the operator wants to know which block.
             if w.tries > 1 {
                 pr_info!("weak block {} relocated: it read only at try {}\n", w.block, w.tries);
@@ -190,14 +156,14 @@ pub(crate) fn step(e: &Engine) {
             }
         }
     }
-    crate::control::check_alerts(e, &mut meta);
+    health::check_alerts(e, &mut meta);
     drop(meta);
     start(e, more);
 }
 
 /// Under the metadata lock: counts what the step found, and drops findings about blocks that
 /// were remapped (or marked pending) while it read, so a pending mark never hides a remap.
-fn record(e: &Engine, meta: &mut Meta, batch: &mut Batch) {
+fn record(e: &Engine, meta: &mut WorkerState, batch: &mut Batch) {
     let table = e.table.get(&meta.table_w).entries.as_slice();
     let mut pending = KVVec::new();
     // Without room the marks are dropped: they are hints, and the next pass finds them again.
@@ -208,13 +174,13 @@ fn record(e: &Engine, meta: &mut Meta, batch: &mut Batch) {
     }
     batch.pending = pending;
     for p in batch.pending.iter() {
-        e.stats.add(stat::MEDIA_ERRORS, 1);
+        e.stats.add(Stat::MediaErrors, 1);
         meta.hotspots.add(p.main);
         meta.recent_errors.add(now_ns() / 1_000_000_000, 1);
     }
     for w in batch.weak.iter() {
         if w.tries > 1 {
-            e.stats.add(stat::MEDIA_ERRORS, 1);
+            e.stats.add(Stat::MediaErrors, 1);
         }
         meta.hotspots.add(w.block);
         meta.recent_errors.add(now_ns() / 1_000_000_000, 1);
