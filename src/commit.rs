@@ -82,7 +82,7 @@ pub(crate) fn place(e: &Engine, log: &mut Log, w: &RcuWriter, batch: &mut Batch,
     };
     e.stats.add(Stat::SpareIos, 1);
     let kind = if fua { IoKind::WriteFua } else { IoKind::Write };
-    if e.spare.rw_sync(e.geo.pool_sector(spare), data, kind).is_err() {
+    if e.config.spare.rw_sync(e.config.geo.pool_sector(spare), data, kind).is_err() {
         // A new pool block that did not take its data is never recorded: it stays
         // allocated and unused (retired) and the block keeps its old home.
         pr_err!("write to the spare failed; relocation stopped (degraded)\n");
@@ -113,11 +113,11 @@ pub(crate) fn commit_publish(e: &Engine, meta: &mut WorkerState, batch: Batch) -
                 committed = false;
             }
             Ok(table) if remaps.is_empty() => e.table.replace(&mut meta.table_w, table),
-            Ok(table) => match meta.log.commit(&e.spare, remaps.as_slice()) {
+            Ok(table) => match meta.log.commit(&e.config.spare, remaps.as_slice()) {
                 Ok(written) => {
                     e.stats.add(Stat::SpareIos, written);
                     committed = true;
-                    e.commits.fetch_add(1, Ordering::Relaxed);
+                    e.figures.commits.fetch_add(1, Ordering::Relaxed);
                     meta.recent_remaps.add(now_ns() / 1_000_000_000, remaps.len() as u32);
                     e.table.replace(&mut meta.table_w, table);
                 }
@@ -151,7 +151,7 @@ fn build_table(e: &Engine, w: &RcuWriter, add: &[Remap], pending: &[Entry]) -> R
     let total = old.len() + n - overlap;
     let mut merged: KVVec<Entry> = KVVec::from_elem(Entry::default(), total, GFP_KERNEL)?;
     remaps::merge(old, add, merged.as_mut_slice());
-    Table::build(merged, e.main_blocks, e.line.cache_size)
+    Table::build(merged, e.config.main_blocks, e.config.line.cache_size)
 }
 
 /// Replays the log from the spare and publishes it (first resume of an instance).
@@ -165,14 +165,14 @@ pub(crate) fn reload(e: &Engine) -> Result {
     if meta.log.unformatted {
         // The constructor accepted a blank spare for formatting: written only now that the
         // table line can no longer be refused.
-        metadata::write_superblocks(&e.spare, &sb).inspect_err(|_| pr_err!("cannot write the spare's superblocks\n"))?;
+        metadata::write_superblocks(&e.config.spare, &sb).inspect_err(|_| pr_err!("cannot write the spare's superblocks\n"))?;
         meta.log.unformatted = false;
     }
-    let loaded = metadata::replay(&e.spare, sb).map_err(|CtrError { code, msg }| {
+    let loaded = metadata::replay(&e.config.spare, sb).map_err(|CtrError { code, msg }| {
         pr_err!("reloading the remap log failed: {}\n", msg.to_str().unwrap_or("?"));
         code
     })?;
-    let table = Table::build(loaded.entries, e.main_blocks, e.line.cache_size)?;
+    let table = Table::build(loaded.entries, e.config.main_blocks, e.config.line.cache_size)?;
     let meta = &mut *meta;
     meta.log = loaded.log;
     e.table.replace(&mut meta.table_w, table);

@@ -210,13 +210,11 @@ impl ScanState {
     }
 }
 
-/// One `remap` target instance.
-#[pin_data]
-pub(crate) struct Engine {
-    // First field: dropped (drained) before anything the worker uses.
-    pub(crate) worker: Worker<PerBio>,
+/// What the table line and the devices fixed at construction: never changes.
+pub(crate) struct Config {
     pub(crate) main: Dev,
     pub(crate) spare: Dev,
+    /// For dm events.
     pub(crate) handle: TargetHandle,
     pub(crate) line: TableLine,
     pub(crate) geo: Geometry,
@@ -224,6 +222,82 @@ pub(crate) struct Engine {
     pub(crate) bs_sectors: u64,
     /// Target length in sectors.
     pub(crate) len: u64,
+    /// Main-device blocks.
+    pub(crate) main_blocks: u64,
+    /// When the target was created (ns).
+    pub(crate) created_ns: u64,
+}
+
+/// What `dmsetup message` sets; read by the scan and the alerts.
+pub(crate) struct Tunables {
+    pub(crate) alert_threshold: AtomicU8,
+    pub(crate) maintenance: AtomicBool,
+    pub(crate) scan_enabled: AtomicBool,
+    /// Seconds between scan steps.
+    pub(crate) scan_interval: AtomicU32,
+    /// Blocks per second the scan reads.
+    pub(crate) scan_rate: AtomicU32,
+}
+
+impl Tunables {
+    /// The defaults a new instance starts with.
+    pub(crate) fn new() -> Self {
+        Self {
+            alert_threshold: AtomicU8::new(DEFAULT_ALERT_THRESHOLD),
+            maintenance: AtomicBool::new(false),
+            scan_enabled: AtomicBool::new(true),
+            scan_interval: AtomicU32::new(DEFAULT_SCAN_INTERVAL),
+            scan_rate: AtomicU32::new(DEFAULT_SCAN_RATE),
+        }
+    }
+}
+
+/// The figures the worker, the scan and the alerts publish for the status line (the per-CPU
+/// counters of the I/O path are [`Counters`]).
+pub(crate) struct Figures {
+    pub(crate) remaps: AtomicU64,
+    pub(crate) pending: AtomicU64,
+    pub(crate) seq: AtomicU64,
+    pub(crate) free: AtomicU64,
+    pub(crate) write_relocations: AtomicU64,
+    pub(crate) proactive_relocations: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) scanned: AtomicU64,
+    pub(crate) scan_passes: AtomicU64,
+    pub(crate) health: AtomicU8,
+    pub(crate) eta_secs: AtomicU64,
+    pub(crate) hotspot_count: AtomicU64,
+    /// When the last alert was raised (ns), 0 if never.
+    pub(crate) last_alert_ns: AtomicU64,
+}
+
+impl Figures {
+    /// All zero, health 100.
+    pub(crate) fn new() -> Self {
+        Self {
+            remaps: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            free: AtomicU64::new(0),
+            write_relocations: AtomicU64::new(0),
+            proactive_relocations: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            scanned: AtomicU64::new(0),
+            scan_passes: AtomicU64::new(0),
+            health: AtomicU8::new(100),
+            eta_secs: AtomicU64::new(0),
+            hotspot_count: AtomicU64::new(0),
+            last_alert_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One `remap` target instance: parts that own their data.
+#[pin_data]
+pub(crate) struct Engine {
+    // First field: dropped (drained) before anything the worker uses.
+    pub(crate) worker: Worker<PerBio>,
+    pub(crate) config: Config,
     pub(crate) table: RcuBox<Table>,
     /// The metadata lock.
     #[pin]
@@ -249,29 +323,9 @@ pub(crate) struct Engine {
     pub(crate) event_pending: AtomicBool,
     /// Whether preresume has run once (the first one reloads the log).
     pub(crate) resumed: AtomicBool,
-    pub(crate) remaps: AtomicU64,
-    pub(crate) pending: AtomicU64,
-    pub(crate) seq: AtomicU64,
-    pub(crate) free: AtomicU64,
     pub(crate) stats: Counters,
-    pub(crate) write_relocations: AtomicU64,
-    pub(crate) proactive_relocations: AtomicU64,
-    pub(crate) commits: AtomicU64,
-    pub(crate) scanned: AtomicU64,
-    pub(crate) scan_passes: AtomicU64,
-    pub(crate) health: AtomicU8,
-    pub(crate) eta_secs: AtomicU64,
-    pub(crate) hotspot_count: AtomicU64,
-    pub(crate) alert_threshold: AtomicU8,
-    /// When the last alert was raised (ns), 0 if never.
-    pub(crate) last_alert_ns: AtomicU64,
-    pub(crate) maintenance: AtomicBool,
-    pub(crate) scan_enabled: AtomicBool,
-    pub(crate) scan_interval: AtomicU32,
-    pub(crate) scan_rate: AtomicU32,
-    pub(crate) created_ns: u64,
-    /// Main-device blocks.
-    pub(crate) main_blocks: u64,
+    pub(crate) figures: Figures,
+    pub(crate) tunables: Tunables,
 }
 
 /// Default alert threshold (health score).
@@ -305,23 +359,23 @@ impl Engine {
         match self.state() {
             State::Degraded => S::Degraded,
             State::SpareFull => S::SpareFull,
-            State::Operational if self.maintenance.load(Ordering::Relaxed) => S::Maintenance,
+            State::Operational if self.tunables.maintenance.load(Ordering::Relaxed) => S::Maintenance,
             State::Operational => S::Operational,
         }
     }
 
     /// Seconds since the target was created.
     pub(crate) fn age_secs(&self) -> u64 {
-        now_ns().saturating_sub(self.created_ns) / 1_000_000_000
+        now_ns().saturating_sub(self.config.created_ns) / 1_000_000_000
     }
 
     /// The 26 status fields, from the live counters.
     pub(crate) fn status(&self) -> Status<'static> {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let lat_n = self.stats.sum(Stat::LatencyCount);
-        let last = r(&self.last_alert_ns);
-        let (mj, mn) = self.main.devno();
-        let (sj, sn) = self.spare.devno();
+        let last = r(&self.figures.last_alert_ns);
+        let (mj, mn) = self.config.main.devno();
+        let (sj, sn) = self.config.spare.devno();
         Status {
             version: logic::VERSION_STR,
             main: DevNo(mj, mn),
@@ -330,23 +384,23 @@ impl Engine {
             writes: self.stats.sum(Stat::Writes),
             spare_ios: self.stats.sum(Stat::SpareIos),
             media_errors: self.stats.sum(Stat::MediaErrors),
-            remaps: r(&self.remaps),
-            pool_blocks: self.geo.pool_blocks,
-            free: r(&self.free),
-            pending: r(&self.pending),
-            write_relocations: r(&self.write_relocations),
-            proactive_relocations: r(&self.proactive_relocations),
-            commits: r(&self.commits),
-            seq: r(&self.seq),
+            remaps: r(&self.figures.remaps),
+            pool_blocks: self.config.geo.pool_blocks,
+            free: r(&self.figures.free),
+            pending: r(&self.figures.pending),
+            write_relocations: r(&self.figures.write_relocations),
+            proactive_relocations: r(&self.figures.proactive_relocations),
+            commits: r(&self.figures.commits),
+            seq: r(&self.figures.seq),
             cache_hits: self.stats.sum(Stat::CacheHits),
             cache_misses: self.stats.sum(Stat::CacheMisses),
-            scanned: r(&self.scanned),
-            scan_passes: r(&self.scan_passes),
-            health: self.health.load(Ordering::Relaxed),
-            eta_secs: r(&self.eta_secs),
-            hotspots: r(&self.hotspot_count),
+            scanned: r(&self.figures.scanned),
+            scan_passes: r(&self.figures.scan_passes),
+            health: self.figures.health.load(Ordering::Relaxed),
+            eta_secs: r(&self.figures.eta_secs),
+            hotspots: r(&self.figures.hotspot_count),
             latency_us: if lat_n == 0 { 0 } else { self.stats.sum(Stat::LatencyNs) / lat_n / 1000 },
-            alert_threshold: self.alert_threshold.load(Ordering::Relaxed),
+            alert_threshold: self.tunables.alert_threshold.load(Ordering::Relaxed),
             since_alert: (last != 0).then(|| now_ns().saturating_sub(last) / 1_000_000_000),
             state: self.shown_state(),
         }
@@ -355,17 +409,17 @@ impl Engine {
     /// Publishes figures derived from a table and the log.
     pub(crate) fn update_counts(&self, entries: &[Entry], log: &Log) {
         let pending = entries.iter().filter(|e| e.is_pending()).count() as u64;
-        self.pending.store(pending, Ordering::Relaxed);
-        self.remaps.store(entries.len() as u64 - pending, Ordering::Relaxed);
-        self.seq.store(log.seq, Ordering::Relaxed);
-        self.free.store(log.free_blocks(), Ordering::Relaxed);
+        self.figures.pending.store(pending, Ordering::Relaxed);
+        self.figures.remaps.store(entries.len() as u64 - pending, Ordering::Relaxed);
+        self.figures.seq.store(log.seq, Ordering::Relaxed);
+        self.figures.free.store(log.free_blocks(), Ordering::Relaxed);
     }
 
     /// Zeroes the statistics `clear_stats` clears: the per-CPU counters and the relocation
     /// and commit counts (not the figures derived from the table, the log or the scan).
     pub(crate) fn clear_stats(&self) {
         self.stats.clear();
-        for a in [&self.write_relocations, &self.proactive_relocations, &self.commits] {
+        for a in [&self.figures.write_relocations, &self.figures.proactive_relocations, &self.figures.commits] {
             a.store(0, Ordering::Relaxed);
         }
     }

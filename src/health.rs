@@ -23,16 +23,16 @@ pub(crate) fn refresh_health(e: &Engine, meta: &WorkerState) -> u8 {
     let now = now_ns() / 1_000_000_000;
     let free = meta.log.free_blocks();
     let s = Signals {
-        pool_blocks: e.geo.pool_blocks,
-        used: e.geo.pool_blocks - free,
-        pending: e.pending.load(Ordering::Relaxed),
+        pool_blocks: e.config.geo.pool_blocks,
+        used: e.config.geo.pool_blocks - free,
+        pending: e.figures.pending.load(Ordering::Relaxed),
         recent_errors: meta.recent_errors.total(now),
         largest_hotspot: meta.hotspots.largest(),
     };
     let h = score(&s);
-    e.health.store(h, Ordering::Relaxed);
-    e.eta_secs.store(seconds_to_exhaustion(free, meta.recent_remaps.total(now), e.age_secs()), Ordering::Relaxed);
-    e.hotspot_count.store(meta.hotspots.list().len() as u64, Ordering::Relaxed);
+    e.figures.health.store(h, Ordering::Relaxed);
+    e.figures.eta_secs.store(seconds_to_exhaustion(free, meta.recent_remaps.total(now), e.age_secs()), Ordering::Relaxed);
+    e.figures.hotspot_count.store(meta.hotspots.list().len() as u64, Ordering::Relaxed);
     h
 }
 
@@ -42,7 +42,7 @@ pub(crate) fn refresh_health(e: &Engine, meta: &WorkerState) -> u8 {
 pub(crate) fn check_alerts(e: &Engine, meta: &mut WorkerState) {
     let h = refresh_health(e, meta);
     let mut why: Option<&str> = None;
-    if h < e.alert_threshold.load(Ordering::Relaxed) {
+    if h < e.tunables.alert_threshold.load(Ordering::Relaxed) {
         if !meta.alerts.low_score {
             meta.alerts.low_score = true;
             why = Some("health score below the alert threshold");
@@ -50,7 +50,7 @@ pub(crate) fn check_alerts(e: &Engine, meta: &mut WorkerState) {
     } else {
         meta.alerts.low_score = false;
     }
-    let pool = e.geo.pool_blocks;
+    let pool = e.config.geo.pool_blocks;
     let used = pool - meta.log.free_blocks();
     let pct = used * 100 / pool.max(1);
     let level = match pct {
@@ -67,7 +67,7 @@ pub(crate) fn check_alerts(e: &Engine, meta: &mut WorkerState) {
         meta.alerts.degraded = true;
         why = Some("the spare device failed; relocation stopped");
     }
-    let maintenance = e.maintenance.load(Ordering::Relaxed);
+    let maintenance = e.tunables.maintenance.load(Ordering::Relaxed);
     if why.is_none() && !(meta.alerts.held && !maintenance) {
         return;
     }
@@ -76,8 +76,8 @@ pub(crate) fn check_alerts(e: &Engine, meta: &mut WorkerState) {
         return;
     }
     meta.alerts.held = false;
-    e.last_alert_ns.store(now_ns().max(1), Ordering::Relaxed);
-    e.handle.event();
+    e.figures.last_alert_ns.store(now_ns().max(1), Ordering::Relaxed);
+    e.config.handle.event();
     if ratelimit() {
         pr_warn!(
             "alert: {}: health {}, spare {}% used ({} of {} blocks), state {}\n",

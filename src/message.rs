@@ -33,7 +33,7 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
     match m {
         Message::Help => reply(out, format_args!("{HELP}")),
         Message::Maintenance(on) => {
-            e.maintenance.store(on, Ordering::Relaxed);
+            e.tunables.maintenance.store(on, Ordering::Relaxed);
             if on {
                 e.worker.cancel_scan();
             } else {
@@ -43,12 +43,12 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
             Ok(false)
         }
         Message::AlertThreshold(t) => {
-            e.alert_threshold.store(t, Ordering::Relaxed);
+            e.tunables.alert_threshold.store(t, Ordering::Relaxed);
             check_alerts(e, &mut e.meta.lock());
             Ok(false)
         }
         Message::Scan(on) => {
-            e.scan_enabled.store(on, Ordering::Relaxed);
+            e.tunables.scan_enabled.store(on, Ordering::Relaxed);
             if on {
                 scan::start(e, true);
             } else {
@@ -57,21 +57,21 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
             Ok(false)
         }
         Message::ScanInterval(s) => {
-            e.scan_interval.store(s, Ordering::Relaxed);
+            e.tunables.scan_interval.store(s, Ordering::Relaxed);
             e.worker.cancel_scan();
             scan::start(e, false);
             Ok(false)
         }
         Message::ScanRate(r) => {
-            e.scan_rate.store(r, Ordering::Relaxed);
+            e.tunables.scan_rate.store(r, Ordering::Relaxed);
             Ok(false)
         }
         Message::Remap(sector) => manual_remap(e, sector, out),
         Message::Query(sector) => {
-            if sector >= e.len {
+            if sector >= e.config.len {
                 return Err(refuse("sector beyond the end of the device"));
             }
-            let block = sector / e.bs_sectors;
+            let block = sector / e.config.bs_sectors;
             let found = e.table.read(|t| remaps::find(t.entries.as_slice(), block));
             match found {
                 None => reply(out, format_args!("block={block} location=main")),
@@ -81,7 +81,7 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
                     format_args!(
                         "block={block} location=spare pool_block={} spare_sector={}",
                         en.spare,
-                        e.geo.pool_sector(en.spare)
+                        e.config.geo.pool_sector(en.spare)
                     ),
                 ),
             }
@@ -110,8 +110,8 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
             Ok(false)
         }
         Message::Sync => {
-            e.main.flush()?;
-            e.spare.flush()?;
+            e.config.main.flush()?;
+            e.config.spare.flush()?;
             Ok(false)
         }
     }
@@ -119,16 +119,16 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
 
 /// `remap <sector>`: moves a readable block to the pool now (maintenance mode only).
 fn manual_remap(e: &Engine, sector: u64, out: &mut StatusWriter<'_>) -> Result<bool> {
-    if !e.maintenance.load(Ordering::Relaxed) {
+    if !e.tunables.maintenance.load(Ordering::Relaxed) {
         if ratelimit() {
             pr_warn!("message refused: remap is accepted only in maintenance mode\n");
         }
         return Err(EPERM);
     }
-    if sector >= e.len {
+    if sector >= e.config.len {
         return Err(refuse("sector beyond the end of the device"));
     }
-    let block = sector / e.bs_sectors;
+    let block = sector / e.config.bs_sectors;
     let mut meta = e.meta.lock();
     if e.suspended.load(Ordering::Relaxed) {
         // A suspended table may be on its way out while another table uses the spare.

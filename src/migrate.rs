@@ -50,17 +50,17 @@ pub(crate) fn migrate(e: &Engine, meta: &mut WorkerState, block: u64) -> Result<
     e.gate.wait();
     release_parked(e);
     if r.is_ok() {
-        e.proactive_relocations.fetch_add(1, Ordering::Relaxed);
+        e.figures.proactive_relocations.fetch_add(1, Ordering::Relaxed);
     }
     r
 }
 
 /// The copy of `migrate`: reads the block (with retries) and writes it to a new pool block.
 fn copy(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, block: u64) -> Result<u64> {
-    let bs = e.line.block_size as usize;
+    let bs = e.config.line.block_size as usize;
     let mut ok = false;
-    for _ in 0..=e.line.read_retries {
-        if e.main.rw_sync(block * e.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok() {
+    for _ in 0..=e.config.line.read_retries {
+        if e.config.main.rw_sync(block * e.config.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok() {
             ok = true;
             break;
         }
@@ -80,13 +80,13 @@ fn release_parked(e: &Engine) {
     while let Some(mut p) = e.parked.pop() {
         let pb = p.per_bio();
         let home = e.table.read(|t| remaps::find(t.entries.as_slice(), pb.first)).filter(|en| !en.is_pending());
-        let offset = pb.sector - pb.first * e.bs_sectors;
+        let offset = pb.sector - pb.first * e.config.bs_sectors;
         match home {
             Some(en) => {
                 pb.stage = Stage::Spare;
                 e.stats.add(Stat::SpareIos, 1);
-                let at = e.geo.pool_sector(en.spare) + offset;
-                p.submit(&e.spare, at);
+                let at = e.config.geo.pool_sector(en.spare) + offset;
+                p.submit(&e.config.spare, at);
             }
             None => {
                 // The move failed: the main device, through the gate like any write.
@@ -94,7 +94,7 @@ fn release_parked(e: &Engine) {
                 pb.gate = Some(e.gate.enter());
                 pb.start_ns = now_ns();
                 let at = pb.sector;
-                p.submit(&e.main, at);
+                p.submit(&e.config.main, at);
             }
         }
     }

@@ -82,7 +82,7 @@ fn handle_bio(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &mut H
 
 fn relocate_write(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &mut HeldBio<PerBio>, pb: &PerBio) -> BlkStatus {
     let failed = if pb.stage == Stage::FailedWrite { pb.error } else { BlkStatus::IOERR };
-    let bs = e.line.block_size as usize;
+    let bs = e.config.line.block_size as usize;
     // A failed write of several blocks does not say which one is bad: rewrite each on
     // the main device first, and relocate only those that fail again.
     let retry_main = pb.stage == Stage::FailedWrite && pb.blocks > 1;
@@ -96,7 +96,7 @@ fn relocate_write(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &m
         let moved = remaps::find(e.table.get(&meta.table_w).entries.as_slice(), block).is_some_and(|en| !en.is_pending())
             || batch.remapped(block).is_some();
         if retry_main && !moved {
-            if e.main.rw_sync(block * e.bs_sectors, &mut meta.data.as_mut_slice()[..bs], kind).is_ok() {
+            if e.config.main.rw_sync(block * e.config.bs_sectors, &mut meta.data.as_mut_slice()[..bs], kind).is_ok() {
                 continue;
             }
         }
@@ -109,22 +109,22 @@ fn relocate_write(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &m
             return failed;
         }
         if batch.remaps.len() > before {
-            e.write_relocations.fetch_add(1, Ordering::Relaxed);
+            e.figures.write_relocations.fetch_add(1, Ordering::Relaxed);
         }
     }
     BlkStatus::OK
 }
 
 fn retry_read(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &mut HeldBio<PerBio>, pb: &PerBio) -> BlkStatus {
-    let bs = e.line.block_size as usize;
+    let bs = e.config.line.block_size as usize;
     let mut status = BlkStatus::OK;
     for i in 0..u64::from(pb.blocks) {
         let block = pb.first + i;
         let mut tries = 0;
         let mut ok = false;
-        while tries < e.line.read_retries && !ok {
+        while tries < e.config.line.read_retries && !ok {
             tries += 1;
-            ok = e.main.rw_sync(block * e.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok();
+            ok = e.config.main.rw_sync(block * e.config.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok();
         }
         // In a multi-block read that failed, a block that reads at once may be innocent.
         let weak = ok && (pb.blocks == 1 || tries > 1);
@@ -136,7 +136,7 @@ fn retry_read(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &mut H
             // Readable only after retries: a weak block. Move it while it still reads,
             // after this batch (`migrate`); if there is no room to note it, a later read
             // or the scan finds it again.
-            if weak && e.line.proactive {
+            if weak && e.config.line.proactive {
                 let _ = batch.weak.push(Weak { block, tries, last_ms: 0 }, GFP_KERNEL);
             }
             continue;

@@ -34,8 +34,9 @@ pub(crate) fn start(e: &Engine, now: bool) {
     if e.suspended.load(Ordering::Relaxed) {
         return;
     }
-    if e.scan_enabled.load(Ordering::Relaxed) && !e.maintenance.load(Ordering::Relaxed) && e.state() != State::Degraded {
-        let ms = if now { 0 } else { e.scan_interval.load(Ordering::Relaxed).saturating_mul(1000) };
+    let t = &e.tunables;
+    if t.scan_enabled.load(Ordering::Relaxed) && !t.maintenance.load(Ordering::Relaxed) && e.state() != State::Degraded {
+        let ms = if now { 0 } else { t.scan_interval.load(Ordering::Relaxed).saturating_mul(1000) };
         e.worker.schedule_scan(ms);
     }
 }
@@ -71,8 +72,8 @@ const STEP_NS: u64 = 500_000_000;
 /// Whether the scan must stop now (between chunks and blocks): switched off, maintenance,
 /// degraded, or suspending.
 fn stopped(e: &Engine) -> bool {
-    !e.scan_enabled.load(Ordering::Relaxed)
-        || e.maintenance.load(Ordering::Relaxed)
+    !e.tunables.scan_enabled.load(Ordering::Relaxed)
+        || e.tunables.maintenance.load(Ordering::Relaxed)
         || e.state() == State::Degraded
         || e.suspended.load(Ordering::Relaxed)
 }
@@ -90,32 +91,32 @@ pub(crate) fn step(e: &Engine) {
     };
     let mut guard = e.scan.lock();
     let st = &mut *guard;
-    let bs = u64::from(e.line.block_size);
+    let bs = u64::from(e.config.line.block_size);
     let chunk = (st.buf.len() as u64 / bs).max(1);
     // An interval's budget, spread over as many time-bounded steps as it takes: a step cut
     // short by its deadline leaves the rest to the next, which runs at once (after any
     // relocation work queued meanwhile).
     if st.left == 0 {
-        st.left = u64::from(e.scan_rate.load(Ordering::Relaxed))
-            .saturating_mul(u64::from(e.scan_interval.load(Ordering::Relaxed)))
-            .clamp(1, e.main_blocks);
+        st.left = u64::from(e.tunables.scan_rate.load(Ordering::Relaxed))
+            .saturating_mul(u64::from(e.tunables.scan_interval.load(Ordering::Relaxed)))
+            .clamp(1, e.config.main_blocks);
     }
     let budget = st.left;
     let deadline = now_ns().saturating_add(STEP_NS);
     let mut done = 0;
     while done < budget && !stopped(e) && now_ns() < deadline {
-        if st.pos >= e.main_blocks {
+        if st.pos >= e.config.main_blocks {
             st.pos = 0;
-            e.scan_passes.fetch_add(1, Ordering::Relaxed);
-            e.scanned.store(0, Ordering::Relaxed);
+            e.figures.scan_passes.fetch_add(1, Ordering::Relaxed);
+            e.figures.scanned.store(0, Ordering::Relaxed);
         }
         let pos = st.pos;
-        let n = chunk.min(budget - done).min(e.main_blocks - pos);
+        let n = chunk.min(budget - done).min(e.config.main_blocks - pos);
         let clean = e.table.read(|t| remaps::route(t.entries.as_slice(), pos, n)) == Route::Main { blocks: n };
         let whole_ok = clean && {
             let t0 = now_ns();
             let buf = &mut st.buf.as_mut_slice()[..(n * bs) as usize];
-            let ok = e.main.rw_sync(pos * e.bs_sectors, buf, IoKind::Read).is_ok();
+            let ok = e.config.main.rw_sync(pos * e.config.bs_sectors, buf, IoKind::Read).is_ok();
             let ns = now_ns().saturating_sub(t0);
             let fast = ok && !slow(st.ewma_ns, ns, n);
             if fast {
@@ -137,7 +138,7 @@ pub(crate) fn step(e: &Engine) {
         st.pos = b;
         done += b - pos;
         st.left = st.left.saturating_sub(b - pos);
-        e.scanned.fetch_add(b - pos, Ordering::Relaxed);
+        e.figures.scanned.fetch_add(b - pos, Ordering::Relaxed);
     }
     let more = st.left > 0 && !stopped(e);
     drop(guard);
@@ -146,7 +147,7 @@ pub(crate) fn step(e: &Engine) {
     let weak = core::mem::replace(&mut batch.weak, KVVec::new());
     commit::commit_publish(e, &mut meta, batch);
     // Weak blocks move one by one, each quiesced (`migrate::migrate`).
-    for w in weak.iter().filter(|_| e.line.proactive) {
+    for w in weak.iter().filter(|_| e.config.line.proactive) {
         if migrate::migrate(e, &mut meta, w.block).is_ok() {
             // Rare (bounded by the spare's size), and the operator wants to know which block.
             if w.tries > 1 {
@@ -193,13 +194,13 @@ fn record(e: &Engine, meta: &mut WorkerState, batch: &mut Batch) {
 /// on that would spend the spare on healthy blocks. A reference read that fails or is slow
 /// says nothing about `b`, so `b` is not called weak this pass (the next pass looks again).
 fn device_fast(e: &Engine, st: &mut ScanState, b: u64) -> bool {
-    let r = (b + e.main_blocks / 2) % e.main_blocks;
+    let r = (b + e.config.main_blocks / 2) % e.config.main_blocks;
     if r == b {
         return true; // a one-block device: nothing to compare with
     }
-    let bs = e.line.block_size as usize;
+    let bs = e.config.line.block_size as usize;
     let t0 = now_ns();
-    let ok = e.main.rw_sync(r * e.bs_sectors, &mut st.buf.as_mut_slice()[..bs], IoKind::Read).is_ok();
+    let ok = e.config.main.rw_sync(r * e.config.bs_sectors, &mut st.buf.as_mut_slice()[..bs], IoKind::Read).is_ok();
     ok && !slow(st.ewma_ns, now_ns().saturating_sub(t0), 1)
 }
 
@@ -212,17 +213,17 @@ fn block(e: &Engine, st: &mut ScanState, batch: &mut Batch, b: u64) {
     let mut tries = 0;
     let mut ok = false;
     let mut ns = 0;
-    while tries <= e.line.read_retries && !ok {
+    while tries <= e.config.line.read_retries && !ok {
         tries += 1;
         let t0 = now_ns();
-        ok = e.main.rw_sync(b * e.bs_sectors, st.one.as_mut_slice(), IoKind::Read).is_ok();
+        ok = e.config.main.rw_sync(b * e.config.bs_sectors, st.one.as_mut_slice(), IoKind::Read).is_ok();
         ns = now_ns().saturating_sub(t0);
     }
     if ok && tries == 1 && slow(st.ewma_ns, ns, 1) {
         // One slow read may be the machine (a stall, a busy CPU), not the disk: the block is
         // weak only if a second read is slow too.
         let t0 = now_ns();
-        ok = e.main.rw_sync(b * e.bs_sectors, st.one.as_mut_slice(), IoKind::Read).is_ok();
+        ok = e.config.main.rw_sync(b * e.config.bs_sectors, st.one.as_mut_slice(), IoKind::Read).is_ok();
         ns = now_ns().saturating_sub(t0);
     }
     if !ok {

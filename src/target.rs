@@ -18,8 +18,8 @@ use crate::dm::{
     Op, RcuBox, StatusType, StatusWriter, Target, WorkHandler, Worker, WriteGate,
 };
 use crate::engine::{
-    Alerts, Counters, Engine, PerBio, ScanState, Stage, Stat, State, WorkerState, DEFAULT_ALERT_THRESHOLD,
-    DEFAULT_SCAN_INTERVAL, DEFAULT_SCAN_RATE, NOT_MIGRATING,
+    Alerts, Config, Counters, Engine, Figures, PerBio, ScanState, Stage, Stat, State, Tunables, WorkerState,
+    NOT_MIGRATING,
 };
 use crate::health;
 use crate::logic::{
@@ -36,7 +36,7 @@ use crate::scan;
 use crate::table::Table;
 use core::ffi::CStr;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -103,16 +103,11 @@ impl Target for Remap {
         let parked = BioQueue::new().map_err(nomem_e)?;
         let log = loaded.log;
         let handle = ctx.handle();
+        let config = Config { main, spare, handle, line, geo, bs_sectors, len, main_blocks, created_ns: now_ns() };
         let e = Arc::pin_init(
             pin_init!(Engine {
                 worker,
-                main,
-                spare,
-                handle,
-                line,
-                geo,
-                bs_sectors,
-                len,
+                config,
                 table,
                 meta <- kernel::new_mutex!(
                     WorkerState {
@@ -135,27 +130,9 @@ impl Target for Remap {
                 state: AtomicU8::new(State::Operational as u8),
                 event_pending: AtomicBool::new(false),
                 resumed: AtomicBool::new(false),
-                remaps: AtomicU64::new(0),
-                pending: AtomicU64::new(0),
-                seq: AtomicU64::new(0),
-                free: AtomicU64::new(0),
                 stats,
-                write_relocations: AtomicU64::new(0),
-                proactive_relocations: AtomicU64::new(0),
-                commits: AtomicU64::new(0),
-                scanned: AtomicU64::new(0),
-                scan_passes: AtomicU64::new(0),
-                health: AtomicU8::new(100),
-                eta_secs: AtomicU64::new(0),
-                hotspot_count: AtomicU64::new(0),
-                alert_threshold: AtomicU8::new(DEFAULT_ALERT_THRESHOLD),
-                last_alert_ns: AtomicU64::new(0),
-                maintenance: AtomicBool::new(false),
-                scan_enabled: AtomicBool::new(true),
-                scan_interval: AtomicU32::new(DEFAULT_SCAN_INTERVAL),
-                scan_rate: AtomicU32::new(DEFAULT_SCAN_RATE),
-                created_ns: now_ns(),
-                main_blocks,
+                figures: Figures::new(),
+                tunables: Tunables::new(),
             }),
             GFP_KERNEL,
         )
@@ -184,9 +161,9 @@ impl Target for Remap {
             bio.per_bio().stage = Stage::Flush;
             if bio.target_bio_nr() == 1 {
                 e.stats.add(Stat::SpareIos, 1);
-                return bio.remap(&e.spare, 0);
+                return bio.remap(&e.config.spare, 0);
             }
-            return bio.remap(&e.main, 0);
+            return bio.remap(&e.config.main, 0);
         }
         let op = bio.op();
         match op {
@@ -195,7 +172,7 @@ impl Target for Remap {
             _ => {}
         }
         let sector = bio.target_sector();
-        let bs = e.bs_sectors;
+        let bs = e.config.bs_sectors;
         let first = sector / bs;
         let end = (sector + size.div_ceil(512)).div_ceil(bs);
         // Reads and writes may come back to the worker block by block (a failed write is
@@ -258,11 +235,11 @@ impl Target for Remap {
         match route {
             Route::Spare { spare, .. } => {
                 e.stats.add(Stat::SpareIos, 1);
-                let at = e.geo.pool_sector(spare) + (sector - first * bs);
-                bio.remap(&e.spare, at)
+                let at = e.config.geo.pool_sector(spare) + (sector - first * bs);
+                bio.remap(&e.config.spare, at)
             }
             _ if stage == Stage::PendingWrite => bio.defer(&e.worker),
-            _ => bio.remap(&e.main, sector),
+            _ => bio.remap(&e.config.main, sector),
         }
     }
 
@@ -342,28 +319,31 @@ impl Target for Remap {
         // A truncated write is how device-mapper learns it needs a larger buffer.
         let _ = match kind {
             StatusType::Info => write!(out, "{}", e.status()),
-            StatusType::Table => write!(out, "{} {}{}", Show(e.main.name()), Show(e.spare.name()), e.line.features()),
+            StatusType::Table => {
+                let c = &e.config;
+                write!(out, "{} {}{}", Show(c.main.name()), Show(c.spare.name()), c.line.features())
+            }
             StatusType::Ima => write!(
                 out,
                 "target_name=remap,target_version={},main_device={},spare_device={},block_size={};",
                 logic::VERSION_STR,
-                Show(e.main.name()),
-                Show(e.spare.name()),
-                e.line.block_size
+                Show(e.config.main.name()),
+                Show(e.config.spare.name()),
+                e.config.line.block_size
             ),
         };
     }
 
     fn iterate_devices(&self, it: &mut DeviceIterator<'_>) {
         let e = &*self.e;
-        it.visit(&e.main, 0, e.len);
-        it.visit(&e.spare, 0, e.spare.sectors());
+        it.visit(&e.config.main, 0, e.config.len);
+        it.visit(&e.config.spare, 0, e.config.spare.sectors());
     }
 
     fn io_hints(&self, limits: &mut Limits<'_>) {
         // Every I/O covers whole relocation blocks, so a failing block is always rewritten
         // whole and never needs a read-modify-write of unreadable sectors.
-        limits.set_block_size(self.e.line.block_size);
+        limits.set_block_size(self.e.config.line.block_size);
     }
 }
 
