@@ -172,9 +172,9 @@ impl Target for Remap {
             _ => {}
         }
         let sector = bio.target_sector();
-        let bs = e.config.bs_sectors;
-        let first = sector / bs;
-        let end = (sector + size.div_ceil(512)).div_ceil(bs);
+        let bs_sectors = e.config.bs_sectors;
+        let first = sector / bs_sectors;
+        let end = (sector + size.div_ceil(512)).div_ceil(bs_sectors);
         // Reads and writes may come back to the worker block by block (a failed write is
         // rewritten or relocated per block), which bounds them; a discard or write-zeroes
         // never does, so it goes out whole where it touches no remapped block.
@@ -212,7 +212,7 @@ impl Target for Remap {
                     // it clears the mark, covers this push, so it finds the bio parked.
                     stage = Stage::Parked;
                     let fua = bio.is_fua();
-                    bio.accept_partial(((first + 1) * bs - sector) as u32);
+                    bio.accept_partial(((first + 1) * bs_sectors - sector) as u32);
                     let iter = bio.save_iter();
                     *bio.per_bio() = PerBio { stage, first, blocks: 1, iter, sector, fua, ..PerBio::default() };
                     let r = bio.park(&e.parked);
@@ -225,7 +225,7 @@ impl Target for Remap {
         }
         if blocks < end - first {
             // The piece ends on a block boundary; dm sends the rest as a new bio.
-            bio.accept_partial(((first + blocks) * bs - sector) as u32);
+            bio.accept_partial(((first + blocks) * bs_sectors - sector) as u32);
         }
         let iter = bio.save_iter();
         let fua = bio.is_fua();
@@ -235,7 +235,7 @@ impl Target for Remap {
         match route {
             Route::Spare { spare, .. } => {
                 e.stats.add(Stat::SpareIos, 1);
-                let at = e.config.geo.pool_sector(spare) + (sector - first * bs);
+                let at = e.config.geo.pool_sector(spare) + (sector - first * bs_sectors);
                 bio.remap(&e.config.spare, at)
             }
             _ if stage == Stage::PendingWrite => bio.defer(&e.worker),
