@@ -3,19 +3,34 @@
 //! dm-remap: a device-mapper target that hides a failing disk's bad blocks by relocating
 //! them to a spare device.
 //!
-//! Three layers: [`dm`] is the only code with `unsafe` (a safe device-mapper abstraction),
-//! [`target`] is the remap target in safe Rust on top of it, and [`logic`] is plain `no_std`
-//! code without kernel types that the host workspace compiles and tests too.
+//! [`dm`] is the only code with `unsafe` (a safe device-mapper abstraction), [`logic`] is
+//! plain `no_std` code without kernel types that the host workspace compiles and tests too,
+//! and the target layer between them is a one-way hierarchy, each file importing only those
+//! below it (docs/design.md, checked by `xtask`'s `layers` test):
+//!
+//! - dm adapter: [`target`];
+//! - actions: [`relocate`], [`scan`], [`message`], [`migrate`];
+//! - services: [`commit`], [`health`];
+//! - state: [`engine`], [`table`];
+//! - storage: [`metadata`].
+//!
+//! Every module outside `src/dm/` is `#![forbid(unsafe_code)]`. This file cannot say so for
+//! the crate (the attribute would cover `src/dm/` too), so it forbids it on its own items.
 
 // pin_init! expands recursively once per field of the engine.
 #![recursion_limit = "512"]
 
-mod control;
+mod commit;
 mod dm;
+mod engine;
+mod health;
 mod logic;
+mod message;
 mod metadata;
+mod migrate;
 mod relocate;
 mod scan;
+mod table;
 mod target;
 
 use kernel::prelude::*;
@@ -28,10 +43,12 @@ module! {
     license: "GPL",
 }
 
+#[forbid(unsafe_code)]
 struct RemapModule {
     _target: dm::Registration<target::Remap>,
 }
 
+#[forbid(unsafe_code)]
 impl kernel::Module for RemapModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
         // The metadata's CRC is computed by logic::crc32 so the host tools compute the same;

@@ -2,7 +2,10 @@
 
 //! The spare's metadata in the kernel: reading what the loader asks for, format, commit.
 //! Every decision about what the spare holds (which superblock copy, the geometry checks,
-//! the replay and its rules) is `logic::loader`'s; this file only does the I/O.
+//! the replay and its rules) is `logic::loader`'s; this file only does the I/O. Storage
+//! layer: it imports nothing of the target but `dm` and `logic`.
+
+#![forbid(unsafe_code)]
 
 use crate::dm::{random_bytes, CtrError, Dev, IoKind};
 use crate::logic::format::{log_header, log_init, log_push, log_seal, Geometry, Remap, Superblock, META_BLOCK};

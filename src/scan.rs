@@ -1,34 +1,30 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The background scan: reads the main device at a set rate, skipping remapped blocks,
-//! with its own I/O (not the user's bios). A block that does not read becomes pending; a
-//! block that reads only after retries, or far slower than the device usually answers, is
-//! weak and is relocated while it still reads (proactive relocation, as disk firmware does).
+//! Actions layer: the background scan. It reads the main device at a set rate, skipping
+//! remapped blocks, with its own I/O (not the user's bios). A block that does not read
+//! becomes pending; a block that reads only after retries, or far slower than the device
+//! usually answers, is weak and is relocated while it still reads (proactive relocation, as
+//! disk firmware does).
 //!
 //! It runs as delayed work on the target's ordered workqueue (so never alongside the
 //! relocation worker), is cancelled before suspend and in the destructor, and restarts on
 //! resume. It reads without holding the metadata lock (its state is its own, in
-//! [`ScanState`]) and takes that lock only to record what it found and move weak blocks.
+//! `engine::ScanState`) and takes that lock only to record what it found and move weak
+//! blocks.
 
+#![forbid(unsafe_code)]
+
+use crate::commit::{self, Batch, Weak};
 use crate::dm::{now_ns, IoKind};
+use crate::engine::{Engine, ScanState, Stat, State, WorkerState};
+use crate::health;
 use crate::logic::remaps::{self, Entry, Route, PENDING};
-use crate::logic::health::Suspects;
-use crate::relocate::{Batch, Weak};
-use crate::target::{stat, Engine, Meta, State};
+use crate::migrate;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
-/// Bytes the scan reads at once.
-const CHUNK_BYTES: usize = 256 * 1024;
 /// A block read slower than this (and than 8 times the usual time) is weak.
 const SLOW_FLOOR_NS: u64 = 50_000_000;
-
-/// Size of the scan buffer for a block size.
-pub(crate) fn buf_bytes(block_size: u32) -> usize {
-    let bs = block_size as usize;
-    // Checked: objtool does not know the division panic as noreturn (bs is never 0).
-    CHUNK_BYTES.checked_div(bs).unwrap_or(1).max(1) * bs
-}
 
 /// Schedules the next step (`now`: at once), if the scan is on and may run.
 pub(crate) fn start(e: &Engine, now: bool) {
@@ -38,8 +34,9 @@ pub(crate) fn start(e: &Engine, now: bool) {
     if e.suspended.load(Ordering::Relaxed) {
         return;
     }
-    if e.scan_enabled.load(Ordering::Relaxed) && !e.maintenance.load(Ordering::Relaxed) && e.state() != State::Degraded {
-        let ms = if now { 0 } else { e.scan_interval.load(Ordering::Relaxed).saturating_mul(1000) };
+    let t = &e.tunables;
+    if t.scan_enabled.load(Ordering::Relaxed) && !t.maintenance.load(Ordering::Relaxed) && e.state() != State::Degraded {
+        let ms = if now { 0 } else { t.scan_interval.load(Ordering::Relaxed).saturating_mul(1000) };
         e.worker.schedule_scan(ms);
     }
 }
@@ -67,36 +64,6 @@ fn slow(ewma: u64, ns: u64, blocks: u64) -> bool {
     ns > (8 * ewma * blocks).max(SLOW_FLOOR_NS)
 }
 
-/// The scan's own state: only the scan step uses it (under `Engine::scan`), so the step
-/// reads the main device without holding the metadata lock.
-pub(crate) struct ScanState {
-    /// Chunk buffer.
-    buf: KVVec<u8>,
-    /// One block, for the per-block reads of a chunk that failed or was slow.
-    one: KVVec<u8>,
-    /// Next block to read.
-    pos: u64,
-    /// Moving average of the per-block read time, ns.
-    ewma_ns: u64,
-    /// Blocks left of the current interval's budget (`scan_rate x scan_interval`).
-    left: u64,
-    /// Blocks found slow once (see `block`).
-    suspects: Suspects,
-}
-
-impl ScanState {
-    pub(crate) fn new(block_size: u32) -> Result<Self> {
-        Ok(Self {
-            buf: KVVec::from_elem(0u8, buf_bytes(block_size), GFP_KERNEL)?,
-            one: KVVec::from_elem(0u8, block_size as usize, GFP_KERNEL)?,
-            pos: 0,
-            ewma_ns: 0,
-            left: 0,
-            suspects: Suspects::default(),
-        })
-    }
-}
-
 /// Longest a step reads before it yields (checked between blocks); the next step goes on
 /// from there. The relocation worker shares the ordered workqueue, so this bounds how long a
 /// failing write waits behind the scan.
@@ -105,8 +72,8 @@ const STEP_NS: u64 = 500_000_000;
 /// Whether the scan must stop now (between chunks and blocks): switched off, maintenance,
 /// degraded, or suspending.
 fn stopped(e: &Engine) -> bool {
-    !e.scan_enabled.load(Ordering::Relaxed)
-        || e.maintenance.load(Ordering::Relaxed)
+    !e.tunables.scan_enabled.load(Ordering::Relaxed)
+        || e.tunables.maintenance.load(Ordering::Relaxed)
         || e.state() == State::Degraded
         || e.suspended.load(Ordering::Relaxed)
 }
@@ -124,32 +91,32 @@ pub(crate) fn step(e: &Engine) {
     };
     let mut guard = e.scan.lock();
     let st = &mut *guard;
-    let bs = u64::from(e.line.block_size);
+    let bs = u64::from(e.config.line.block_size);
     let chunk = (st.buf.len() as u64 / bs).max(1);
     // An interval's budget, spread over as many time-bounded steps as it takes: a step cut
     // short by its deadline leaves the rest to the next, which runs at once (after any
     // relocation work queued meanwhile).
     if st.left == 0 {
-        st.left = u64::from(e.scan_rate.load(Ordering::Relaxed))
-            .saturating_mul(u64::from(e.scan_interval.load(Ordering::Relaxed)))
-            .clamp(1, e.main_blocks);
+        st.left = u64::from(e.tunables.scan_rate.load(Ordering::Relaxed))
+            .saturating_mul(u64::from(e.tunables.scan_interval.load(Ordering::Relaxed)))
+            .clamp(1, e.config.main_blocks);
     }
     let budget = st.left;
     let deadline = now_ns().saturating_add(STEP_NS);
     let mut done = 0;
     while done < budget && !stopped(e) && now_ns() < deadline {
-        if st.pos >= e.main_blocks {
+        if st.pos >= e.config.main_blocks {
             st.pos = 0;
-            e.scan_passes.fetch_add(1, Ordering::Relaxed);
-            e.scanned.store(0, Ordering::Relaxed);
+            e.figures.scan_passes.fetch_add(1, Ordering::Relaxed);
+            e.figures.scanned.store(0, Ordering::Relaxed);
         }
         let pos = st.pos;
-        let n = chunk.min(budget - done).min(e.main_blocks - pos);
+        let n = chunk.min(budget - done).min(e.config.main_blocks - pos);
         let clean = e.table.read(|t| remaps::route(t.entries.as_slice(), pos, n)) == Route::Main { blocks: n };
         let whole_ok = clean && {
             let t0 = now_ns();
             let buf = &mut st.buf.as_mut_slice()[..(n * bs) as usize];
-            let ok = e.main.rw_sync(pos * e.bs_sectors, buf, IoKind::Read).is_ok();
+            let ok = e.config.main.rw_sync(pos * e.config.bs_sectors, buf, IoKind::Read).is_ok();
             let ns = now_ns().saturating_sub(t0);
             let fast = ok && !slow(st.ewma_ns, ns, n);
             if fast {
@@ -171,17 +138,17 @@ pub(crate) fn step(e: &Engine) {
         st.pos = b;
         done += b - pos;
         st.left = st.left.saturating_sub(b - pos);
-        e.scanned.fetch_add(b - pos, Ordering::Relaxed);
+        e.figures.scanned.fetch_add(b - pos, Ordering::Relaxed);
     }
     let more = st.left > 0 && !stopped(e);
     drop(guard);
     let mut meta = e.meta.lock();
     record(e, &mut meta, &mut batch);
     let weak = core::mem::replace(&mut batch.weak, KVVec::new());
-    e.commit_publish(&mut meta, batch);
-    // Weak blocks move one by one, each quiesced (`Engine::migrate`).
-    for w in weak.iter().filter(|_| e.line.proactive) {
-        if e.migrate(&mut meta, w.block).is_ok() {
+    commit::commit_publish(e, &mut meta, batch);
+    // Weak blocks move one by one, each quiesced (`migrate::migrate`).
+    for w in weak.iter().filter(|_| e.config.line.proactive) {
+        if migrate::migrate(e, &mut meta, w.block).is_ok() {
             // Rare (bounded by the spare's size), and the operator wants to know which block.
             if w.tries > 1 {
                 pr_info!("weak block {} relocated: it read only at try {}\n", w.block, w.tries);
@@ -190,14 +157,14 @@ pub(crate) fn step(e: &Engine) {
             }
         }
     }
-    crate::control::check_alerts(e, &mut meta);
+    health::check_alerts(e, &mut meta);
     drop(meta);
     start(e, more);
 }
 
 /// Under the metadata lock: counts what the step found, and drops findings about blocks that
 /// were remapped (or marked pending) while it read, so a pending mark never hides a remap.
-fn record(e: &Engine, meta: &mut Meta, batch: &mut Batch) {
+fn record(e: &Engine, meta: &mut WorkerState, batch: &mut Batch) {
     let table = e.table.get(&meta.table_w).entries.as_slice();
     let mut pending = KVVec::new();
     // Without room the marks are dropped: they are hints, and the next pass finds them again.
@@ -208,13 +175,13 @@ fn record(e: &Engine, meta: &mut Meta, batch: &mut Batch) {
     }
     batch.pending = pending;
     for p in batch.pending.iter() {
-        e.stats.add(stat::MEDIA_ERRORS, 1);
+        e.stats.add(Stat::MediaErrors, 1);
         meta.hotspots.add(p.main);
         meta.recent_errors.add(now_ns() / 1_000_000_000, 1);
     }
     for w in batch.weak.iter() {
         if w.tries > 1 {
-            e.stats.add(stat::MEDIA_ERRORS, 1);
+            e.stats.add(Stat::MediaErrors, 1);
         }
         meta.hotspots.add(w.block);
         meta.recent_errors.add(now_ns() / 1_000_000_000, 1);
@@ -227,13 +194,13 @@ fn record(e: &Engine, meta: &mut Meta, batch: &mut Batch) {
 /// on that would spend the spare on healthy blocks. A reference read that fails or is slow
 /// says nothing about `b`, so `b` is not called weak this pass (the next pass looks again).
 fn device_fast(e: &Engine, st: &mut ScanState, b: u64) -> bool {
-    let r = (b + e.main_blocks / 2) % e.main_blocks;
+    let r = (b + e.config.main_blocks / 2) % e.config.main_blocks;
     if r == b {
         return true; // a one-block device: nothing to compare with
     }
-    let bs = e.line.block_size as usize;
+    let bs = e.config.line.block_size as usize;
     let t0 = now_ns();
-    let ok = e.main.rw_sync(r * e.bs_sectors, &mut st.buf.as_mut_slice()[..bs], IoKind::Read).is_ok();
+    let ok = e.config.main.rw_sync(r * e.config.bs_sectors, &mut st.buf.as_mut_slice()[..bs], IoKind::Read).is_ok();
     ok && !slow(st.ewma_ns, now_ns().saturating_sub(t0), 1)
 }
 
@@ -246,17 +213,17 @@ fn block(e: &Engine, st: &mut ScanState, batch: &mut Batch, b: u64) {
     let mut tries = 0;
     let mut ok = false;
     let mut ns = 0;
-    while tries <= e.line.read_retries && !ok {
+    while tries <= e.config.line.read_retries && !ok {
         tries += 1;
         let t0 = now_ns();
-        ok = e.main.rw_sync(b * e.bs_sectors, st.one.as_mut_slice(), IoKind::Read).is_ok();
+        ok = e.config.main.rw_sync(b * e.config.bs_sectors, st.one.as_mut_slice(), IoKind::Read).is_ok();
         ns = now_ns().saturating_sub(t0);
     }
     if ok && tries == 1 && slow(st.ewma_ns, ns, 1) {
         // One slow read may be the machine (a stall, a busy CPU), not the disk: the block is
         // weak only if a second read is slow too.
         let t0 = now_ns();
-        ok = e.main.rw_sync(b * e.bs_sectors, st.one.as_mut_slice(), IoKind::Read).is_ok();
+        ok = e.config.main.rw_sync(b * e.config.bs_sectors, st.one.as_mut_slice(), IoKind::Read).is_ok();
         ns = now_ns().saturating_sub(t0);
     }
     if !ok {

@@ -6,6 +6,8 @@ mod cpio;
 mod env;
 mod fuzz;
 mod kernel;
+#[cfg(test)]
+mod layers;
 mod module;
 mod setup;
 mod test;

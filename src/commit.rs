@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Services layer: how new remaps become durable and visible. A [`Batch`] collects them,
+//! [`place`] writes a block's data to its pool block, [`commit_publish`] commits the batch
+//! to the log (group commit: one preflush and a few FUA writes) and publishes the new table,
+//! and [`reload`] replays the whole log at an instance's first resume.
+
+#![forbid(unsafe_code)]
+
+use crate::dm::{now_ns, CtrError, IoKind, RcuWriter};
+use crate::engine::{Engine, Stat, State, WorkerState};
+use crate::health;
+use crate::logic::format::Remap;
+use crate::logic::remaps::{self, Entry};
+use crate::metadata::{self, Log};
+use crate::table::Table;
+use core::sync::atomic::Ordering;
+use kernel::prelude::*;
+
+/// Bios per batch.
+pub(crate) const BATCH_BIOS: usize = 64;
+
+/// What a batch adds to the table.
+pub(crate) struct Batch {
+    /// New remaps, in allocation order (the log's order).
+    pub(crate) remaps: KVVec<Remap>,
+    /// Blocks found unreadable.
+    pub(crate) pending: KVVec<Entry>,
+    /// Readable blocks found weak, to be moved (`migrate::migrate`) once the batch is done.
+    pub(crate) weak: KVVec<Weak>,
+}
+
+/// A weak block and why it is weak (for the log).
+#[derive(Clone, Copy)]
+pub(crate) struct Weak {
+    pub(crate) block: u64,
+    /// The try at which it read (1: it read at once, but slowly).
+    pub(crate) tries: u32,
+    /// Its last read time, ms.
+    pub(crate) last_ms: u64,
+}
+
+impl Batch {
+    pub(crate) fn new() -> Result<Self> {
+        // Start small: most batches hold a few blocks; they grow as needed.
+        Ok(Self {
+            remaps: KVVec::with_capacity(BATCH_BIOS, GFP_KERNEL)?,
+            pending: KVVec::with_capacity(8, GFP_KERNEL)?,
+            weak: KVVec::new(),
+        })
+    }
+
+    /// The pool block this batch gave `block`, if any.
+    pub(crate) fn remapped(&self, block: u64) -> Option<u64> {
+        self.remaps.iter().rev().find(|r| r.main == block).map(|r| r.spare)
+    }
+}
+
+/// Puts `data` (one block) for main block `block` into the pool: its existing pool block,
+/// or a new one recorded in `batch` once its data is written. False if the pool is full
+/// or the spare failed. `fua`: the data must be durable when this returns (a FUA bio's
+/// data in a pool block that no commit will flush).
+pub(crate) fn place(e: &Engine, log: &mut Log, w: &RcuWriter, batch: &mut Batch, block: u64, data: &mut [u8], fua: bool) -> bool {
+    if e.state() == State::Degraded {
+        return false;
+    }
+    let existing = remaps::find(e.table.get(w).entries.as_slice(), block)
+        .filter(|en| !en.is_pending())
+        .map(|en| en.spare)
+        .or_else(|| batch.remapped(block));
+    let (spare, new) = match existing {
+        Some(s) => (s, false),
+        // Room first, so a pool block is never taken without being recorded.
+        None if batch.remaps.reserve(1, GFP_KERNEL).is_err() => return false,
+        None => match log.allocate() {
+            Some(s) => (s, true),
+            None => {
+                e.set_state(State::SpareFull);
+                return false;
+            }
+        },
+    };
+    e.stats.add(Stat::SpareIos, 1);
+    let kind = if fua { IoKind::WriteFua } else { IoKind::Write };
+    if e.config.spare.rw_sync(e.config.geo.pool_sector(spare), data, kind).is_err() {
+        // A new pool block that did not take its data is never recorded: it stays
+        // allocated and unused (retired) and the block keeps its old home.
+        pr_err!("write to the spare failed; relocation stopped (degraded)\n");
+        e.set_state(State::Degraded);
+        return false;
+    }
+    if new {
+        // Cannot fail: room was reserved.
+        let _ = batch.remaps.push(Remap { main: block, spare }, GFP_KERNEL);
+    }
+    true
+}
+
+/// Commits the batch's remaps and publishes the new table. True if the remaps are
+/// durable and published (trivially, if there were none).
+///
+/// The new table is built before the commit: once a remap is durable it must be
+/// published, or the next failure of its block would take a second pool block and the log
+/// would hold the block twice. Without memory for it nothing is committed (the batch's
+/// new pool blocks stay allocated and unused) and its writes fail.
+pub(crate) fn commit_publish(e: &Engine, meta: &mut WorkerState, batch: Batch) -> bool {
+    let Batch { remaps, pending, .. } = batch;
+    let mut committed = remaps.is_empty();
+    if !remaps.is_empty() || !pending.is_empty() {
+        match build_table(e, &meta.table_w, remaps.as_slice(), pending.as_slice()) {
+            Err(_) => {
+                pr_err!("no memory for the remap table; {} relocations not committed\n", remaps.len());
+                committed = false;
+            }
+            Ok(table) if remaps.is_empty() => e.table.replace(&mut meta.table_w, table),
+            Ok(table) => match meta.log.commit(&e.config.spare, remaps.as_slice()) {
+                Ok(written) => {
+                    e.stats.add(Stat::SpareIos, written);
+                    committed = true;
+                    e.figures.commits.fetch_add(1, Ordering::Relaxed);
+                    meta.recent_remaps.add(now_ns() / 1_000_000_000, remaps.len() as u32);
+                    e.table.replace(&mut meta.table_w, table);
+                }
+                Err(_) => {
+                    // The pending marks are lost with the table (memory-only hints: the
+                    // next read error marks a block again).
+                    pr_err!("metadata commit failed; relocation stopped (degraded)\n");
+                    e.set_state(State::Degraded);
+                }
+            },
+        }
+    }
+    if meta.log.free_blocks() == 0 {
+        e.set_state(State::SpareFull);
+    }
+    e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
+    committed
+}
+
+/// A new table version: the current one with `add` remaps and `pending` blocks merged in.
+fn build_table(e: &Engine, w: &RcuWriter, add: &[Remap], pending: &[Entry]) -> Result<KBox<Table>> {
+    let mut new: KVVec<Entry> = KVVec::with_capacity(add.len() + pending.len(), GFP_KERNEL)?;
+    new.extend_from_slice(pending, GFP_KERNEL)?;
+    for r in add {
+        new.push(Entry { main: r.main, spare: r.spare }, GFP_KERNEL)?;
+    }
+    let n = remaps::sort_dedup(new.as_mut_slice());
+    let add = &new.as_slice()[..n];
+    let old = e.table.get(w).entries.as_slice();
+    let overlap = add.iter().filter(|a| remaps::find(old, a.main).is_some()).count();
+    let total = old.len() + n - overlap;
+    let mut merged: KVVec<Entry> = KVVec::from_elem(Entry::default(), total, GFP_KERNEL)?;
+    remaps::merge(old, add, merged.as_mut_slice());
+    Table::build(merged, e.config.main_blocks, e.config.line.cache_size)
+}
+
+/// Replays the log from the spare and publishes it (first resume of an instance).
+///
+/// A whole replay, not a check of the tail: the constructor read the log block by block while
+/// an old table could still commit, so its snapshot may mix states. Nothing is changed unless
+/// the replay and the new table both succeed.
+pub(crate) fn reload(e: &Engine) -> Result {
+    let mut meta = e.meta.lock();
+    let sb = meta.log.sb;
+    if meta.log.unformatted {
+        // The constructor accepted a blank spare for formatting: written only now that the
+        // table line can no longer be refused.
+        metadata::write_superblocks(&e.config.spare, &sb).inspect_err(|_| pr_err!("cannot write the spare's superblocks\n"))?;
+        meta.log.unformatted = false;
+    }
+    let loaded = metadata::replay(&e.config.spare, sb).map_err(|CtrError { code, msg }| {
+        pr_err!("reloading the remap log failed: {}\n", msg.to_str().unwrap_or("?"));
+        code
+    })?;
+    let table = Table::build(loaded.entries, e.config.main_blocks, e.config.line.cache_size)?;
+    let meta = &mut *meta;
+    meta.log = loaded.log;
+    e.table.replace(&mut meta.table_w, table);
+    e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
+    if meta.log.free_blocks() == 0 {
+        e.set_state(State::SpareFull);
+    }
+    health::refresh_health(e, meta);
+    Ok(())
+}

@@ -1,0 +1,426 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! State layer: one `remap` target instance's state ([`Engine`]), what each bio carries
+//! ([`PerBio`]), the state under the metadata lock ([`WorkerState`]) and the scan's own
+//! ([`ScanState`]). Only accessors live here; what changes the state is in the layers above
+//! (docs/design.md).
+
+#![forbid(unsafe_code)]
+
+use crate::dm::{
+    now_ns, BioQueue, BlkStatus, Dev, PerCpu, RcuBox, RcuWriter, SavedIter, TargetHandle, Ticket, Worker, WriteGate,
+};
+use crate::logic::{
+    self,
+    args::TableLine,
+    format::Geometry,
+    health::{Hotspots, RecentCount, Suspects},
+    remaps::Entry,
+    status::{DevNo, Status},
+};
+use crate::metadata::Log;
+use crate::table::Table;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use kernel::prelude::*;
+use kernel::sync::Mutex;
+
+/// What became of a bio, kept in its per-bio data between map and completion.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(crate) enum Stage {
+    /// Sent to the main device.
+    #[default]
+    Main,
+    /// Sent to the spare pool.
+    Spare,
+    /// An empty flush.
+    Flush,
+    /// A write to pending blocks, deferred to the worker from map.
+    PendingWrite,
+    /// A write that failed on the main device, held for relocation.
+    FailedWrite,
+    /// A read that failed on the main device, held for retries.
+    FailedRead,
+    /// A write to the block being relocated, parked in map until the block has moved
+    /// (`migrate::migrate`), then submitted to where the block lives.
+    Parked,
+    /// Completed by the worker: end_io passes it through.
+    Completed,
+}
+
+/// `Engine::migrating` when no block is being relocated.
+pub(crate) const NOT_MIGRATING: u64 = u64::MAX;
+
+/// Per-bio data: what map decided, and where the bio's data is.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct PerBio {
+    pub(crate) stage: Stage,
+    /// First main block the bio covers.
+    pub(crate) first: u64,
+    /// Blocks covered.
+    pub(crate) blocks: u32,
+    /// The status it failed with on the main device.
+    pub(crate) error: BlkStatus,
+    /// Its data position at map time.
+    pub(crate) iter: SavedIter,
+    /// When it was sent to the main device (ns), for the latency figure.
+    pub(crate) start_ns: u64,
+    /// First sector, relative to the target, at map time.
+    pub(crate) sector: u64,
+    /// Its entry into the write gate (a write sent to the main device), left at completion.
+    pub(crate) gate: Option<Ticket>,
+    /// The bio carries REQ_FUA: whatever the target writes for it is written FUA too.
+    pub(crate) fua: bool,
+}
+
+/// The per-CPU counters (`Engine::stats`): the index type of [`Counters`], so a counter
+/// cannot be out of range.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub(crate) enum Stat {
+    Reads = 0,
+    Writes,
+    SpareIos,
+    MediaErrors,
+    CacheHits,
+    CacheMisses,
+    /// Sum of the main device's latencies, ns.
+    LatencyNs,
+    /// Number of latencies summed.
+    LatencyCount,
+}
+
+impl Stat {
+    /// Every counter.
+    pub(crate) const ALL: [Stat; 8] = [
+        Stat::Reads,
+        Stat::Writes,
+        Stat::SpareIos,
+        Stat::MediaErrors,
+        Stat::CacheHits,
+        Stat::CacheMisses,
+        Stat::LatencyNs,
+        Stat::LatencyCount,
+    ];
+    /// How many there are.
+    pub(crate) const COUNT: usize = Self::ALL.len();
+}
+
+/// Per-CPU counters indexed by [`Stat`]: bumped on the I/O path, summed when read.
+pub(crate) struct Counters(PerCpu<{ Stat::COUNT }>);
+
+impl Counters {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self(PerCpu::new()?))
+    }
+
+    /// Adds `v` to `s` on this CPU.
+    #[inline]
+    pub(crate) fn add(&self, s: Stat, v: u64) {
+        self.0.add(s as usize, v);
+    }
+
+    /// `s` summed over all CPUs.
+    pub(crate) fn sum(&self, s: Stat) -> u64 {
+        self.0.sum(s as usize)
+    }
+
+    /// Zeroes every counter.
+    pub(crate) fn clear(&self) {
+        for s in Stat::ALL {
+            self.0.zero(s as usize);
+        }
+    }
+}
+
+/// The target's condition, as `dmsetup status` prints it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum State {
+    /// Relocating as needed.
+    Operational = 0,
+    /// The pool is used up: media errors now reach the caller.
+    SpareFull = 1,
+    /// The spare failed (I/O or metadata error): no more relocation; errors reach the caller.
+    Degraded = 2,
+}
+
+/// Alert bookkeeping: what has been raised, so each condition alerts once per crossing.
+#[derive(Default)]
+pub(crate) struct Alerts {
+    /// The score is below the threshold (alerted).
+    pub(crate) low_score: bool,
+    /// Spare use level alerted: 0, 1 (75%), 2 (90%), 3 (100%).
+    pub(crate) spare_level: u8,
+    /// Degradation alerted.
+    pub(crate) degraded: bool,
+    /// An alert arose in maintenance mode and waits for it to end.
+    pub(crate) held: bool,
+}
+
+/// Everything the worker changes, under one lock (`Engine::meta`, the metadata lock).
+pub(crate) struct WorkerState {
+    pub(crate) log: Log,
+    /// The right to read the table without RCU and to replace it.
+    pub(crate) table_w: RcuWriter,
+    /// One relocation block of data.
+    pub(crate) data: KVVec<u8>,
+    pub(crate) hotspots: Hotspots,
+    pub(crate) recent_errors: RecentCount,
+    pub(crate) recent_remaps: RecentCount,
+    pub(crate) alerts: Alerts,
+}
+
+/// Bytes the scan reads at once.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Size of the scan buffer for a block size.
+pub(crate) fn scan_buf_bytes(block_size: u32) -> usize {
+    let bs = block_size as usize;
+    // Checked: objtool does not know the division panic as noreturn (bs is never 0).
+    CHUNK_BYTES.checked_div(bs).unwrap_or(1).max(1) * bs
+}
+
+/// The scan's own state: only the scan step uses it (under `Engine::scan`), so the step
+/// reads the main device without holding the metadata lock.
+pub(crate) struct ScanState {
+    /// Chunk buffer.
+    pub(crate) buf: KVVec<u8>,
+    /// One block, for the per-block reads of a chunk that failed or was slow.
+    pub(crate) one: KVVec<u8>,
+    /// Next block to read.
+    pub(crate) pos: u64,
+    /// Moving average of the per-block read time, ns.
+    pub(crate) ewma_ns: u64,
+    /// Blocks left of the current interval's budget (`scan_rate x scan_interval`).
+    pub(crate) left: u64,
+    /// Blocks found slow once (see `scan::block`).
+    pub(crate) suspects: Suspects,
+}
+
+impl ScanState {
+    pub(crate) fn new(block_size: u32) -> Result<Self> {
+        Ok(Self {
+            buf: KVVec::from_elem(0u8, scan_buf_bytes(block_size), GFP_KERNEL)?,
+            one: KVVec::from_elem(0u8, block_size as usize, GFP_KERNEL)?,
+            pos: 0,
+            ewma_ns: 0,
+            left: 0,
+            suspects: Suspects::default(),
+        })
+    }
+}
+
+/// What the table line and the devices fixed at construction: never changes.
+pub(crate) struct Config {
+    pub(crate) main: Dev,
+    pub(crate) spare: Dev,
+    /// For dm events.
+    pub(crate) handle: TargetHandle,
+    pub(crate) line: TableLine,
+    pub(crate) geo: Geometry,
+    /// Sectors per relocation block.
+    pub(crate) bs_sectors: u64,
+    /// Target length in sectors.
+    pub(crate) len: u64,
+    /// Main-device blocks.
+    pub(crate) main_blocks: u64,
+    /// When the target was created (ns).
+    pub(crate) created_ns: u64,
+}
+
+/// What `dmsetup message` sets; read by the scan and the alerts.
+pub(crate) struct Tunables {
+    pub(crate) alert_threshold: AtomicU8,
+    pub(crate) maintenance: AtomicBool,
+    pub(crate) scan_enabled: AtomicBool,
+    /// Seconds between scan steps.
+    pub(crate) scan_interval: AtomicU32,
+    /// Blocks per second the scan reads.
+    pub(crate) scan_rate: AtomicU32,
+}
+
+impl Tunables {
+    /// The defaults a new instance starts with.
+    pub(crate) fn new() -> Self {
+        Self {
+            alert_threshold: AtomicU8::new(DEFAULT_ALERT_THRESHOLD),
+            maintenance: AtomicBool::new(false),
+            scan_enabled: AtomicBool::new(true),
+            scan_interval: AtomicU32::new(DEFAULT_SCAN_INTERVAL),
+            scan_rate: AtomicU32::new(DEFAULT_SCAN_RATE),
+        }
+    }
+}
+
+/// The figures the worker, the scan and the alerts publish for the status line (the per-CPU
+/// counters of the I/O path are [`Counters`]).
+pub(crate) struct Figures {
+    pub(crate) remaps: AtomicU64,
+    pub(crate) pending: AtomicU64,
+    pub(crate) seq: AtomicU64,
+    pub(crate) free: AtomicU64,
+    pub(crate) write_relocations: AtomicU64,
+    pub(crate) proactive_relocations: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) scanned: AtomicU64,
+    pub(crate) scan_passes: AtomicU64,
+    pub(crate) health: AtomicU8,
+    pub(crate) eta_secs: AtomicU64,
+    pub(crate) hotspot_count: AtomicU64,
+    /// When the last alert was raised (ns), 0 if never.
+    pub(crate) last_alert_ns: AtomicU64,
+}
+
+impl Figures {
+    /// All zero, health 100.
+    pub(crate) fn new() -> Self {
+        Self {
+            remaps: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            free: AtomicU64::new(0),
+            write_relocations: AtomicU64::new(0),
+            proactive_relocations: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            scanned: AtomicU64::new(0),
+            scan_passes: AtomicU64::new(0),
+            health: AtomicU8::new(100),
+            eta_secs: AtomicU64::new(0),
+            hotspot_count: AtomicU64::new(0),
+            last_alert_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One `remap` target instance: parts that own their data.
+#[pin_data]
+pub(crate) struct Engine {
+    // First field: dropped (drained) before anything the worker uses.
+    pub(crate) worker: Worker<PerBio>,
+    pub(crate) config: Config,
+    pub(crate) table: RcuBox<Table>,
+    /// The metadata lock.
+    #[pin]
+    pub(crate) meta: Mutex<WorkerState>,
+    /// Writes to the main device in flight (see `migrate::migrate`).
+    pub(crate) gate: WriteGate,
+    /// The main block being relocated from a readable main block, or `NOT_MIGRATING`.
+    /// Written under `meta`; map parks writes to it.
+    pub(crate) migrating: AtomicU64,
+    /// Writes parked by map while their block moves.
+    pub(crate) parked: BioQueue<PerBio>,
+    /// The scan's own state (`scan::step`), apart from `meta` so that the scan reads without
+    /// holding the metadata lock.
+    #[pin]
+    pub(crate) scan: Mutex<ScanState>,
+    /// Serialises scheduling the scan with `suspended`.
+    #[pin]
+    pub(crate) sched: Mutex<()>,
+    /// Between presuspend and resume (and before the first resume): no scan may start.
+    pub(crate) suspended: AtomicBool,
+    pub(crate) state: AtomicU8,
+    /// Set by end_io (which cannot raise events) for the worker to raise one.
+    pub(crate) event_pending: AtomicBool,
+    /// Whether preresume has run once (the first one reloads the log).
+    pub(crate) resumed: AtomicBool,
+    pub(crate) stats: Counters,
+    pub(crate) figures: Figures,
+    pub(crate) tunables: Tunables,
+}
+
+/// Default alert threshold (health score).
+pub(crate) const DEFAULT_ALERT_THRESHOLD: u8 = 50;
+/// Default seconds between scan steps.
+pub(crate) const DEFAULT_SCAN_INTERVAL: u32 = 10;
+/// Default scan rate, blocks per second: 64 KiB/s with 4 KiB blocks, far below what a
+/// disk serves, so the scan does not hurt foreground I/O.
+pub(crate) const DEFAULT_SCAN_RATE: u32 = 16;
+
+impl Engine {
+    pub(crate) fn state(&self) -> State {
+        match self.state.load(Ordering::Relaxed) {
+            0 => State::Operational,
+            1 => State::SpareFull,
+            _ => State::Degraded,
+        }
+    }
+
+    /// Moves to a worse state (never back); the worker raises the alert.
+    pub(crate) fn set_state(&self, s: State) {
+        if self.state.fetch_max(s as u8, Ordering::Relaxed) < s as u8 {
+            self.event_pending.store(true, Ordering::Relaxed);
+            self.worker.kick();
+        }
+    }
+
+    /// The state as the status line prints it.
+    pub(crate) fn shown_state(&self) -> logic::status::State {
+        use logic::status::State as S;
+        match self.state() {
+            State::Degraded => S::Degraded,
+            State::SpareFull => S::SpareFull,
+            State::Operational if self.tunables.maintenance.load(Ordering::Relaxed) => S::Maintenance,
+            State::Operational => S::Operational,
+        }
+    }
+
+    /// Seconds since the target was created.
+    pub(crate) fn age_secs(&self) -> u64 {
+        now_ns().saturating_sub(self.config.created_ns) / 1_000_000_000
+    }
+
+    /// The 26 status fields, from the live counters.
+    pub(crate) fn status(&self) -> Status<'static> {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let lat_n = self.stats.sum(Stat::LatencyCount);
+        let last = r(&self.figures.last_alert_ns);
+        let (mj, mn) = self.config.main.devno();
+        let (sj, sn) = self.config.spare.devno();
+        Status {
+            version: logic::VERSION_STR,
+            main: DevNo(mj, mn),
+            spare: DevNo(sj, sn),
+            reads: self.stats.sum(Stat::Reads),
+            writes: self.stats.sum(Stat::Writes),
+            spare_ios: self.stats.sum(Stat::SpareIos),
+            media_errors: self.stats.sum(Stat::MediaErrors),
+            remaps: r(&self.figures.remaps),
+            pool_blocks: self.config.geo.pool_blocks,
+            free: r(&self.figures.free),
+            pending: r(&self.figures.pending),
+            write_relocations: r(&self.figures.write_relocations),
+            proactive_relocations: r(&self.figures.proactive_relocations),
+            commits: r(&self.figures.commits),
+            seq: r(&self.figures.seq),
+            cache_hits: self.stats.sum(Stat::CacheHits),
+            cache_misses: self.stats.sum(Stat::CacheMisses),
+            scanned: r(&self.figures.scanned),
+            scan_passes: r(&self.figures.scan_passes),
+            health: self.figures.health.load(Ordering::Relaxed),
+            eta_secs: r(&self.figures.eta_secs),
+            hotspots: r(&self.figures.hotspot_count),
+            latency_us: if lat_n == 0 { 0 } else { self.stats.sum(Stat::LatencyNs) / lat_n / 1000 },
+            alert_threshold: self.tunables.alert_threshold.load(Ordering::Relaxed),
+            since_alert: (last != 0).then(|| now_ns().saturating_sub(last) / 1_000_000_000),
+            state: self.shown_state(),
+        }
+    }
+
+    /// Publishes figures derived from a table and the log.
+    pub(crate) fn update_counts(&self, entries: &[Entry], log: &Log) {
+        let pending = entries.iter().filter(|e| e.is_pending()).count() as u64;
+        self.figures.pending.store(pending, Ordering::Relaxed);
+        self.figures.remaps.store(entries.len() as u64 - pending, Ordering::Relaxed);
+        self.figures.seq.store(log.seq, Ordering::Relaxed);
+        self.figures.free.store(log.free_blocks(), Ordering::Relaxed);
+    }
+
+    /// Zeroes the statistics `clear_stats` clears: the per-CPU counters and the relocation
+    /// and commit counts (not the figures derived from the table, the log or the scan).
+    pub(crate) fn clear_stats(&self) {
+        self.stats.clear();
+        for a in [&self.figures.write_relocations, &self.figures.proactive_relocations, &self.figures.commits] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+}
