@@ -8,7 +8,7 @@
 use crate::dm::{ratelimit, Args, StatusWriter};
 use crate::engine::{Engine, State};
 use crate::health::check_alerts;
-use crate::logic::message::{Message, HELP};
+use crate::logic::message::{BlockReply, HotspotLine, Location, Message, RemapLine, HELP};
 use crate::logic::remaps;
 use crate::migrate;
 use crate::scan;
@@ -73,24 +73,18 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
             }
             let block = sector / e.config.bs_sectors;
             let found = e.table.read(|t| remaps::find(t.entries.as_slice(), block));
-            match found {
-                None => reply(out, format_args!("block={block} location=main")),
-                Some(en) if en.is_pending() => reply(out, format_args!("block={block} location=pending")),
-                Some(en) => reply(
-                    out,
-                    format_args!(
-                        "block={block} location=spare pool_block={} spare_sector={}",
-                        en.spare,
-                        e.config.geo.pool_sector(en.spare)
-                    ),
-                ),
-            }
+            let location = match found {
+                None => Location::Main,
+                Some(en) if en.is_pending() => Location::Pending,
+                Some(en) => Location::Spare { pool_block: en.spare, spare_sector: Some(e.config.geo.pool_sector(en.spare)) },
+            };
+            reply(out, format_args!("{}", BlockReply { block, location }))
         }
         Message::ListRemaps { first, count } => {
             e.table.read(|t| {
                 let mut sep = "";
                 for en in t.entries.iter().filter(|en| !en.is_pending()).skip(first as usize).take(count as usize) {
-                    let _ = write!(out, "{sep}{} {}", en.main, en.spare);
+                    let _ = write!(out, "{sep}{}", RemapLine(en.main, en.spare));
                     sep = "\n";
                 }
             });
@@ -100,7 +94,7 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
             let meta = e.meta.lock();
             let mut sep = "";
             for h in meta.hotspots.list() {
-                let _ = write!(out, "{sep}{}-{} {}", h.first, h.last, h.errors);
+                let _ = write!(out, "{sep}{}", HotspotLine(h.first, h.last, h.errors));
                 sep = "\n";
             }
             Ok(true)
@@ -151,6 +145,6 @@ fn manual_remap(e: &Engine, sector: u64, out: &mut StatusWriter<'_>) -> Result<b
         Err(err) => return Err(err),
     };
     check_alerts(e, &mut meta);
-    let _ = write!(out, "block={block} location=spare pool_block={pool}");
+    let _ = write!(out, "{}", BlockReply { block, location: Location::Spare { pool_block: pool, spare_sector: None } });
     Ok(true)
 }

@@ -165,8 +165,7 @@ impl Message {
 }
 
 /// Where a block lives: the reply to `query` (and, `Spare` without `spare_sector`, to
-/// `remap`).
-#[allow(dead_code)] // the host's parser; the kernel prints the same words (control.rs)
+/// `remap`). The kernel prints it with `Display`, `dmremap` reads it with `parse`.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum Location {
     /// On the main device.
@@ -184,7 +183,6 @@ pub enum Location {
 }
 
 /// `block=<b> location=...`: the reply to `query` and `remap`.
-#[allow(dead_code)] // the host's parser
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub struct BlockReply {
     /// The relocation block holding the sector asked about.
@@ -231,6 +229,26 @@ impl BlockReply {
             return None;
         }
         Some(BlockReply { block, location })
+    }
+}
+
+/// One line of a `list_remaps` reply: `<main_block> <pool_block>` ([`parse_remap_line`]
+/// reads it).
+pub struct RemapLine(pub u64, pub u64);
+
+impl core::fmt::Display for RemapLine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
+
+/// One line of a `hotspots` reply: `<first_block>-<last_block> <errors>`
+/// ([`parse_hotspot_line`] reads it).
+pub struct HotspotLine(pub u64, pub u64, pub u64);
+
+impl core::fmt::Display for HotspotLine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}-{} {}", self.0, self.1, self.2)
     }
 }
 
@@ -329,5 +347,7 @@ mod tests {
         assert_eq!(parse_remap_line("10"), None);
         assert_eq!(parse_hotspot_line("100-101 2"), Some((100, 101, 2)));
         assert_eq!(parse_hotspot_line("100 2"), None);
+        assert_eq!(parse_remap_line(&RemapLine(7, 9).to_string()), Some((7, 9)));
+        assert_eq!(parse_hotspot_line(&HotspotLine(1, 4, 6).to_string()), Some((1, 4, 6)));
     }
 }
