@@ -85,7 +85,7 @@ pub(crate) fn place(e: &Engine, log: &mut Log, w: &RcuWriter, batch: &mut Batch,
     if e.config.spare.rw_sync(e.config.geo.pool_sector(spare), data, kind).is_err() {
         // A new pool block that did not take its data is never recorded: it stays
         // allocated and unused (retired) and the block keeps its old home.
-        pr_err!("write to the spare failed; relocation stopped (degraded)\n");
+        pr_err!("{}: write to the spare failed; relocation stopped (degraded)\n", e.dev_name());
         e.set_state(State::Degraded);
         return false;
     }
@@ -109,7 +109,7 @@ pub(crate) fn commit_publish(e: &Engine, meta: &mut WorkerState, batch: Batch) -
     if !remaps.is_empty() || !pending.is_empty() {
         match build_table(e, &meta.table_w, remaps.as_slice(), pending.as_slice()) {
             Err(_) => {
-                pr_err!("no memory for the remap table; {} relocations not committed\n", remaps.len());
+                pr_err!("{}: no memory for the remap table; {} relocations not committed\n", e.dev_name(), remaps.len());
                 committed = false;
             }
             Ok(table) if remaps.is_empty() => e.table.replace(&mut meta.table_w, table),
@@ -124,7 +124,7 @@ pub(crate) fn commit_publish(e: &Engine, meta: &mut WorkerState, batch: Batch) -
                 Err(_) => {
                     // The pending marks are lost with the table (memory-only hints: the
                     // next read error marks a block again).
-                    pr_err!("metadata commit failed; relocation stopped (degraded)\n");
+                    pr_err!("{}: metadata commit failed; relocation stopped (degraded)\n", e.dev_name());
                     e.set_state(State::Degraded);
                 }
             },
@@ -165,11 +165,13 @@ pub(crate) fn reload(e: &Engine) -> Result {
     if meta.log.unformatted {
         // The constructor accepted a blank spare for formatting: written only now that the
         // table line can no longer be refused.
-        metadata::write_superblocks(&e.config.spare, &sb).inspect_err(|_| pr_err!("cannot write the spare's superblocks\n"))?;
+        metadata::write_superblocks(&e.config.spare, &sb)
+            .inspect(|()| pr_info!("{}: formatted spare: {} pool blocks of {} bytes\n", e.dev_name(), sb.geometry.pool_blocks, sb.geometry.block_size))
+            .inspect_err(|_| pr_err!("{}: cannot write the spare's superblocks\n", e.dev_name()))?;
         meta.log.unformatted = false;
     }
     let loaded = metadata::replay(&e.config.spare, sb).map_err(|CtrError { code, msg }| {
-        pr_err!("reloading the remap log failed: {}\n", msg.to_str().unwrap_or("?"));
+        pr_err!("{}: reloading the remap log failed: {}\n", e.dev_name(), msg.to_str().unwrap_or("?"));
         code
     })?;
     let table = Table::build(loaded.entries, e.config.main_blocks, e.config.line.cache_size)?;

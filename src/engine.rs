@@ -346,6 +346,12 @@ impl Engine {
     }
 
     /// Moves to a worse state (never back); the worker raises the alert.
+    /// The dm device's `major:minor`, which every log line about this target starts with
+    /// (as upstream targets print `dm_device_name`).
+    pub(crate) fn dev_name(&self) -> &str {
+        self.config.handle.name().to_str().unwrap_or("?")
+    }
+
     pub(crate) fn set_state(&self, s: State) {
         if self.state.fetch_max(s as u8, Ordering::Relaxed) < s as u8 {
             self.event_pending.store(true, Ordering::Relaxed);

@@ -41,11 +41,11 @@ pub(crate) fn refresh_health(e: &Engine, meta: &WorkerState) -> u8 {
 /// condition alerts once per crossing; in maintenance mode alerts are held until it ends.
 pub(crate) fn check_alerts(e: &Engine, meta: &mut WorkerState) {
     let h = refresh_health(e, meta);
-    let mut why: Option<&str> = None;
+    let mut why: Option<(&str, &str)> = None;
     if h < e.tunables.alert_threshold.load(Ordering::Relaxed) {
         if !meta.alerts.low_score {
             meta.alerts.low_score = true;
-            why = Some("health score below the alert threshold");
+            why = Some(("health score below the alert threshold", "health"));
         }
     } else {
         meta.alerts.low_score = false;
@@ -61,11 +61,16 @@ pub(crate) fn check_alerts(e: &Engine, meta: &mut WorkerState) {
     };
     if level > meta.alerts.spare_level {
         meta.alerts.spare_level = level;
-        why = Some("spare use crossed a threshold (75/90/100%)");
+        let kind = match level {
+            3 => "spare_full",
+            2 => "spare_90",
+            _ => "spare_75",
+        };
+        why = Some(("spare use crossed a threshold (75/90/100%)", kind));
     }
     if e.state() == State::Degraded && !meta.alerts.degraded {
         meta.alerts.degraded = true;
-        why = Some("the spare device failed; relocation stopped");
+        why = Some(("the spare device failed; relocation stopped", "degraded"));
     }
     let maintenance = e.tunables.maintenance.load(Ordering::Relaxed);
     if why.is_none() && !(meta.alerts.held && !maintenance) {
@@ -78,16 +83,34 @@ pub(crate) fn check_alerts(e: &Engine, meta: &mut WorkerState) {
     meta.alerts.held = false;
     e.figures.last_alert_ns.store(now_ns().max(1), Ordering::Relaxed);
     e.config.handle.event();
+    // dm sends no uevent for a table event: send one, so udev rules can react (docs/status.md
+    // lists the kinds). A failure to send is logged, never fatal.
+    let (text, kind) = why.unwrap_or(("held alert released", "released"));
+    let state = e.shown_state().name();
+    let sent = e.config.handle.uevent(&[&Var("DM_REMAP_EVENT", kind), &Var("DM_REMAP_STATE", state), &Var("DM_REMAP_HEALTH", h)]);
+    if sent.is_err() && ratelimit() {
+        pr_warn!("{}: alert: the uevent could not be sent\n", e.dev_name());
+    }
     if ratelimit() {
         pr_warn!(
-            "alert: {}: health {}, spare {}% used ({} of {} blocks), state {}\n",
-            why.unwrap_or("held alert released"),
+            "{}: alert: {}: health {}, spare {}% used ({} of {} blocks), state {}\n",
+            e.dev_name(),
+            text,
             h,
             pct,
             used,
             pool,
             e.shown_state().name()
         );
+    }
+}
+
+/// A uevent variable: `KEY=value`.
+struct Var<'a, T>(&'a str, T);
+
+impl<T: core::fmt::Display> core::fmt::Display for Var<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}={}", self.0, self.1)
     }
 }
 

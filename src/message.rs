@@ -16,16 +16,16 @@ use core::fmt::Write;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
-fn refuse(why: &str) -> Error {
+fn refuse(e: &Engine, why: &str) -> Error {
     if ratelimit() {
-        pr_warn!("message refused: {}\n", why);
+        pr_warn!("{}: message refused: {}\n", e.dev_name(), why);
     }
     EINVAL
 }
 
 /// Handles `dmsetup message <dev> 0 ...`. Refused messages change nothing.
 pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -> Result<bool> {
-    let m = Message::parse(args.iter()).map_err(|err| refuse(err.message().to_str().unwrap_or("invalid")))?;
+    let m = Message::parse(args.iter()).map_err(|err| refuse(e, err.message().to_str().unwrap_or("invalid")))?;
     let reply = |out: &mut StatusWriter<'_>, r: core::fmt::Arguments<'_>| {
         let _ = out.write_fmt(r);
         Ok(true)
@@ -69,7 +69,7 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
         Message::Remap(sector) => manual_remap(e, sector, out),
         Message::Query(sector) => {
             if sector >= e.config.len {
-                return Err(refuse("sector beyond the end of the device"));
+                return Err(refuse(e, "sector beyond the end of the device"));
             }
             let block = sector / e.config.bs_sectors;
             let found = e.table.read(|t| remaps::find(t.entries.as_slice(), block));
@@ -115,30 +115,30 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
 fn manual_remap(e: &Engine, sector: u64, out: &mut StatusWriter<'_>) -> Result<bool> {
     if !e.tunables.maintenance.load(Ordering::Relaxed) {
         if ratelimit() {
-            pr_warn!("message refused: remap is accepted only in maintenance mode\n");
+            pr_warn!("{}: message refused: remap is accepted only in maintenance mode\n", e.dev_name());
         }
         return Err(EPERM);
     }
     if sector >= e.config.len {
-        return Err(refuse("sector beyond the end of the device"));
+        return Err(refuse(e, "sector beyond the end of the device"));
     }
     let block = sector / e.config.bs_sectors;
     let mut meta = e.meta.lock();
     if e.suspended.load(Ordering::Relaxed) {
         // A suspended table may be on its way out while another table uses the spare.
         if ratelimit() {
-            pr_warn!("message refused: remap needs the device resumed\n");
+            pr_warn!("{}: message refused: remap needs the device resumed\n", e.dev_name());
         }
         return Err(EBUSY);
     }
     let pool = match migrate::migrate(e, &mut meta, block) {
         Ok(pool) => pool,
-        Err(err) if err == EEXIST => return Err(refuse("block already remapped")),
+        Err(err) if err == EEXIST => return Err(refuse(e, "block already remapped")),
         Err(err) if err == EIO && e.state() == State::Operational => {
             // Its data cannot be read, so it cannot be moved (nothing is invented); its next
             // write will relocate it.
             if ratelimit() {
-                pr_warn!("message refused: block {} is unreadable; write it to relocate it\n", block);
+                pr_warn!("{}: message refused: block {} is unreadable; write it to relocate it\n", e.dev_name(), block);
             }
             return Err(EIO);
         }

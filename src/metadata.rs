@@ -142,7 +142,6 @@ pub(crate) fn write_superblocks(spare: &Dev, sb: &Superblock) -> Result {
         }
     }
     spare.rw_sync(0, buf.as_mut_slice(), IoKind::WriteCommit)?;
-    pr_info!("formatted spare: {} pool blocks of {} bytes\n", sb.geometry.pool_blocks, sb.geometry.block_size);
     Ok(())
 }
 

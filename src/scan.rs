@@ -151,9 +151,9 @@ pub(crate) fn step(e: &Engine) {
         if migrate::migrate(e, &mut meta, w.block).is_ok() {
             // Rare (bounded by the spare's size), and the operator wants to know which block.
             if w.tries > 1 {
-                pr_info!("weak block {} relocated: it read only at try {}\n", w.block, w.tries);
+                pr_info!("{}: weak block {} relocated: it read only at try {}\n", e.dev_name(), w.block, w.tries);
             } else {
-                pr_info!("weak block {} relocated: slow on two scan passes (last read {} ms)\n", w.block, w.last_ms);
+                pr_info!("{}: weak block {} relocated: slow on two scan passes (last read {} ms)\n", e.dev_name(), w.block, w.last_ms);
             }
         }
     }

@@ -71,6 +71,18 @@ struct workqueue_struct *dmr_alloc_workqueue(const char *name)
 	return alloc_ordered_workqueue("%s", WQ_MEM_RECLAIM, name);
 }
 
+int dmr_uevent(struct dm_target *ti, char **envp)
+{
+	struct mapped_device *md = dm_table_get_md(ti->table);
+
+	return kobject_uevent_env(&disk_to_dev(dm_disk(md))->kobj, KOBJ_CHANGE, envp);
+}
+
+const char *dmr_device_name(struct dm_target *ti)
+{
+	return dm_device_name(dm_table_get_md(ti->table));
+}
+
 unsigned int dmr_noio_save(void)
 {
 	return memalloc_noio_save();

@@ -12,6 +12,7 @@
 #include <linux/blkdev.h>
 #include <linux/crc32.h>
 #include <linux/device-mapper.h>
+#include <linux/kobject.h>
 #include <linux/percpu.h>
 #include <linux/random.h>
 #include <linux/ratelimit.h>
@@ -82,6 +83,15 @@ void dmr_gate_wait(struct dmr_gate *g);
 
 /* Submits a clone the target took in map (DM_MAPIO_SUBMITTED) after remapping it. */
 void dmr_submit_remapped(struct bio *bio);
+
+/*
+ * A KOBJ_CHANGE uevent on the dm device's disk with extra "KEY=value" variables (envp ends
+ * with NULL), as dm-verity does for its errors. Process context; may sleep.
+ */
+int dmr_uevent(struct dm_target *ti, char **envp);
+
+/* The dm device's "major:minor" name (dm_device_name), valid while the target lives. */
+const char *dmr_device_name(struct dm_target *ti);
 
 unsigned int dmr_noio_save(void);
 void dmr_noio_restore(unsigned int flags);

@@ -68,10 +68,73 @@ unsafe impl Send for TargetHandle {}
 unsafe impl Sync for TargetHandle {}
 
 impl TargetHandle {
-    /// Raises a device-mapper event: `dmsetup wait` returns and a uevent is sent.
+    /// Raises a device-mapper event: `dmsetup wait` returns (no uevent: dm sends none for
+    /// table events; see [`TargetHandle::uevent`]).
     pub(crate) fn event(&self) {
         // SAFETY: type invariant: `ti` and its table are valid.
         unsafe { bindings::dm_table_event((*self.ti).table) };
+    }
+
+    /// The dm device's name as upstream targets print it in log lines (`major:minor`).
+    pub(crate) fn name(&self) -> &CStr {
+        // SAFETY: type invariant: `ti` is live; dm_device_name returns the mapped device's
+        // NUL-terminated name, which lives as long as the device, so at least as long as the
+        // target and this handle.
+        unsafe { CStr::from_ptr(bindings::dmr_device_name(self.ti)) }
+    }
+
+    /// Sends a `change` uevent on the dm device's disk with the variables `vars`, each
+    /// displayed as `KEY=value` (at most [`UEVENT_VARS`] of them, [`UEVENT_BYTES`] bytes in
+    /// all; what does not fit is left out). Process context only: the kernel allocates
+    /// (in a NOIO scope here, since the caller may be serving the device's I/O). Returns the
+    /// kernel's error, if any.
+    pub(crate) fn uevent(&self, vars: &[&dyn core::fmt::Display]) -> Result {
+        let mut buf = [0u8; UEVENT_BYTES];
+        let mut starts = [0usize; UEVENT_VARS];
+        let mut n = 0;
+        let mut at = 0;
+        for v in vars.iter().take(UEVENT_VARS) {
+            let mut w = Cursor { buf: &mut buf[at..], len: 0 };
+            // Room for the value and its NUL; else the variable is left out.
+            if core::fmt::write(&mut w, format_args!("{v}")).is_err() || w.len + 1 > w.buf.len() {
+                continue;
+            }
+            let len = w.len;
+            starts[n] = at;
+            n += 1;
+            at += len + 1; // the NUL is already there: `buf` starts zeroed
+        }
+        let mut envp: [*mut core::ffi::c_char; UEVENT_VARS + 1] = [core::ptr::null_mut(); UEVENT_VARS + 1];
+        let base = buf.as_mut_ptr();
+        for (p, &s) in envp.iter_mut().zip(&starts[..n]) {
+            // `s` < UEVENT_BYTES: each start is inside `buf`.
+            *p = base.wrapping_add(s).cast();
+        }
+        // SAFETY: type invariant: `ti` is a live target; `envp` is a NULL-terminated array of
+        // pointers to NUL-terminated strings in `buf`, which outlives the call (the kernel
+        // copies them into the event before returning).
+        let r = noio(|| unsafe { bindings::dmr_uevent(self.ti, envp.as_mut_ptr()) });
+        kernel::error::to_result(r)
+    }
+}
+
+/// Most variables a target uevent carries.
+pub(crate) const UEVENT_VARS: usize = 8;
+/// Bytes for all of them, NULs included.
+pub(crate) const UEVENT_BYTES: usize = 512;
+
+/// Formats into a byte slice, failing when it is full.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl core::fmt::Write for Cursor<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len.checked_add(s.len()).filter(|&e| e <= self.buf.len()).ok_or(core::fmt::Error)?;
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 

@@ -335,6 +335,23 @@ pub fn leftover_devices() -> Vec<String> {
 /// The fields `dmsetup status` prints after `<start> <len> <target>`.
 pub use dm_remap_logic::args::LineSpec;
 
+/// Waits up to `secs` for a child to exit; kills it and fails (`what` says what was awaited)
+/// if it does not.
+pub fn wait_child(child: &mut std::process::Child, secs: u64, what: &str) -> Result<std::process::ExitStatus> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("{what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// `0 <len> remap <spec>`: a dm-remap table line, printed by the one codec
 /// (`dm_remap_logic::args`).
 pub fn remap_table(len: u64, spec: LineSpec<'_>) -> String {
@@ -466,4 +483,50 @@ pub fn log_writes_entries(log: &str) -> Result<Vec<LwEntry>> {
         }
     }
     Ok(out)
+}
+
+/// A kernel uevent listener (NETLINK_KOBJECT_UEVENT, the socket udev reads), opened before the
+/// events it should see.
+pub struct Uevents {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Uevents {
+    pub fn open() -> Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket(2); the result is checked before it is owned.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, libc::NETLINK_KOBJECT_UEVENT) };
+        anyhow::ensure!(fd >= 0, "netlink socket: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an all-zero sockaddr_nl is valid; the fields are set below.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as u16;
+        sa.nl_groups = 1; // the kernel's broadcast group
+        let len = std::mem::size_of::<libc::sockaddr_nl>() as u32;
+        // SAFETY: `sa` is a valid sockaddr_nl of `len` bytes.
+        let r = unsafe { libc::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), (&sa as *const libc::sockaddr_nl).cast(), len) };
+        anyhow::ensure!(r == 0, "netlink bind: {}", std::io::Error::last_os_error());
+        Ok(Self { fd })
+    }
+
+    /// Every event received within `ms` milliseconds, each as its `KEY=value` fields (the
+    /// first, `ACTION@devpath`, left out).
+    pub fn drain(&self, ms: u64) -> Vec<Vec<String>> {
+        let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        while std::time::Instant::now() < end {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::recv(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            let msg = &buf[..n as usize];
+            let fields: Vec<String> = msg.split(|&b| b == 0).skip(1).filter(|f| !f.is_empty()).map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+            out.push(fields);
+        }
+        out
+    }
 }

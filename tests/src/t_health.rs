@@ -12,6 +12,7 @@ pub const TESTS: &[crate::Test] = &[
     ("health_scan_finds_unread_bad_block", scan_finds_bad_block),
     ("health_weak_block_relocated_proactively", weak_block),
     ("health_cache_counts_only_real_hits", cache_hits),
+    ("health_alerts_send_uevents", alerts_send_uevents),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -190,17 +191,7 @@ fn wait_woken_by_alert() -> Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     ensure!(waiter.try_wait()?.is_none(), "dmsetup wait returned before any alert");
     msg(&dm.name, &["alert_threshold", "100"])?;
-    let end = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = waiter.try_wait()? {
-            break s;
-        }
-        if Instant::now() > end {
-            let _ = waiter.kill();
-            bail!("dmsetup wait was not woken by the alert");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_child(&mut waiter, 10, "dmsetup wait was not woken by the alert")?;
     ensure!(status.success(), "dmsetup wait failed: {status}");
     ensure!(status_of(&dm.name, |s| s.since_alert)?.is_some_and(|t| t < 10), "field 25 is not the time since the alert");
     Ok(())
@@ -285,5 +276,58 @@ fn cache_hits() -> Result<()> {
         expect_eq(&format!("cache hits{cache}"), status_of(&dm.name, |s| s.cache_hits)? - h0, hits)?;
         expect_eq(&format!("cache misses{cache}"), status_of(&dm.name, |s| s.cache_misses)? - m0, misses)?;
     }
+    Ok(())
+}
+
+/// Every alert is a `change` uevent on the dm device with DM_REMAP_EVENT, DM_REMAP_STATE and
+/// DM_REMAP_HEALTH, received by a netlink listener as udev would: health below the
+/// threshold, spare use at 75/90/100%, degraded.
+fn alerts_send_uevents() -> Result<()> {
+    // A pool of 4 blocks: 3 relocations cross 75%, the 4th 100% (90% too: one event, the
+    // highest level).
+    let g = dm_remap_logic::format::Geometry::for_pool(4, 4096, u64::MAX).ok_or_else(|| anyhow::anyhow!("layout"))?;
+    let bad = BadMain::new("ue", 16 * MIB, &[(100, 8)])?;
+    let lo = LoopDev::new("ue-spare", g.end_bytes())?;
+    let spare = DmDev::create("t-ue-spare", &format!("0 {} linear {} 0", g.end_bytes() / 512, lo.path))?;
+    let dm = DmDev::create("t-ue", &remap_table(16 * MIB / 512, LineSpec::new(bad.path(), &spare.path).format()))?;
+    let dmn = dm_blkdev(&dm.name)?;
+    let ue = Uevents::open()?;
+    let ours = |evs: Vec<Vec<String>>| -> Vec<Vec<String>> {
+        evs.into_iter().filter(|f| f.iter().any(|x| x.starts_with("DM_REMAP_EVENT="))).collect()
+    };
+    let expect = |evs: &[Vec<String>], kind: &str, state: &str| -> Result<()> {
+        let found = evs.iter().find(|f| f.contains(&format!("DM_REMAP_EVENT={kind}")));
+        let f = found.ok_or_else(|| anyhow::anyhow!("no {kind} uevent in {evs:?}"))?;
+        ensure!(f.contains(&"ACTION=change".to_string()), "{kind}: {f:?}");
+        ensure!(f.contains(&format!("DEVNAME={dmn}")), "{kind}: not on {dmn}: {f:?}");
+        ensure!(f.contains(&format!("DM_REMAP_STATE={state}")), "{kind}: {f:?}");
+        ensure!(f.iter().any(|x| x.strip_prefix("DM_REMAP_HEALTH=").is_some_and(|h| h.parse::<u8>().is_ok_and(|h| h <= 100))), "{kind}: {f:?}");
+        Ok(())
+    };
+    write_at(&dm.path, 100 * BS, &pattern(1, BS as usize))?;
+    msg(&dm.name, &["alert_threshold", "100"])?;
+    let evs = ours(ue.drain(1000));
+    expect(&evs, "health", "operational")?;
+    for b in 101..103 {
+        write_at(&dm.path, b * BS, &pattern(b, BS as usize))?;
+    }
+    let evs = ours(ue.drain(1000));
+    expect(&evs, "spare_75", "operational")?;
+    write_at(&dm.path, 103 * BS, &pattern(103, BS as usize))?;
+    let evs = ours(ue.drain(1000));
+    expect(&evs, "spare_full", "spare_full")?;
+    drop(dm);
+    // Degraded: a new pool whose spare fails.
+    let lo2 = LoopDev::new("ue-spare2", 4 * MIB)?;
+    let spare2 = DmDev::create("t-ue-spare2", &format!("0 {} linear {} 0", 4 * MIB / 512, lo2.path))?;
+    let dm = DmDev::create("t-ue", &remap_table(16 * MIB / 512, LineSpec::new(bad.path(), &spare2.path).format()))?;
+    let dmn2 = dm_blkdev(&dm.name)?;
+    dmsetup(&["reload", &spare2.name, "--table", &format!("0 {} error", 4 * MIB / 512)])?;
+    dmsetup(&["resume", &spare2.name])?;
+    let _ = ue.drain(200);
+    let _ = write_at(&dm.path, 104 * BS, &pattern(104, BS as usize));
+    let evs = ours(ue.drain(1000));
+    let f = evs.iter().find(|f| f.contains(&"DM_REMAP_EVENT=degraded".to_string())).ok_or_else(|| anyhow::anyhow!("no degraded uevent: {evs:?}"))?;
+    ensure!(f.contains(&format!("DEVNAME={dmn2}")) && f.contains(&"DM_REMAP_STATE=degraded".to_string()), "{f:?}");
     Ok(())
 }

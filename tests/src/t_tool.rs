@@ -89,17 +89,7 @@ fn watch_wakes() -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     ensure!(w.try_wait()?.is_none(), "watch returned before any event");
     dmsetup(&["message", "t-tw", "0", "alert_threshold", "100"])?;
-    let end = Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(s) = w.try_wait()? {
-            break s;
-        }
-        if Instant::now() > end {
-            let _ = w.kill();
-            bail!("dmremap watch was not woken by the alert");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let st = wait_child(&mut w, 10, "dmremap watch was not woken by the alert")?;
     ensure!(st.success(), "watch exited {st}");
     let health = status_of("t-tw", |s| u64::from(s.health).to_string())?;
     expect_eq("--exec saw", std::fs::read_to_string("/tmp/tw.out")?.trim().to_string(), format!("t-tw operational {health}"))?;
@@ -292,17 +282,7 @@ fn watch_all() -> Result<()> {
     let new = DmDev::create("t-wa-new", &remap_table(16 * MIB / 512, LineSpec::new(&lo.path, &spare.path).format()))?;
     let lines = wait_lines(2, "the new device")?;
     expect_eq("second report", lines[1].clone(), format!("{} added operational", new.name))?;
-    let end = Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(s) = w.try_wait()? {
-            break s;
-        }
-        if Instant::now() > end {
-            let _ = w.kill();
-            bail!("watch --all --count 2 did not exit after two reports");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let st = wait_child(&mut w, 10, "watch --all --count 2 did not exit after two reports")?;
     ensure!(st.success(), "watch --all exited {st}");
     let (c, text, _) = dmremap(&["watch", "--all", "--test"])?;
     expect_eq("watch --all --test exit code", c, 0)?;
