@@ -32,6 +32,11 @@ pub enum Kind {
     Dm = 7,
 }
 
+/// `dmremap status` exit code when the spare is full (the status is printed).
+pub const STATUS_SPARE_FULL: i32 = 8;
+/// `dmremap status` exit code when the target is degraded (the status is printed).
+pub const STATUS_DEGRADED: i32 = 9;
+
 /// A failure: its kind and the sentence to print.
 #[derive(Debug)]
 pub struct Fail {
@@ -373,7 +378,13 @@ fn run(cli: Cli) -> Result<i32, Fail> {
             } else {
                 print!("{}", status::render(&name, &s));
             }
-            Ok(0)
+            // The state in the exit code, like `mdadm --detail --test`: a script can tell a
+            // full or failed spare without parsing the text.
+            Ok(match s.state.as_str() {
+                "spare_full" => STATUS_SPARE_FULL,
+                "degraded" => STATUS_DEGRADED,
+                _ => 0,
+            })
         }
         Cmd::Watch { name, all, test, exec, count } => match name {
             Some(n) if !all => dm::watch(&n, exec.as_deref(), count),

@@ -191,6 +191,7 @@ fn check_codes() -> Result<()> {
     let (c, out) = code_of(&["check", &ok_dev.name])?;
     expect_eq(&format!("check operational ({out})"), c, 0)?;
     ensure!(out.starts_with("DMREMAP OK: t-ck-ok operational, health 100"), "{out}");
+    expect_eq("dmremap status exit code when operational", dmremap(&["status", &ok_dev.name])?.0, 0)?;
     // A full spare: a pool of 2 blocks, 2 bad blocks written.
     let g = dm_remap_logic::format::Geometry::for_pool(2, 4096, u64::MAX).context("layout")?;
     let full_main = BadMain::new("ck-full", 16 * MIB, &[(10, 2)])?;
@@ -200,12 +201,14 @@ fn check_codes() -> Result<()> {
         write_at(&full.path, b * BS, &pattern(b, BS as usize))?;
     }
     expect_eq("state", status_of(&full.name, |s| s.state.name())?, "spare_full")?;
+    expect_eq("dmremap status exit code with the spare full", dmremap(&["status", &full.name])?.0, 8)?;
     let (c, out) = code_of(&["check", &full.name])?;
     expect_eq(&format!("check spare_full ({out})"), c, 1)?;
     ensure!(out.starts_with("DMREMAP WARNING: t-ck-full the spare is full"), "{out}");
     // Degraded: the spare fails under the target.
     let dgd = degraded("ck-dg")?;
     let dg = &dgd.dev;
+    expect_eq("dmremap status exit code when degraded", dmremap(&["status", &dg.name])?.0, 9)?;
     let (c, out) = code_of(&["check", &dg.name])?;
     expect_eq(&format!("check degraded ({out})"), c, 2)?;
     ensure!(out.starts_with("DMREMAP CRITICAL: t-ck-dg the spare failed"), "{out}");
