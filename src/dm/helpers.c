@@ -7,11 +7,6 @@ void dmr_bio_set_dev(struct bio *bio, struct block_device *bdev)
 	bio_set_dev(bio, bdev);
 }
 
-unsigned int dmr_bio_op(const struct bio *bio)
-{
-	return bio_op(bio);
-}
-
 sector_t dmr_bdev_nr_sectors(struct block_device *bdev)
 {
 	return bdev_nr_sectors(bdev);
@@ -156,16 +151,6 @@ void dmr_bio_endio(struct bio *bio, u8 status)
 {
 	bio->bi_status = (__force blk_status_t)status;
 	bio_endio(bio);
-}
-
-u8 dmr_bio_status(const struct bio *bio)
-{
-	return (__force u8)bio->bi_status;
-}
-
-unsigned int dmr_bio_flags(const struct bio *bio)
-{
-	return (__force unsigned int)bio->bi_opf;
 }
 
 struct dmr_pool {

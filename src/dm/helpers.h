@@ -110,8 +110,6 @@ void dmr_bio_copy_out(struct bio *bio, const struct bvec_iter *start, unsigned i
 void dmr_bio_copy_in(struct bio *bio, const struct bvec_iter *start, unsigned int skip,
 		     const void *src, unsigned int len);
 void dmr_bio_endio(struct bio *bio, u8 status);
-u8 dmr_bio_status(const struct bio *bio);
-unsigned int dmr_bio_flags(const struct bio *bio);
 
 /*
  * A device's own bio pool (a bio_set with bvecs): the target's synchronous I/O allocates
@@ -127,7 +125,6 @@ int dmr_rw_sync(struct dmr_pool *pool, struct block_device *bdev, sector_t secto
 		unsigned int len, unsigned int opf);
 
 void dmr_bio_set_dev(struct bio *bio, struct block_device *bdev);
-unsigned int dmr_bio_op(const struct bio *bio);
 sector_t dmr_bdev_nr_sectors(struct block_device *bdev);
 unsigned int dmr_bdev_logical_block_size(struct block_device *bdev);
 dev_t dmr_bdev_dev(struct block_device *bdev);
