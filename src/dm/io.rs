@@ -35,11 +35,7 @@ impl Dev {
         let ret = unsafe {
             bindings::dmr_rw_sync(self.pool(), self.bdev(), sector, buf.as_mut_ptr().cast(), buf.len() as u32, opf)
         };
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(Error::from_errno(ret))
-        }
+        kernel::error::to_result(ret)
     }
 }
 
@@ -60,10 +56,6 @@ impl Dev {
     pub(crate) fn flush(&self) -> Result {
         // SAFETY: the bdev is open.
         let ret = unsafe { bindings::blkdev_issue_flush(self.bdev()) };
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(Error::from_errno(ret))
-        }
+        kernel::error::to_result(ret)
     }
 }

@@ -282,10 +282,7 @@ impl CtrContext<'_> {
         let mode = unsafe { bindings::dm_table_get_mode((*self.ti).table) };
         let mut dev: *mut bindings::dm_dev = core::ptr::null_mut();
         // SAFETY: `ti` is valid; `path` is NUL-terminated; `dev` is a valid out pointer.
-        let ret = unsafe { bindings::dm_get_device(self.ti, path.as_ptr(), mode, &mut dev) };
-        if ret != 0 {
-            return Err(Error::from_errno(ret));
-        }
+        kernel::error::to_result(unsafe { bindings::dm_get_device(self.ti, path.as_ptr(), mode, &mut dev) })?;
         // SAFETY: `dm_get_device` succeeded: `dev` is an open device of `ti`, now owned by `Dev`.
         unsafe { Dev::from_raw(self.ti, dev) }
     }
@@ -403,10 +400,7 @@ impl<T: Target> Registration<T> {
         };
         let tt = KBox::new(UnsafeCell::new(tt), GFP_KERNEL)?;
         // SAFETY: `tt` is initialised, at a stable heap address, alive until `drop` unregisters.
-        let ret = unsafe { bindings::dm_register_target(tt.get()) };
-        if ret != 0 {
-            return Err(Error::from_errno(ret));
-        }
+        kernel::error::to_result(unsafe { bindings::dm_register_target(tt.get()) })?;
         Ok(Self { tt, _p: PhantomData })
     }
 }
