@@ -240,12 +240,13 @@ pub(crate) struct Tunables {
 }
 
 impl Tunables {
-    /// The defaults a new instance starts with.
-    pub(crate) fn new() -> Self {
+    /// What a new instance starts with: the table line's `alert_threshold` and `no_scan`,
+    /// the defaults for the rest.
+    pub(crate) fn new(alert_threshold: u8, scan: bool) -> Self {
         Self {
-            alert_threshold: AtomicU8::new(DEFAULT_ALERT_THRESHOLD),
+            alert_threshold: AtomicU8::new(alert_threshold),
             maintenance: AtomicBool::new(false),
-            scan_enabled: AtomicBool::new(true),
+            scan_enabled: AtomicBool::new(scan),
             scan_interval: AtomicU32::new(DEFAULT_SCAN_INTERVAL),
             scan_rate: AtomicU32::new(DEFAULT_SCAN_RATE),
         }
@@ -328,8 +329,6 @@ pub(crate) struct Engine {
     pub(crate) tunables: Tunables,
 }
 
-/// Default alert threshold (health score).
-pub(crate) const DEFAULT_ALERT_THRESHOLD: u8 = 50;
 /// Default seconds between scan steps.
 pub(crate) const DEFAULT_SCAN_INTERVAL: u32 = 10;
 /// Default scan rate, blocks per second: 64 KiB/s with 4 KiB blocks, far below what a

@@ -16,6 +16,16 @@ use core::fmt::Write;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
+/// A message that changes a setting the table line also holds: when they now differ, the
+/// reply says so (the next table load starts from the line again).
+fn not_in_table<T: core::fmt::Display + PartialEq>(out: &mut StatusWriter<'_>, name: &str, now: T, line: T) -> Result<bool> {
+    if now == line {
+        return Ok(false);
+    }
+    let _ = write!(out, "{name} is now {now}; the table line says {line} and a reload returns to it (set it there to keep it)");
+    Ok(true)
+}
+
 fn refuse(e: &Engine, why: &str) -> Error {
     if ratelimit() {
         pr_warn!("{}: message refused: {}\n", e.dev_name(), why);
@@ -45,7 +55,7 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
         Message::AlertThreshold(t) => {
             e.tunables.alert_threshold.store(t, Ordering::Relaxed);
             check_alerts(e, &mut e.meta.lock());
-            Ok(false)
+            not_in_table(out, "alert_threshold", t, e.config.line.alert_threshold)
         }
         Message::Scan(on) => {
             e.tunables.scan_enabled.store(on, Ordering::Relaxed);
@@ -54,7 +64,8 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
             } else {
                 e.worker.cancel_scan();
             }
-            Ok(false)
+            let word = |on: bool| if on { "on" } else { "off" };
+            not_in_table(out, "scan", word(on), word(e.config.line.scan))
         }
         Message::ScanInterval(s) => {
             e.tunables.scan_interval.store(s, Ordering::Relaxed);

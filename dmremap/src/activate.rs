@@ -96,6 +96,8 @@ fn activate_one(e: &TabEntry) -> Result<bool, Fail> {
         cache_size: e.options.cache_size,
         no_proactive: e.options.no_proactive,
         main_id,
+        alert_threshold: e.options.alert_threshold,
+        no_scan: e.options.no_scan,
     };
     // The length the spare was made for: the whole main device when `format` wrote it.
     let bs_sectors = u64::from(bs / 512).max(1);

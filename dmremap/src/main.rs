@@ -297,6 +297,8 @@ fn run(cli: Cli) -> Result<i32, Fail> {
                 cache_size,
                 no_proactive,
                 main_id: None,
+                alert_threshold: None,
+                no_scan: false,
             };
             // The id the kernel checks against the spare's record: the ctr refuses a spare
             // recorded for another main device.

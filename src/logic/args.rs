@@ -4,7 +4,7 @@
 //!
 //! Feature arguments, in the style of dm-integrity and dm-cache:
 //! `block_size <bytes>`, `read_retries <n>`, `format`, `cache_size <entries>`,
-//! `no_proactive`, `main_id <id>`.
+//! `no_proactive`, `main_id <id>`, `alert_threshold <0-100>`, `no_scan`.
 
 use super::format::valid_block_size;
 use super::mainid::MainId;
@@ -17,12 +17,14 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
 pub const DEFAULT_READ_RETRIES: u32 = 2;
 /// Largest accepted `read_retries`.
 pub const MAX_READ_RETRIES: u32 = 16;
+/// Default alert threshold (health score below which an alert is raised).
+pub const DEFAULT_ALERT_THRESHOLD: u8 = 50;
 /// Default lookup cache size, entries.
 pub const DEFAULT_CACHE_SIZE: u32 = 256;
 /// Most arguments a table line may have.
 const MAX_ARGS: usize = 16;
 /// Number of distinct features.
-const NFEATURES: usize = 6;
+const NFEATURES: usize = 8;
 
 /// A feature argument, kept in the order given so the line prints back exactly.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -39,6 +41,10 @@ pub enum Feature {
     NoProactive,
     /// `main_id <id>`.
     MainId,
+    /// `alert_threshold <0-100>`.
+    AlertThreshold,
+    /// `no_scan`.
+    NoScan,
 }
 
 /// A parsed table line. Devices are given as argument indices, so the caller can pass the
@@ -61,6 +67,11 @@ pub struct TableLine {
     pub proactive: bool,
     /// The main device's id the spare must be recorded for (none: not checked).
     pub main_id: MainId,
+    /// The alert threshold the target starts with (the message can change it until the
+    /// next load).
+    pub alert_threshold: u8,
+    /// Whether the background scan starts on (`no_scan`: off).
+    pub scan: bool,
     /// The `#feature_args` number, if the line had one.
     pub feature_count: Option<u32>,
     order: [Option<Feature>; NFEATURES],
@@ -91,6 +102,8 @@ pub enum TableError {
     BadCacheSize,
     /// `main_id` is not 1 to 64 characters of `[A-Za-z0-9._:-]`.
     BadMainId,
+    /// `alert_threshold` is not a number from 0 to 100.
+    BadAlertThreshold,
 }
 
 impl TableError {
@@ -108,6 +121,7 @@ impl TableError {
             TableError::BadReadRetries => c"Invalid read_retries: must be 0 to 16",
             TableError::BadCacheSize => c"Invalid cache_size: must be 0 or a power of two from 2 to 65536",
             TableError::BadMainId => c"Invalid main_id: must be 1 to 64 characters of A-Z a-z 0-9 . _ : -",
+            TableError::BadAlertThreshold => c"Invalid alert_threshold: must be 0 to 100",
         }
     }
 }
@@ -137,6 +151,8 @@ impl TableLine {
             cache_size: DEFAULT_CACHE_SIZE,
             proactive: true,
             main_id: MainId::NONE,
+            alert_threshold: DEFAULT_ALERT_THRESHOLD,
+            scan: true,
             feature_count: None,
             order: [None; NFEATURES],
         };
@@ -157,6 +173,8 @@ impl TableLine {
                 b"cache_size" => Feature::CacheSize,
                 b"no_proactive" => Feature::NoProactive,
                 b"main_id" => Feature::MainId,
+                b"alert_threshold" => Feature::AlertThreshold,
+                b"no_scan" => Feature::NoScan,
                 _ => return Err(TableError::UnknownFeature),
             };
             if line.order[..seen].contains(&Some(f)) {
@@ -191,6 +209,13 @@ impl TableLine {
                 }
                 Feature::NoProactive => line.proactive = false,
                 Feature::MainId => line.main_id = MainId::parse(value()?).ok_or(TableError::BadMainId)?,
+                Feature::AlertThreshold => {
+                    line.alert_threshold = parse_u32(value()?)
+                        .filter(|&t| t <= 100)
+                        .map(|t| t as u8)
+                        .ok_or(TableError::BadAlertThreshold)?;
+                }
+                Feature::NoScan => line.scan = false,
             }
         }
         Ok(line)
@@ -224,6 +249,8 @@ impl fmt::Display for Features<'_> {
                         write!(f, "{}", b as char)?;
                     }
                 }
+                Feature::AlertThreshold => write!(f, " alert_threshold {}", l.alert_threshold)?,
+                Feature::NoScan => f.write_str(" no_scan")?,
             }
         }
         Ok(())
@@ -253,6 +280,10 @@ pub struct LineSpec<'a> {
     pub no_proactive: bool,
     /// `main_id <id>`.
     pub main_id: Option<MainId>,
+    /// `alert_threshold <0-100>`.
+    pub alert_threshold: Option<u8>,
+    /// `no_scan`.
+    pub no_scan: bool,
 }
 
 #[allow(dead_code)] // the host's printer
@@ -295,7 +326,9 @@ impl fmt::Display for LineSpec<'_> {
             + 2 * usize::from(self.read_retries.is_some())
             + 2 * usize::from(self.cache_size.is_some())
             + usize::from(self.no_proactive)
-            + 2 * usize::from(self.main_id.is_some());
+            + 2 * usize::from(self.main_id.is_some())
+            + 2 * usize::from(self.alert_threshold.is_some())
+            + usize::from(self.no_scan);
         if count == 0 {
             return Ok(());
         }
@@ -316,6 +349,12 @@ impl fmt::Display for LineSpec<'_> {
             for &b in id.as_bytes() {
                 write!(f, "{}", b as char)?;
             }
+        }
+        if let Some(t) = self.alert_threshold {
+            write!(f, " alert_threshold {t}")?;
+        }
+        if self.no_scan {
+            f.write_str(" no_scan")?;
         }
         Ok(())
     }
@@ -369,6 +408,7 @@ mod tests {
             " 2 cache_size 65536",
             " 2 main_id naa.5000c500a1b2c3d4",
             " 3 format main_id a",
+            " 3 alert_threshold 0 no_scan",
         ] {
             let l = parse(&format!("7:0 7:1{f}")).unwrap();
             assert_eq!(l.features().to_string(), f);
@@ -404,6 +444,9 @@ mod tests {
             ("a b 2 main_id a/b", BadMainId),
             ("a b 2 main_id 0123456789012345678901234567890123456789012345678901234567890123X", BadMainId),
             ("a b 4 main_id a main_id a", DuplicateFeature),
+            ("a b 2 alert_threshold 101", BadAlertThreshold),
+            ("a b 2 alert_threshold -1", BadAlertThreshold),
+            ("a b 1 alert_threshold", MissingValue),
             ("a b 14 1 2 3 4 5 6 7 8 9 10 11 12 13 14", TooManyArgs),
         ] {
             assert_eq!(parse(line), Err(e), "{line:?}");
@@ -422,6 +465,8 @@ mod tests {
             cs in proptest::option::of(prop_oneof_cache()),
             np in proptest::bool::ANY,
             id in proptest::option::of("[A-Za-z0-9._:-]{1,64}"),
+            thr in proptest::option::of(0u8..=100),
+            ns in proptest::bool::ANY,
         ) {
             let id = id.as_deref().and_then(|s| MainId::parse(s.as_bytes()));
             let spec = LineSpec {
@@ -433,6 +478,8 @@ mod tests {
                 cache_size: cs,
                 no_proactive: np,
                 main_id: id,
+                alert_threshold: thr,
+                no_scan: ns,
             };
             let text = spec.to_string();
             let l = parse(&text).unwrap();
@@ -440,6 +487,7 @@ mod tests {
             proptest::prop_assert_eq!(l.block_size, spec.block_size.unwrap_or(DEFAULT_BLOCK_SIZE));
             proptest::prop_assert_eq!(l.read_retries, rr.unwrap_or(DEFAULT_READ_RETRIES));
             proptest::prop_assert_eq!(l.cache_size, cs.unwrap_or(DEFAULT_CACHE_SIZE));
+            proptest::prop_assert_eq!((l.alert_threshold, l.scan), (thr.unwrap_or(DEFAULT_ALERT_THRESHOLD), !ns));
             proptest::prop_assert_eq!(format!("/dev/sdb 8:32{}", l.features()), text);
         }
     }

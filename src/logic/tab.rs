@@ -40,6 +40,10 @@ pub struct TabOptions {
     pub main_id: Option<MainId>,
     /// `noauto`: not activated by `activate --all` (boot), only by name.
     pub noauto: bool,
+    /// `alert_threshold=<0-100>`.
+    pub alert_threshold: Option<u8>,
+    /// `no_scan`.
+    pub no_scan: bool,
 }
 
 /// One device.
@@ -86,7 +90,7 @@ impl TabError {
             TabError::BadName => "invalid name (1 to 127 characters, no '/', not . or ..)",
             TabError::BadDevice => "a device must be an absolute path (the spare may also be UUID=<uuid>)",
             TabError::BadUuid => "UUID= needs the spare's 32 hex digits (dmremap inspect shows it)",
-            TabError::UnknownOption => "unknown option (block_size, read_retries, cache_size, no_proactive, main_id, noauto)",
+            TabError::UnknownOption => "unknown option (block_size, read_retries, cache_size, no_proactive, main_id, alert_threshold, no_scan, noauto)",
             TabError::DuplicateOption => "an option is given twice",
             TabError::BadValue => "an option has a bad or missing value",
         }
@@ -134,7 +138,7 @@ fn options(s: &str) -> Result<TabOptions, TabError> {
     if s == "-" || s.is_empty() {
         return Ok(o);
     }
-    let mut seen: [&str; 8] = [""; 8];
+    let mut seen: [&str; 10] = [""; 10];
     let mut n = 0;
     for opt in s.split(',') {
         let (key, val) = match opt.split_once('=') {
@@ -156,12 +160,16 @@ fn options(s: &str) -> Result<TabOptions, TabError> {
                 o.cache_size = Some(c);
             }
             ("no_proactive", None) => o.no_proactive = true,
+            ("no_scan", None) => o.no_scan = true,
+            ("alert_threshold", _) => {
+                o.alert_threshold = Some(num().and_then(|v| u8::try_from(v).ok().filter(|&t| t <= 100).ok_or(TabError::BadValue))?)
+            }
             ("noauto", None) => o.noauto = true,
             ("main_id", Some(v)) => o.main_id = Some(MainId::parse(v.as_bytes()).ok_or(TabError::BadValue)?),
-            ("no_proactive" | "noauto" | "main_id", _) => return Err(TabError::BadValue),
+            ("no_proactive" | "noauto" | "no_scan" | "main_id", _) => return Err(TabError::BadValue),
             _ => return Err(TabError::UnknownOption),
         }
-        // At most 6 distinct keys exist, so `seen` cannot overflow before a duplicate or an
+        // At most 8 distinct keys exist, so `seen` cannot overflow before a duplicate or an
         // unknown key is refused.
         if let Some(slot) = seen.get_mut(n) {
             *slot = key;
@@ -231,6 +239,8 @@ mod tests {
             ("x /dev/a /dev/b main_id=a/b", BadValue),
             ("x /dev/a /dev/b noauto=1", BadValue),
             ("x /dev/a /dev/b cache_size=3", BadValue),
+            ("x /dev/a /dev/b alert_threshold=101", BadValue),
+            ("x /dev/a /dev/b no_scan=1", BadValue),
         ] {
             assert_eq!(parse_line(l), Err(e), "{l:?}");
         }

@@ -13,6 +13,7 @@ pub const TESTS: &[crate::Test] = &[
     ("health_weak_block_relocated_proactively", weak_block),
     ("health_cache_counts_only_real_hits", cache_hits),
     ("health_alerts_send_uevents", alerts_send_uevents),
+    ("health_tunables_in_the_table_line", tunables_in_table),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -329,5 +330,42 @@ fn alerts_send_uevents() -> Result<()> {
     let evs = ours(ue.drain(1000));
     let f = evs.iter().find(|f| f.contains(&"DM_REMAP_EVENT=degraded".to_string())).ok_or_else(|| anyhow::anyhow!("no degraded uevent: {evs:?}"))?;
     ensure!(f.contains(&format!("DEVNAME={dmn2}")) && f.contains(&"DM_REMAP_STATE=degraded".to_string()), "{f:?}");
+    Ok(())
+}
+
+/// `alert_threshold` and `no_scan` as feature arguments: the target starts with them, shows
+/// them in `dmsetup table`, a message that changes one says the table line does not hold the
+/// new value, and a reload returns to the line's.
+fn tunables_in_table() -> Result<()> {
+    let lo = LoopDev::new("tt", 16 * MIB)?;
+    let spare = LoopDev::new("tt-spare", 4 * MIB)?;
+    let spec = LineSpec { alert_threshold: Some(90), no_scan: true, ..LineSpec::new(&lo.path, &spare.path).format() };
+    let table = remap_table(16 * MIB / 512, spec);
+    let dm = DmDev::create("t-tt", &table)?;
+    let n = dm.name.as_str();
+    expect_eq("alert threshold from the line", status_of(n, |s| s.alert_threshold)?, 90)?;
+    let shown = dmsetup(&["table", n])?;
+    ensure!(shown.trim_end().ends_with(" 4 format alert_threshold 90 no_scan"), "dmsetup table: {shown:?}");
+    // The scan is off: nothing is read in the background even with a fast schedule.
+    msg(n, &["scan_interval", "1"])?;
+    msg(n, &["scan_rate", "100000"])?;
+    std::thread::sleep(Duration::from_millis(2500));
+    expect_eq("blocks scanned with no_scan", status_of(n, |s| (s.scanned, s.scan_passes))?, (0, 0))?;
+    expect_eq(
+        "reply to alert_threshold 70",
+        msg(n, &["alert_threshold", "70"])?,
+        "alert_threshold is now 70; the table line says 90 and a reload returns to it (set it there to keep it)".to_string(),
+    )?;
+    expect_eq("reply to alert_threshold 90 (the line's)", msg(n, &["alert_threshold", "90"])?, String::new())?;
+    msg(n, &["alert_threshold", "70"])?;
+    expect_eq(
+        "reply to scan start",
+        msg(n, &["scan", "start"])?,
+        "scan is now on; the table line says off and a reload returns to it (set it there to keep it)".to_string(),
+    )?;
+    wait_for(30, "a scan pass once started", || Ok(status_of(n, |s| s.scan_passes)? >= 1))?;
+    dmsetup(&["reload", n, "--table", &table])?;
+    dmsetup(&["resume", n])?;
+    expect_eq("alert threshold after a reload", status_of(n, |s| s.alert_threshold)?, 90)?;
     Ok(())
 }
