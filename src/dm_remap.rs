@@ -11,6 +11,7 @@
 #![recursion_limit = "512"]
 
 mod control;
+#[macro_use]
 mod dm;
 mod logic;
 mod metadata;
@@ -20,7 +21,8 @@ mod target;
 
 use kernel::prelude::*;
 
-module! {
+// `module!` through `crate::dm`, which knows each kernel's spelling of its keys.
+remap_module! {
     type: RemapModule,
     name: "dm_remap",
     author: "dm-remap developers",
