@@ -96,9 +96,16 @@ pub fn build_vmtest(paths: &Paths) -> Result<Vec<(String, PathBuf)>> {
 }
 
 fn vm_tests(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut Tally) {
+    let before = t.failures.len();
     if let Err(e) = vm_tests_inner(paths, filter, flavor, t) {
         t.failed += 1;
         t.failures.push(format!("vm: {e:#}"));
+    }
+    // Each VM failure names the kernel it happened on.
+    for f in &mut t.failures[before..] {
+        if let Some(rest) = f.strip_prefix("vm: ") {
+            *f = format!("vm [{}]: {rest}", flavor.kernel_name());
+        }
     }
 }
 
