@@ -175,12 +175,17 @@ fn check_available(paths: &Paths) -> Result<()> {
         return Ok(());
     }
     let there = in_root_output(paths, Path::new("/"), "apt-cache", &["pkgnames", "linux-binary-"]).unwrap_or_default();
-    let mut binaries: Vec<&str> = there.lines().collect();
+    // The ABIs of the same flavour (linux-binary-<abi>-amd64), not cloud, rt or unsigned.
+    let mut binaries: Vec<&str> = there
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("linux-binary-")?.strip_suffix(&format!("-{FLAVOUR}")))
+        .filter(|abi| !abi.contains('-') && !abi.starts_with("unsigned"))
+        .collect();
     binaries.sort();
     let src = in_root_output(paths, Path::new("/"), "apt-cache", &["madison", &source_pkg()]).unwrap_or_default();
     let sources: Vec<&str> = src.lines().filter_map(|l| l.split('|').nth(1)).map(str::trim).collect();
     bail!(
-        "the pinned kernel {} ({}) is no longer on the mirror: {} missing.\n  kernels there: {}\n  {} versions there: {}\n  Move the pin (debian::PIN in xtask/src/debian.rs) to a version whose binary, modules, headers and source all exist.",
+        "the pinned kernel {} ({}) is no longer on the mirror: {} missing.\n  {FLAVOUR} kernels there (linux-binary-<abi>-{FLAVOUR}): {}\n  {} versions there: {}\n  Move the pin (debian::PIN in xtask/src/debian.rs) to a version whose binary, modules, headers and source all exist.",
         release(),
         PIN.version,
         missing.join(", "),
