@@ -161,3 +161,16 @@ fn passthrough_roundtrip() -> Result<()> {
     expect_eq("dmsetup table", table.trim().to_string(), format!("0 {n} remap {} {} 1 format", main.devno()?, spare.devno()?))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::errno_spellings;
+
+    #[test]
+    fn errno_spelled_as_number_or_name() {
+        assert_eq!(errno_spellings("remap: Bad (-22)"), ["remap: Bad (-22)", "remap: Bad (-EINVAL)"]);
+        assert_eq!(errno_spellings("remap: Gone (-2)"), ["remap: Gone (-2)", "remap: Gone (-ENOENT)"]);
+        // Only a trailing code is respelled.
+        assert_eq!(errno_spellings("remap: (-22) inside"), ["remap: (-22) inside"]);
+    }
+}

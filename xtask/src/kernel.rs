@@ -285,7 +285,15 @@ fn unpack_source(paths: &Paths) -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::settings;
+    use super::{settings, Flavor};
+
+    #[test]
+    fn kernel_names_round_trip() {
+        for f in Flavor::ALL {
+            assert_eq!(Flavor::parse(f.kernel_name()).ok(), Some(f));
+        }
+        assert!(Flavor::parse("debian-7.3").is_err());
+    }
 
     #[test]
     fn comments_do_not_change_the_settings() {
