@@ -21,6 +21,7 @@
 #![recursion_limit = "512"]
 
 mod commit;
+#[macro_use]
 mod dm;
 mod engine;
 mod health;
@@ -35,7 +36,8 @@ mod target;
 
 use kernel::prelude::*;
 
-module! {
+// `module!` through `crate::dm`, which knows each kernel's spelling of its keys.
+remap_module! {
     type: RemapModule,
     name: "dm_remap",
     author: "dm-remap developers",

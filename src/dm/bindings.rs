@@ -20,4 +20,9 @@ type __kernel_size_t = usize;
 type __kernel_ssize_t = isize;
 type __kernel_ptrdiff_t = isize;
 
+// From 7.2 on, the kernel's bindgen parameters (which ours include) derive `MaybeZeroable`
+// for every struct and union.
+#[cfg(dmr_kernel_7_2)]
+use pin_init::MaybeZeroable;
+
 include!("bindings_generated.rs");

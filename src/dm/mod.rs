@@ -9,6 +9,8 @@
 
 mod bindings;
 mod bio;
+#[macro_use]
+mod compat;
 mod dev;
 mod gate;
 mod io;

@@ -9,20 +9,48 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// A kernel flavour.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// A kernel the module is built for and the VM boots (`--kernel NAME`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Flavor {
-    /// The normal test kernel.
+    /// `6.12`: the project's test kernel, built from Debian's linux-source-6.12.
     Test,
-    /// The sanitizer kernel (KASAN, lockdep, kmemleak, ...).
+    /// `6.12-debug`: the sanitizer kernel (KASAN, lockdep, kmemleak, ...).
     Debug,
+    /// `debian-7.2`: Debian's own, unmodified 7.2 kernel from trixie-backports
+    /// (xtask/src/debian.rs).
+    Debian72,
 }
 
 impl Flavor {
+    /// Every kernel, by the name `--kernel` takes.
+    pub const ALL: [Flavor; 3] = [Flavor::Test, Flavor::Debug, Flavor::Debian72];
+
+    /// The name `--kernel` takes.
+    pub fn kernel_name(self) -> &'static str {
+        match self {
+            Flavor::Test => "6.12",
+            Flavor::Debug => "6.12-debug",
+            Flavor::Debian72 => "debian-7.2",
+        }
+    }
+
+    /// The kernel called `name`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match Self::ALL.into_iter().find(|f| f.kernel_name() == name) {
+            Some(f) => Ok(f),
+            None => bail!(
+                "unknown kernel {name}; the kernels are: {}",
+                Self::ALL.map(Flavor::kernel_name).join(", ")
+            ),
+        }
+    }
+
+    /// The build directory prefix of the kernels xtask builds itself.
     fn name(self) -> &'static str {
         match self {
             Flavor::Test => "test",
             Flavor::Debug => "debug",
+            Flavor::Debian72 => "debian",
         }
     }
 
@@ -30,8 +58,60 @@ impl Flavor {
         match self {
             Flavor::Test => &["scripts/kernel.config"],
             Flavor::Debug => &["scripts/kernel.config", "scripts/kernel-debug.config"],
+            Flavor::Debian72 => &[],
         }
     }
+}
+
+/// What the VM boots: a kernel image and, for a distro kernel, the distro's modules.
+#[derive(Clone)]
+pub struct Boot {
+    /// The kernel image (bzImage / vmlinuz).
+    pub image: PathBuf,
+    /// The distro's modules to put in the initramfs and load, if the kernel is a distro's.
+    pub modules: Option<GuestModules>,
+}
+
+/// A distro kernel's modules for the guest.
+#[derive(Clone)]
+pub struct GuestModules {
+    /// The distro's `/usr/lib/modules/<release>` (unpacked on the host).
+    pub dir: PathBuf,
+    /// `uname -r`.
+    pub release: String,
+    /// Module files (relative to `dir`) the initramfs holds: those loaded and their
+    /// dependencies.
+    pub files: Vec<String>,
+    /// Module names /init loads with modprobe, in order.
+    pub load: Vec<String>,
+    /// Modules built here for that kernel (dm-dust), loaded with insmod after dm-remap.
+    pub extra: Vec<PathBuf>,
+}
+
+/// What the VM boots for `flavor`, whose module tree is `kdir` (from [`kernel`]).
+pub fn boot(paths: &Paths, flavor: Flavor, kdir: &Path) -> Result<Boot> {
+    if flavor != Flavor::Debian72 {
+        return Ok(Boot { image: kdir.join("arch/x86/boot/bzImage"), modules: None });
+    }
+    crate::debian::check_vmlinuz(paths)?;
+    let names = crate::debian::GUEST_MODULES;
+    let extra = match crate::debian::build_dm_dust(paths, kdir) {
+        Ok(ko) => vec![ko],
+        Err(e) => {
+            step(format!("dm-dust could not be built ({e:#}); the tests that use it will fail"));
+            Vec::new()
+        }
+    };
+    Ok(Boot {
+        image: crate::debian::vmlinuz(paths),
+        modules: Some(GuestModules {
+            dir: crate::debian::modules_dir(paths),
+            release: crate::debian::release(),
+            files: crate::debian::module_closure(paths, names)?,
+            load: names.iter().map(|s| s.to_string()).collect(),
+            extra,
+        }),
+    })
 }
 
 const SOURCE_PKG: &str = "linux-source-6.12";
@@ -85,16 +165,21 @@ fn settings(fragment: &str) -> String {
 
 /// Returns the build directory of a built kernel, or an error telling how to build it.
 pub fn built(paths: &Paths, flavor: Flavor) -> Result<PathBuf> {
+    if flavor == Flavor::Debian72 {
+        return crate::debian::built(paths);
+    }
     let dir = build_dir(paths, flavor)?;
     if !dir.join(BUILT_STAMP).exists() {
-        bail!("the {} kernel is not built: run `cargo xtask kernel{}`", flavor.name(),
-            if flavor == Flavor::Debug { " --debug" } else { "" });
+        bail!("the {} kernel is not built: run `cargo xtask kernel --kernel {}`", flavor.kernel_name(), flavor.kernel_name());
     }
     Ok(dir)
 }
 
 /// Builds the kernel unless an identical build exists.
 pub fn kernel(paths: &Paths, flavor: Flavor) -> Result<PathBuf> {
+    if flavor == Flavor::Debian72 {
+        return crate::debian::prepare(paths);
+    }
     let src = unpack_source(paths)?;
     let out = build_dir(paths, flavor)?;
     if out.join(BUILT_STAMP).exists() {
@@ -200,7 +285,15 @@ fn unpack_source(paths: &Paths) -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::settings;
+    use super::{settings, Flavor};
+
+    #[test]
+    fn kernel_names_round_trip() {
+        for f in Flavor::ALL {
+            assert_eq!(Flavor::parse(f.kernel_name()).ok(), Some(f));
+        }
+        assert!(Flavor::parse("debian-7.3").is_err());
+    }
 
     #[test]
     fn comments_do_not_change_the_settings() {

@@ -3,6 +3,7 @@
 mod bench;
 mod chart;
 mod cpio;
+mod debian;
 mod env;
 mod fuzz;
 mod kernel;
@@ -30,19 +31,29 @@ enum Cmd {
     Setup,
     /// Build the Rust-enabled test kernel (cached by a hash of its inputs).
     Kernel {
-        /// Build the sanitizer kernel (KASAN, lockdep, kmemleak) instead.
+        /// The kernel: 6.12 (default), 6.12-debug, debian-7.2 (fetches Debian's packages and
+        /// builds its Rust metadata).
+        #[arg(long, value_name = "NAME")]
+        kernel: Option<String>,
+        /// Build the sanitizer kernel (KASAN, lockdep, kmemleak): --kernel 6.12-debug.
         #[arg(long)]
         debug: bool,
     },
-    /// Build dm-remap.ko against the test kernel (setup and kernel first if needed).
+    /// Build dm-remap.ko against a kernel (setup and kernel first if needed).
     Build {
-        /// Build against the sanitizer kernel.
+        /// The kernel: 6.12 (default), 6.12-debug, debian-7.2.
+        #[arg(long, value_name = "NAME")]
+        kernel: Option<String>,
+        /// Build against the sanitizer kernel: --kernel 6.12-debug.
         #[arg(long)]
         debug: bool,
     },
     /// Boot the VM with the module loaded and run a command in it (a shell if none).
     Vm {
-        /// Use the sanitizer kernel.
+        /// The kernel: 6.12 (default), 6.12-debug, debian-7.2.
+        #[arg(long, value_name = "NAME")]
+        kernel: Option<String>,
+        /// Use the sanitizer kernel: --kernel 6.12-debug.
         #[arg(long)]
         debug: bool,
         /// Seconds before the VM is killed.
@@ -60,7 +71,10 @@ enum Cmd {
         /// Run only tests whose name contains this.
         #[arg(long)]
         filter: Option<String>,
-        /// Run the VM tests on the sanitizer kernel.
+        /// The kernel the VM tests run on: 6.12 (default), 6.12-debug, debian-7.2.
+        #[arg(long, value_name = "NAME")]
+        kernel: Option<String>,
+        /// Run the VM tests on the sanitizer kernel: --kernel 6.12-debug.
         #[arg(long)]
         debug_kernel: bool,
     },
@@ -101,20 +115,31 @@ fn main() {
     }
 }
 
-fn flavor(debug: bool) -> Flavor {
-    if debug {
-        Flavor::Debug
-    } else {
-        Flavor::Test
+/// The kernel picked by `--kernel NAME` or the older `--debug` flags (6.12 if neither).
+fn flavor(name: Option<&str>, debug: bool) -> Result<Flavor> {
+    match (name, debug) {
+        (None, false) => Ok(Flavor::Test),
+        (None, true) => Ok(Flavor::Debug),
+        (Some(n), false) => Flavor::parse(n),
+        (Some(n), true) => match Flavor::parse(n)? {
+            Flavor::Debug => Ok(Flavor::Debug),
+            _ => anyhow::bail!("--debug means --kernel 6.12-debug, not --kernel {n}"),
+        },
     }
 }
 
-/// Everything a VM boot needs, built or reused: root, kernel, module.
-fn prepare(paths: &env::Paths, flavor: Flavor) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+/// The module for a kernel, built or reused with everything before it: root, kernel.
+fn build(paths: &env::Paths, flavor: Flavor) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     setup::setup(paths)?;
     let kdir = kernel::kernel(paths, flavor)?;
     let ko = module::build(paths, flavor)?;
     Ok((kdir, ko))
+}
+
+/// Everything a VM boot needs, built or reused: root, kernel, module.
+fn prepare(paths: &env::Paths, flavor: Flavor) -> Result<(kernel::Boot, std::path::PathBuf)> {
+    let (kdir, ko) = build(paths, flavor)?;
+    Ok((kernel::boot(paths, flavor, &kdir)?, ko))
 }
 
 fn real_main() -> Result<i32> {
@@ -122,13 +147,14 @@ fn real_main() -> Result<i32> {
     let paths = env::Paths::new()?;
     match cli.cmd {
         Cmd::Setup => setup::setup(&paths).map(|_| 0),
-        Cmd::Kernel { debug } => {
+        Cmd::Kernel { kernel, debug } => {
+            let flavor = flavor(kernel.as_deref(), debug)?;
             setup::setup(&paths)?;
-            kernel::kernel(&paths, flavor(debug)).map(|_| 0)
+            kernel::kernel(&paths, flavor).map(|_| 0)
         }
-        Cmd::Build { debug } => prepare(&paths, flavor(debug)).map(|_| 0),
-        Cmd::Vm { debug, timeout, disk, cmd } => {
-            let (kernel, module) = prepare(&paths, flavor(debug))?;
+        Cmd::Build { kernel, debug } => build(&paths, flavor(kernel.as_deref(), debug)?).map(|_| 0),
+        Cmd::Vm { kernel, debug, timeout, disk, cmd } => {
+            let (kernel, module) = prepare(&paths, flavor(kernel.as_deref(), debug)?)?;
             // The test runner is there too, for running single tests by hand.
             let runner = test::build_vmtest(&paths)?;
             let opts = vm::VmOptions {
@@ -146,7 +172,9 @@ fn real_main() -> Result<i32> {
         }
         Cmd::Fuzz { seconds, only } => fuzz::fuzz(&paths, seconds, only.as_deref()),
         Cmd::Bench { reps, runtime, from_log } => bench::bench(&paths, reps, &runtime, from_log.as_deref()),
-        Cmd::Test { filter, debug_kernel } => test::test(&paths, filter.as_deref(), flavor(debug_kernel)),
+        Cmd::Test { filter, kernel, debug_kernel } => {
+            test::test(&paths, filter.as_deref(), flavor(kernel.as_deref(), debug_kernel)?)
+        }
         Cmd::Demo => {
             let (kernel, module) = prepare(&paths, Flavor::Test)?;
             let runner = test::build_vmtest(&paths)?;

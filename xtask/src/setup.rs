@@ -153,7 +153,7 @@ fn check_versions(paths: &Paths) -> Result<String> {
 }
 
 /// The Debian mirror the host's apt already uses (the only network this machine has).
-fn debian_mirror() -> Result<String> {
+pub fn debian_mirror() -> Result<String> {
     if let Ok(m) = std::env::var("DM_REMAP_MIRROR") {
         return Ok(m);
     }

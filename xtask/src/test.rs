@@ -96,9 +96,16 @@ pub fn build_vmtest(paths: &Paths) -> Result<Vec<(String, PathBuf)>> {
 }
 
 fn vm_tests(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut Tally) {
+    let before = t.failures.len();
     if let Err(e) = vm_tests_inner(paths, filter, flavor, t) {
         t.failed += 1;
         t.failures.push(format!("vm: {e:#}"));
+    }
+    // Each VM failure names the kernel it happened on.
+    for f in &mut t.failures[before..] {
+        if let Some(rest) = f.strip_prefix("vm: ") {
+            *f = format!("vm [{}]: {rest}", flavor.kernel_name());
+        }
     }
 }
 
@@ -144,7 +151,7 @@ const POWERCUT_KILLS: [u64; 3] = [2500, 4000, 1800];
 
 /// The power-cut test: boots that write until QEMU is killed, each followed by a boot that
 /// checks every write acknowledged before the kill (see tests/src/t_powercut.rs).
-fn powercut(paths: &Paths, kernel: &Path, module: &Path, runner: &[(String, PathBuf)], flavor: Flavor, t: &mut Tally) -> Result<()> {
+fn powercut(paths: &Paths, kernel: &crate::kernel::Boot, module: &Path, runner: &[(String, PathBuf)], flavor: Flavor, t: &mut Tally) -> Result<()> {
     step("power-cut test: storms killed mid-way, each checked after a reboot");
     let disk = paths.target().join("vm/powercut.img");
     let f = std::fs::File::create(&disk)?;
@@ -163,7 +170,7 @@ fn powercut(paths: &Paths, kernel: &Path, module: &Path, runner: &[(String, Path
         let kill = POWERCUT_KILLS.get(cycle).map(|ms| ms * scale);
         let mode = if kill.is_some() { "storm" } else { "final" };
         let opts = vm::VmOptions {
-            kernel: kernel.to_path_buf(),
+            kernel: kernel.clone(),
             module: module.to_path_buf(),
             extra,
             cmd: Some(format!("vmtest powercut {cycle} {mode}")),

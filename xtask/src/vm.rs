@@ -30,8 +30,8 @@ const EXIT_MARKER: &str = "@@DMREMAP-EXIT ";
 
 /// How to boot.
 pub struct VmOptions {
-    /// Kernel build directory.
-    pub kernel: PathBuf,
+    /// The kernel to boot (and a distro kernel's modules).
+    pub kernel: crate::kernel::Boot,
     /// The module to load at boot.
     pub module: PathBuf,
     /// Extra host files to put in the guest root: (guest path, host path).
@@ -113,6 +113,31 @@ fn initramfs(paths: &Paths, opts: &VmOptions) -> Result<PathBuf> {
     }
     for b in GUEST_BINARIES {
         files.insert(usr_path(b), Entry::Host(root.join(b.trim_start_matches('/')), 0o755));
+    }
+    if let Some(m) = &opts.kernel.modules {
+        // A distro kernel: its own modules (compressed .ko.xz, which busybox cannot load),
+        // loaded by kmod's modprobe from the distro's modules.dep.
+        files.insert("usr/bin/kmod".into(), Entry::Host(root.join("usr/bin/kmod"), 0o755));
+        elfs.push("/usr/bin/kmod".into());
+        for tool in ["modprobe", "insmod", "rmmod", "lsmod", "modinfo", "depmod"] {
+            files.insert(format!("usr/sbin/{tool}"), Entry::Link("/usr/bin/kmod".into()));
+            files.remove(&format!("usr/bin/{tool}"));
+        }
+        let dir = format!("usr/lib/modules/{}", m.release);
+        for e in std::fs::read_dir(&m.dir).with_context(|| format!("reading {}", m.dir.display()))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("modules.") {
+                files.insert(format!("{dir}/{name}"), Entry::Host(e.path(), 0o644));
+            }
+        }
+        for f in &m.files {
+            files.insert(format!("{dir}/{f}"), Entry::Host(m.dir.join(f), 0o644));
+        }
+        files.insert("modules.load".into(), Entry::Data(m.load.iter().flat_map(|n| [n.as_str(), "\n"]).collect::<String>().into_bytes()));
+        for ko in &m.extra {
+            let name = ko.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            files.insert(format!("extra/{name}"), Entry::Host(ko.clone(), 0o644));
+        }
     }
     // Shared libraries, as the build root's ldd resolves them, with symlinks resolved.
     let args: Vec<&str> = elfs.iter().map(String::as_str).collect();
@@ -199,7 +224,7 @@ fn is_dynamic_elf(p: &Path) -> bool {
 /// Boots the VM and waits for the guest command.
 pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
     let initrd = initramfs(paths, opts)?;
-    let bzimage = opts.kernel.join("arch/x86/boot/bzImage");
+    let bzimage = &opts.kernel.image;
     let log_path = paths.target().join("vm/console.log");
     let interactive = opts.cmd.is_none();
     // tsc=reliable: the TSC clocksource from the start (no watchdog wait), so I/O latencies
@@ -221,7 +246,7 @@ pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
     c.args(["-accel", "tcg", "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"])
         .args(["-m", "2048"])
         .arg("-kernel")
-        .arg(&bzimage)
+        .arg(bzimage)
         .arg("-initrd")
         .arg(&initrd)
         .arg("-append")
