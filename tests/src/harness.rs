@@ -335,6 +335,18 @@ pub fn leftover_devices() -> Vec<String> {
 /// The fields `dmsetup status` prints after `<start> <len> <target>`.
 pub use dm_remap_logic::args::LineSpec;
 
+/// Polls `cond` every 20 ms for up to `secs` seconds.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if cond()? {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    anyhow::bail!("timed out after {secs} s waiting for {what}")
+}
+
 /// Waits up to `secs` for a child to exit; kills it and fails (`what` says what was awaited)
 /// if it does not.
 pub fn wait_child(child: &mut std::process::Child, secs: u64, what: &str) -> Result<std::process::ExitStatus> {

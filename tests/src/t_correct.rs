@@ -39,18 +39,6 @@ fn expect_data(what: &str, got: &[u8], want: &[u8], old: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Polls `cond` every 20 ms for up to `secs` seconds.
-fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if cond()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("timed out after {secs} s waiting for {what}")
-}
-
 /// A spare whose writes take `SPARE_WRITE_DELAY_MS` (reads are immediate): dm-delay over a
 /// loop device.
 struct SlowSpare {

@@ -31,18 +31,6 @@ fn msg_fails(name: &str, words: &[&str]) -> Result<String> {
     cmd_fails("dmsetup", &args)
 }
 
-/// Polls `cond` for up to `secs` seconds.
-fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if cond()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("timed out after {secs} s waiting for {what}")
-}
-
 /// N writes move field 5 by N, M reads field 4 by M; each fsync sends one flush to the
 /// spare (field 6); K bad blocks written make fields 7, 8 and 12 equal K.
 fn status_fields_workload() -> Result<()> {
