@@ -2,8 +2,8 @@
 //! background scan, proactive relocation, the lookup cache.
 
 use crate::harness::*;
-use anyhow::{bail, ensure, Result};
-use std::time::{Duration, Instant};
+use anyhow::{ensure, Result};
+use std::time::Duration;
 
 pub const TESTS: &[crate::Test] = &[
     ("health_status_fields_known_workload", status_fields_workload),
