@@ -40,7 +40,7 @@ pub const SPARE_WARN_PERCENT: u64 = 90;
 /// The verdict on one status, and why.
 pub fn judge(s: &Status) -> (Code, String) {
     let used = s.spare_blocks.saturating_sub(s.spare_free);
-    let pct = (used * 100).checked_div(s.spare_blocks).unwrap_or(0);
+    let pct = used.saturating_mul(100).checked_div(s.spare_blocks).unwrap_or(0);
     let mut why = Vec::new();
     let mut code = Code::Ok;
     let mut raise = |c: Code, w: String| {

@@ -174,7 +174,7 @@ pub fn watch(n: &str, exec: Option<&str>, count: Option<u64>) -> Result<i32, Fai
         last = now;
         seen += 1;
         let s = status::parse(&status_line(n)?)?;
-        let used_pct = if s.spare_blocks == 0 { 0 } else { (s.spare_blocks - s.spare_free) * 100 / s.spare_blocks };
+        let used_pct = s.spare_blocks.saturating_sub(s.spare_free).saturating_mul(100).checked_div(s.spare_blocks).unwrap_or(0);
         println!(
             "event {now}: {n} {} health {} spare {}% used ({} free), {} remaps, {} pending",
             s.state, s.health, used_pct, s.spare_free, s.remaps, s.pending

@@ -82,8 +82,8 @@ pub fn human_duration(s: u64) -> String {
 
 /// The readable report.
 pub fn render(name: &str, s: &Status) -> String {
-    let used = s.spare_blocks - s.spare_free;
-    let pct = if s.spare_blocks == 0 { 0 } else { used * 100 / s.spare_blocks };
+    let used = s.spare_blocks.saturating_sub(s.spare_free);
+    let pct = used.saturating_mul(100).checked_div(s.spare_blocks).unwrap_or(0);
     let bar_len = 30;
     let filled = (pct as usize * bar_len / 100).min(bar_len);
     let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(bar_len - filled));
