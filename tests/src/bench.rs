@@ -155,8 +155,8 @@ pub fn run(reps: u32, runtime: &str) -> Result<()> {
         // dm-linear again, last in the round: shows whether the order of runs matters.
         ("dm-linear-last", lin.path.as_str(), true),
     ];
-    println!("BENCHINFO kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim());
-    println!("BENCHINFO fio {}", cmd("fio", &["--version"])?.trim());
+    println!("{} kernel {}", crate::protocol::BENCHINFO, std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim());
+    println!("{} fio {}", crate::protocol::BENCHINFO, cmd("fio", &["--version"])?.trim());
     for rep in 0..reps {
         for w in WORKLOADS {
             for (name, dev, seq_ok) in &configs {
@@ -164,13 +164,13 @@ pub fn run(reps: u32, runtime: &str) -> Result<()> {
                     continue;
                 }
                 let v = fio(dev, w.1, runtime)?;
-                println!("BENCH {name} {} {rep} {:.1}", w.0, iops(&v));
+                println!("{} {name} {} {rep} {:.1}", crate::protocol::BENCH, w.0, iops(&v));
             }
         }
     }
     for (name, dm) in [("remap-allhit", &rhit), ("remap-100k-interleaved", &r100i)] {
         let (hits, misses) = status_of(&dm.name, |s| (s.cache_hits, s.cache_misses))?;
-        println!("BENCHINFO cache-{name} hits={hits} misses={misses}");
+        println!("{} cache-{name} hits={hits} misses={misses}", crate::protocol::BENCHINFO);
     }
     drop((r0, r1k, r100o, r100i, r100in, rhit, rhitn, lin, lin_spare));
 
@@ -203,11 +203,11 @@ fn storm(main: &NullB, main_sectors: u64) -> Result<()> {
     )?;
     let ms = v["jobs"][0]["job_runtime"].as_u64().unwrap_or(0);
     let (remaps, spare_ios, commits) = status_of(&dm.name, |s| (s.remaps, s.spare_ios, s.commits))?;
-    println!("BENCHINFO storm-remaps {remaps}");
-    println!("BENCHINFO storm-ms {ms}");
-    println!("BENCHINFO storm-commits {commits}");
+    println!("{} storm-remaps {remaps}", crate::protocol::BENCHINFO);
+    println!("{} storm-ms {ms}", crate::protocol::BENCHINFO);
+    println!("{} storm-commits {commits}", crate::protocol::BENCHINFO);
     // Spare I/Os = one pool write per remap + the log blocks written (no flushes here).
-    println!("BENCHINFO storm-log-writes {}", spare_ios - remaps);
+    println!("{} storm-log-writes {}", crate::protocol::BENCHINFO, spare_ios - remaps);
     drop(dm);
     drop(bad);
     Ok(())
@@ -227,10 +227,10 @@ fn ctr_and_memory(main: &NullB, main_sectors: u64) -> Result<()> {
         dmsetup(&["message", &dm.name, "0", "scan", "stop"])?;
         let free1 = kernel_heap_kb()?;
         let remaps = status_of(&dm.name, |s| s.remaps.to_string())?;
-        println!("BENCHINFO ctr-{n} ms={ms} remaps={remaps} kb={}", free1 as i64 - free0 as i64);
+        println!("{} ctr-{n} ms={ms} remaps={remaps} kb={}", crate::protocol::BENCHINFO, free1 as i64 - free0 as i64);
         results.push(free1 as i64 - free0 as i64);
         drop(dm);
     }
-    println!("BENCHINFO bytes-per-remap {:.1}", (results[1] - results[0]) as f64 * 1024.0 / 1e6);
+    println!("{} bytes-per-remap {:.1}", crate::protocol::BENCHINFO, (results[1] - results[0]) as f64 * 1024.0 / 1e6);
     Ok(())
 }

@@ -16,6 +16,7 @@ mod bench;
 mod demo;
 mod harness;
 mod prep;
+mod protocol;
 mod t_engine;
 mod t_faults;
 mod t_foundation;
@@ -65,7 +66,7 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("powercut") {
         if let Err(e) = t_powercut::run(&args[1..]) {
-            println!("--- FAIL powercut: {e:#}");
+            println!("{}powercut: {e:#}", protocol::FAIL);
             std::process::exit(1);
         }
         return;
@@ -125,12 +126,12 @@ fn main() {
     let boot_bugs: Vec<String> = kmsg.drain().into_iter().filter(|l| is_kernel_bug(l)).collect();
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     if !boot_bugs.is_empty() {
-        println!("--- FAIL boot: kernel reported a bug during boot:\n    {}", boot_bugs.join("\n    "));
+        println!("{}boot: kernel reported a bug during boot:\n    {}", protocol::FAIL, boot_bugs.join("\n    "));
         failed += 1;
     }
     for (name, body) in &tests {
         let (name, body) = (name.as_str(), *body);
-        println!("=== RUN {name}");
+        println!("{}{name}", protocol::RUN);
         let start = Instant::now();
         kmsg.drain();
         let result = std::panic::catch_unwind(body);
@@ -140,7 +141,7 @@ fn main() {
             Err(_) => Err("the test panicked".to_string()),
             Ok(Err(e)) if format!("{e}").starts_with("SKIP: ") => {
                 skipped += 1;
-                println!("--- SKIP {name}: {}", format!("{e}").trim_start_matches("SKIP: "));
+                println!("{}{name}: {}", protocol::SKIP, format!("{e}").trim_start_matches("SKIP: "));
                 continue;
             }
             Ok(Err(e)) => Err(format!("{e:#}")),
@@ -152,11 +153,11 @@ fn main() {
         match verdict {
             Ok(()) => {
                 passed += 1;
-                println!("--- PASS {name} ({secs:.1}s)");
+                println!("{}{name} ({secs:.1}s)", protocol::PASS);
             }
             Err(why) => {
                 failed += 1;
-                println!("--- FAIL {name} ({secs:.1}s): {why}");
+                println!("{}{name} ({secs:.1}s): {why}", protocol::FAIL);
             }
         }
     }

@@ -21,7 +21,7 @@ const SPARE_SECTORS: u64 = 8 << 11;
 const PER_CYCLE: u64 = 1024;
 const THREADS: u64 = 8;
 /// The text the host waits for before it starts the clock on the kill.
-pub const RUNNING: &str = "powercut: storm running";
+pub const RUNNING: &str = crate::protocol::POWERCUT_RUNNING;
 
 fn is_bad(b: u64) -> bool {
     b % 4 == 1
@@ -85,7 +85,7 @@ fn storm(path: &str, cycle: u64) {
                     let gen = cycle * 1_000_000 + round;
                     for &b in &mine {
                         match write_at(path, b * BLOCK, &data(b, gen)) {
-                            Ok(()) => println!("ACK {b} {gen} ."),
+                            Ok(()) => println!("{} {b} {gen} .", crate::protocol::ACK),
                             Err(e) => println!("powercut: write of block {b} failed: {e}"),
                         }
                     }

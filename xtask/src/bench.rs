@@ -39,17 +39,7 @@ pub fn bench(paths: &Paths, reps: u32, runtime: &str, from_log: Option<&std::pat
 fn run_vm(paths: &Paths, reps: u32, runtime: &str) -> Result<String> {
     let (kernel, module) = crate::prepare(paths, Flavor::Test)?;
     let runner = crate::test::build_vmtest(paths)?;
-    let opts = vm::VmOptions {
-        kernel,
-        module,
-        extra: runner,
-        cmd: Some(format!("vmtest bench {reps} {runtime}")),
-        timeout: 7200,
-        icount: true,
-        append: String::new(),
-        disk: None,
-        kill_on: None,
-    };
+    let opts = vm::VmOptions::new(kernel, module, runner, Some(format!("vmtest bench {reps} {runtime}")), 7200).icount();
     step(format!("benchmark: {reps} interleaved repetitions, fio runtime {runtime} s (virtual)"));
     let res = vm::run(paths, &opts)?;
     if res.status != 0 {
@@ -67,7 +57,7 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str) -> Result<i3
     for line in console.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
         match w.as_slice() {
-            ["BENCH", cfg, wl, _rep, iops] => {
+            [m, cfg, wl, _rep, iops] if *m == crate::protocol::BENCH => {
                 if !order.iter().any(|c| c == cfg) {
                     order.push(cfg.to_string());
                 }
@@ -76,7 +66,7 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str) -> Result<i3
                 }
                 runs.entry((cfg.to_string(), wl.to_string())).or_default().push(iops.parse()?);
             }
-            ["BENCHINFO", key, rest @ ..] => info.push((key.to_string(), rest.join(" "))),
+            [m, key, rest @ ..] if *m == crate::protocol::BENCHINFO => info.push((key.to_string(), rest.join(" "))),
             _ => {}
         }
     }

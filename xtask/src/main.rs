@@ -10,6 +10,9 @@ mod kernel;
 #[cfg(test)]
 mod layers;
 mod module;
+// The console protocol with the VM test runner, defined once in the tests crate.
+#[path = "../../tests/src/protocol.rs"]
+mod protocol;
 mod setup;
 mod test;
 mod vm;
@@ -157,17 +160,8 @@ fn real_main() -> Result<i32> {
             let (kernel, module) = prepare(&paths, flavor(kernel.as_deref(), debug)?)?;
             // The test runner is there too, for running single tests by hand.
             let runner = test::build_vmtest(&paths)?;
-            let opts = vm::VmOptions {
-                kernel,
-                module,
-                extra: runner,
-                cmd: if cmd.is_empty() { None } else { Some(vm::shell_join(&cmd)) },
-                timeout,
-                icount: false,
-                append: String::new(),
-                disk,
-                kill_on: None,
-            };
+            let cmd = if cmd.is_empty() { None } else { Some(vm::shell_join(&cmd)) };
+            let opts = vm::VmOptions::new(kernel, module, runner, cmd, timeout).disk(disk);
             Ok(vm::run(&paths, &opts)?.status)
         }
         Cmd::Fuzz { seconds, only } => fuzz::fuzz(&paths, seconds, only.as_deref()),
@@ -178,17 +172,7 @@ fn real_main() -> Result<i32> {
         Cmd::Demo => {
             let (kernel, module) = prepare(&paths, Flavor::Test)?;
             let runner = test::build_vmtest(&paths)?;
-            let opts = vm::VmOptions {
-                kernel,
-                module,
-                extra: runner,
-                cmd: Some("vmtest demo".into()),
-                timeout: 600,
-                icount: false,
-                append: String::new(),
-                disk: None,
-                kill_on: None,
-            };
+            let opts = vm::VmOptions::new(kernel, module, runner, Some("vmtest demo".into()), 600);
             Ok(vm::run(&paths, &opts)?.status)
         }
     }

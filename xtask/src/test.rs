@@ -125,18 +125,10 @@ fn vm_tests_inner(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut T
         if let Some(f) = filter {
             cmd.extend(["--filter".to_string(), f.to_string()]);
         }
-        let opts = vm::VmOptions {
-            kernel: kernel.clone(),
-            module: module.clone(),
-            extra: runner.clone(),
-            cmd: Some(vm::shell_join(&cmd)),
-            // The sanitizer kernel runs the suite about ten times slower.
-            timeout: if flavor == Flavor::Debug { 7200 } else { 1800 },
-            icount: false,
-            append: String::new(),
-            disk: Some(disk.clone()),
-            kill_on: None,
-        };
+        // The sanitizer kernel runs the suite about ten times slower.
+        let timeout = if flavor == Flavor::Debug { 7200 } else { 1800 };
+        let opts = vm::VmOptions::new(kernel.clone(), module.clone(), runner.clone(), Some(vm::shell_join(&cmd)), timeout)
+            .disk(Some(disk.clone()));
         count_vm_results(&vm::run(paths, &opts)?, t);
     }
     if filter.map_or(true, |f| "powercut".contains(f) || f.contains("powercut")) {
@@ -169,17 +161,9 @@ fn powercut(paths: &Paths, kernel: &crate::kernel::Boot, module: &Path, runner: 
         let scale = if flavor == Flavor::Debug { 8 } else { 1 };
         let kill = POWERCUT_KILLS.get(cycle).map(|ms| ms * scale);
         let mode = if kill.is_some() { "storm" } else { "final" };
-        let opts = vm::VmOptions {
-            kernel: kernel.clone(),
-            module: module.to_path_buf(),
-            extra,
-            cmd: Some(format!("vmtest powercut {cycle} {mode}")),
-            timeout: 600,
-            icount: false,
-            append: String::new(),
-            disk: Some(disk.clone()),
-            kill_on: kill.map(|ms| (POWERCUT_RUNNING.to_string(), Duration::from_millis(ms))),
-        };
+        let opts = vm::VmOptions::new(kernel.clone(), module.to_path_buf(), extra, Some(format!("vmtest powercut {cycle} {mode}")), 600)
+            .disk(Some(disk.clone()))
+            .kill_on(kill.map(|ms| (POWERCUT_RUNNING.to_string(), Duration::from_millis(ms))));
         let res = vm::run(paths, &opts)?;
         count_vm_results_of(&res, t, kill.is_some());
         if kill.is_some() {
@@ -199,7 +183,7 @@ fn powercut(paths: &Paths, kernel: &crate::kernel::Boot, module: &Path, runner: 
 }
 
 /// What the guest prints when its storm starts (`t_powercut::RUNNING`).
-const POWERCUT_RUNNING: &str = "powercut: storm running";
+const POWERCUT_RUNNING: &str = crate::protocol::POWERCUT_RUNNING;
 
 /// Adds the complete `ACK <block> <gen> .` lines of a console to `acks` (latest generation
 /// per block); returns how many there were. A line cut off by the kill is not complete.
@@ -207,7 +191,10 @@ fn collect_acks(console: &str, acks: &mut BTreeMap<u64, u64>) -> u64 {
     let mut n = 0;
     for line in console.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
-        if let ["ACK", b, g, "."] = w.as_slice() {
+        if let [ack, b, g, "."] = w[..] {
+            if ack != crate::protocol::ACK {
+                continue;
+            }
             if let (Ok(b), Ok(g)) = (b.parse::<u64>(), g.parse::<u64>()) {
                 let e = acks.entry(b).or_insert(g);
                 *e = (*e).max(g);
@@ -235,11 +222,11 @@ fn count_vm_results_of(res: &vm::VmResult, t: &mut Tally, killed: bool) {
 fn count_vm_results(res: &vm::VmResult, t: &mut Tally) {
     let (mut passed, mut failed) = (0, 0);
     for line in res.console.lines() {
-        if line.starts_with("--- PASS ") {
+        if line.starts_with(crate::protocol::PASS) {
             passed += 1;
-        } else if line.starts_with("--- SKIP ") {
+        } else if line.starts_with(crate::protocol::SKIP) {
             t.skipped += 1;
-        } else if let Some(rest) = line.strip_prefix("--- FAIL ") {
+        } else if let Some(rest) = line.strip_prefix(crate::protocol::FAIL) {
             failed += 1;
             t.failures.push(format!("vm: {rest}"));
         }
@@ -256,6 +243,14 @@ fn count_vm_results(res: &vm::VmResult, t: &mut Tally) {
 mod tests {
     use super::{collect_acks, count};
     use std::collections::BTreeMap;
+
+    /// tests/vm/init is a shell script and cannot use protocol.rs: it must print the same
+    /// exit marker.
+    #[test]
+    fn init_prints_the_exit_marker() {
+        let init = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vm/init")).unwrap();
+        assert!(init.contains(&format!("echo \"{}$rc@@\"", crate::protocol::EXIT)), "tests/vm/init does not print {:?}", crate::protocol::EXIT);
+    }
 
     #[test]
     fn collects_only_complete_ack_lines() {

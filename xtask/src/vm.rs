@@ -26,7 +26,7 @@ const GUEST_BINARIES: &[&str] = &[
     "/usr/sbin/e2fsck",
 ];
 
-const EXIT_MARKER: &str = "@@DMREMAP-EXIT ";
+const EXIT_MARKER: &str = crate::protocol::EXIT;
 
 /// How to boot.
 pub struct VmOptions {
@@ -49,6 +49,30 @@ pub struct VmOptions {
     /// Pull the plug: kill QEMU this long after the console first shows this text (the run
     /// then reports status [`KILLED`]).
     pub kill_on: Option<(String, Duration)>,
+}
+
+impl VmOptions {
+    /// A boot of `kernel` with `module` and the guest files `extra`, running `cmd` (`None`: a
+    /// shell) for at most `timeout` seconds; no icount, no extra command line, no disk, no
+    /// kill. The builder methods below change those.
+    pub fn new(kernel: crate::kernel::Boot, module: PathBuf, extra: Vec<(String, PathBuf)>, cmd: Option<String>, timeout: u64) -> Self {
+        Self { kernel, module, extra, cmd, timeout, icount: false, append: String::new(), disk: None, kill_on: None }
+    }
+
+    /// Instruction counting (benchmarks).
+    pub fn icount(self) -> Self {
+        Self { icount: true, ..self }
+    }
+
+    /// A disk image as /dev/vda, if any.
+    pub fn disk(self, disk: Option<PathBuf>) -> Self {
+        Self { disk, ..self }
+    }
+
+    /// Kill QEMU this long after the console shows `text`, if any.
+    pub fn kill_on(self, kill_on: Option<(String, Duration)>) -> Self {
+        Self { kill_on, ..self }
+    }
 }
 
 /// The status of a run whose QEMU was killed on purpose (`kill_on`).
