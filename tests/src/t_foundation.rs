@@ -5,6 +5,8 @@ use crate::harness::*;
 use anyhow::{bail, ensure, Result};
 
 pub const TESTS: &[crate::Test] = &[
+    // First: it reads what loading the module at boot logged.
+    ("remap_module_load_logs_only_taint_lines", module_load_quiet),
     ("harness_linear_roundtrip", linear_roundtrip),
     ("harness_dust_read_eio", dust_read_eio),
     ("harness_null_blk_configfs", null_blk_configfs),
@@ -173,4 +175,22 @@ mod tests {
         // Only a trailing code is respelled.
         assert_eq!(errno_spellings("remap: (-22) inside"), ["remap: (-22) inside"]);
     }
+}
+
+/// The kernel's own lines about loading an out-of-tree, unsigned module.
+const TAINT_LINES: [&str; 2] = [
+    "dm_remap: loading out-of-tree module taints kernel.",
+    "dm_remap: module verification failed: signature and/or required key missing - tainting kernel",
+];
+
+/// Loading the module (by /init, at boot) logs nothing of its own: like upstream targets,
+/// only the kernel's taint lines (both on a kernel that checks module signatures, as
+/// Debian's does; the first only on the 6.12 test kernel, which does not).
+fn module_load_quiet() -> Result<()> {
+    let mut k = Kmsg::open()?;
+    let ours: Vec<String> = k.drain().into_iter().filter(|l| l.starts_with("dm_remap: ")).collect();
+    // The kernel checks signatures (CONFIG_MODULE_SIG) exactly when it has this parameter.
+    let signed = std::path::Path::new("/sys/module/module/parameters/sig_enforce").exists();
+    let want: Vec<&str> = if signed { TAINT_LINES.to_vec() } else { TAINT_LINES[..1].to_vec() };
+    expect_eq("the kernel log lines of dm_remap at load", ours.iter().map(String::as_str).collect::<Vec<_>>(), want)
 }

@@ -28,16 +28,19 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-pub fn bench(paths: &Paths, reps: u32, runtime: &str, from_log: Option<&std::path::Path>) -> Result<i32> {
+/// Runs the benchmark on `flavor` (or tabulates a saved console). The 6.12 test kernel's
+/// figures are the project's reference and go to docs/BENCHMARKS.md; another kernel's go to
+/// target/BENCHMARKS-<kernel>.md.
+pub fn bench(paths: &Paths, reps: u32, runtime: &str, from_log: Option<&std::path::Path>, flavor: Flavor) -> Result<i32> {
     let console = match from_log {
         Some(p) => std::fs::read_to_string(p)?,
-        None => run_vm(paths, reps, runtime)?,
+        None => run_vm(paths, reps, runtime, flavor)?,
     };
-    tabulate(paths, reps, runtime, &console)
+    tabulate(paths, reps, runtime, &console, flavor)
 }
 
-fn run_vm(paths: &Paths, reps: u32, runtime: &str) -> Result<String> {
-    let (kernel, module) = crate::prepare(paths, Flavor::Test)?;
+fn run_vm(paths: &Paths, reps: u32, runtime: &str, flavor: Flavor) -> Result<String> {
+    let (kernel, module) = crate::prepare(paths, flavor)?;
     let runner = crate::test::build_vmtest(paths)?;
     let opts = vm::VmOptions::new(kernel, module, runner, Some(format!("vmtest bench {reps} {runtime}")), 7200).icount();
     step(format!("benchmark: {reps} interleaved repetitions, fio runtime {runtime} s (virtual)"));
@@ -49,7 +52,7 @@ fn run_vm(paths: &Paths, reps: u32, runtime: &str) -> Result<String> {
     Ok(res.console)
 }
 
-fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str) -> Result<i32> {
+fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str, flavor: Flavor) -> Result<i32> {
     let mut runs: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut workloads: Vec<String> = Vec::new();
@@ -81,6 +84,7 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str) -> Result<i3
     let qemu = versions.lines().find(|l| l.starts_with("qemu-system-x86")).unwrap_or("qemu ?");
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(md, "Kernel: `{}` (`cargo xtask bench --kernel {}`).\n", flavor.kernel_name(), flavor.kernel_name());
     let _ = writeln!(
         md,
         "Measured by `cargo xtask bench --reps {reps} --runtime {runtime}` in one VM boot with QEMU \
@@ -131,9 +135,16 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str) -> Result<i3
         })
         .collect();
     let font = paths.root().join("usr/share/fonts/truetype/dejavu/DejaVuSans.ttf");
-    match crate::chart::draw(&paths.repo.join("docs/bench.png"), &font, &workloads, &groups) {
+    let (chart, chart_name) = match flavor {
+        Flavor::Test => (paths.repo.join("docs/bench.png"), "bench.png".to_string()),
+        other => {
+            let name = format!("bench-{}.png", other.kernel_name());
+            (paths.target().join(&name), name)
+        }
+    };
+    match crate::chart::draw(&chart, &font, &workloads, &groups) {
         Ok(()) => {
-            let _ = writeln!(md, "\n![IOPS as % of the baseline](bench.png)");
+            let _ = writeln!(md, "\n![IOPS as % of the baseline]({chart_name})");
         }
         Err(e) => step(format!("no chart: {e:#}")),
     }
@@ -173,7 +184,10 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str) -> Result<i3
         let _ = writeln!(md, "- {k}: {v}");
     }
     let _ = writeln!(md, "\n## Reading the numbers\n\n{}", NOTES_PLACEHOLDER);
-    let out = paths.repo.join("docs/BENCHMARKS.md");
+    let out = match flavor {
+        Flavor::Test => paths.repo.join("docs/BENCHMARKS.md"),
+        other => paths.target().join(format!("BENCHMARKS-{}.md", other.kernel_name())),
+    };
     let old = std::fs::read_to_string(&out).unwrap_or_default();
     // Keep the hand-written analysis (after the marker) across runs.
     let notes = old.split_once(NOTES_MARKER).map(|(_, n)| n.to_string()).unwrap_or_else(|| "\n(none yet)\n".into());

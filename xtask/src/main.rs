@@ -69,12 +69,14 @@ enum Cmd {
         #[arg(last = true)]
         cmd: Vec<String>,
     },
-    /// Run every test: host tests, then the integration tests in the VM.
+    /// Run every test: host tests, then the integration tests in the VM on 6.12 and on
+    /// debian-7.2, side by side.
     Test {
         /// Run only tests whose name contains this.
         #[arg(long)]
         filter: Option<String>,
-        /// The kernel the VM tests run on: 6.12 (default), 6.12-debug, debian-7.2.
+        /// Run the VM tests on this kernel only: 6.12, 6.12-debug, debian-7.2 (default: 6.12
+        /// and debian-7.2).
         #[arg(long, value_name = "NAME")]
         kernel: Option<String>,
         /// Run the VM tests on the sanitizer kernel: --kernel 6.12-debug.
@@ -82,7 +84,12 @@ enum Cmd {
         debug_kernel: bool,
     },
     /// Build everything, boot the VM and show the target at work.
-    Demo,
+    Demo {
+        /// The kernel: debian-7.2 (default: Debian's own kernel, what users run), 6.12,
+        /// 6.12-debug.
+        #[arg(long, value_name = "NAME", default_value = "debian-7.2")]
+        kernel: String,
+    },
     /// Fuzz the metadata loader and decoder and the table-line and message parsers
     /// (cargo-fuzz).
     Fuzz {
@@ -105,6 +112,10 @@ enum Cmd {
         /// Tabulate a saved console log (target/bench-console.log) instead of running.
         #[arg(long)]
         from_log: Option<std::path::PathBuf>,
+        /// The kernel: 6.12 (default: the reference figures in docs/BENCHMARKS.md),
+        /// debian-7.2 (to target/BENCHMARKS-debian-7.2.md), 6.12-debug.
+        #[arg(long, value_name = "NAME", default_value = "6.12")]
+        kernel: String,
     },
 }
 
@@ -165,12 +176,18 @@ fn real_main() -> Result<i32> {
             Ok(vm::run(&paths, &opts)?.status)
         }
         Cmd::Fuzz { seconds, only } => fuzz::fuzz(&paths, seconds, only.as_deref()),
-        Cmd::Bench { reps, runtime, from_log } => bench::bench(&paths, reps, &runtime, from_log.as_deref()),
-        Cmd::Test { filter, kernel, debug_kernel } => {
-            test::test(&paths, filter.as_deref(), flavor(kernel.as_deref(), debug_kernel)?)
+        Cmd::Bench { reps, runtime, from_log, kernel } => {
+            bench::bench(&paths, reps, &runtime, from_log.as_deref(), Flavor::parse(&kernel)?)
         }
-        Cmd::Demo => {
-            let (kernel, module) = prepare(&paths, Flavor::Test)?;
+        Cmd::Test { filter, kernel, debug_kernel } => {
+            let kernels = match (kernel, debug_kernel) {
+                (None, false) => vec![Flavor::Test, Flavor::Debian72],
+                (k, d) => vec![flavor(k.as_deref(), d)?],
+            };
+            test::test(&paths, filter.as_deref(), &kernels)
+        }
+        Cmd::Demo { kernel } => {
+            let (kernel, module) = prepare(&paths, Flavor::parse(&kernel)?)?;
             let runner = test::build_vmtest(&paths)?;
             let opts = vm::VmOptions::new(kernel, module, runner, Some("vmtest demo".into()), 600);
             Ok(vm::run(&paths, &opts)?.status)

@@ -7,7 +7,7 @@ use crate::vm;
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use std::process::{Command, Stdio};
 
@@ -21,13 +21,59 @@ struct Tally {
     failures: Vec<String>,
 }
 
-/// Runs everything; returns the process exit code.
-pub fn test(paths: &Paths, filter: Option<&str>, flavor: Flavor) -> Result<i32> {
+/// Runs everything: the host tests once, then the VM suite on each kernel of `kernels` (side
+/// by side when there are several, one QEMU each); returns the process exit code.
+pub fn test(paths: &Paths, filter: Option<&str>, kernels: &[Flavor]) -> Result<i32> {
     let mut t = Tally::default();
     // The host tests build the whole workspace, `dmremap` included, which needs host packages.
     crate::setup::host_packages()?;
     host_tests(paths, filter, &mut t)?;
-    vm_tests(paths, filter, flavor, &mut t);
+    // Kernels and modules one after another (each build uses every core), then the suites
+    // side by side: a TCG guest keeps about one core busy.
+    let mut ready = Vec::new();
+    for &k in kernels {
+        match crate::prepare(paths, k) {
+            Ok(p) => ready.push((k, p)),
+            Err(e) => {
+                t.failed += 1;
+                t.failures.push(format!("vm [{}]: {e:#}", k.kernel_name()));
+            }
+        }
+    }
+    let runner = build_vmtest(paths)?;
+    let several = kernels.len() > 1;
+    let tallies: Vec<Tally> = std::thread::scope(|s| {
+        let handles: Vec<_> = ready
+            .iter()
+            .enumerate()
+            .map(|(i, (k, (kernel, module)))| {
+                let suite = Suite {
+                    flavor: *k,
+                    kernel: kernel.clone(),
+                    module: module.clone(),
+                    runner: runner.clone(),
+                    label: several.then(|| k.kernel_name().to_string()),
+                    // Wall-clock properties run on the first kernel only.
+                    skip_wall_clock: i > 0,
+                };
+                s.spawn(move || {
+                    let mut t = Tally::default();
+                    vm_tests(paths, filter, &suite, &mut t);
+                    t
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Tally::panicked())).collect()
+    });
+    for (kt, (k, _)) in tallies.into_iter().zip(&ready) {
+        if several {
+            println!("{}: {} passed, {} failed, {} skipped", k.kernel_name(), kt.passed, kt.failed, kt.skipped);
+        }
+        t.passed += kt.passed;
+        t.failed += kt.failed;
+        t.skipped += kt.skipped;
+        t.failures.extend(kt.failures);
+    }
     if !t.failures.is_empty() {
         println!("\nfailures:");
         for f in &t.failures {
@@ -35,10 +81,46 @@ pub fn test(paths: &Paths, filter: Option<&str>, flavor: Flavor) -> Result<i32> 
         }
     }
     if t.skipped > 0 {
-        println!("{} skipped (they need the debug kernel: cargo xtask test --debug-kernel)", t.skipped);
+        println!(
+            "{} skipped (their SKIP lines say why: tests that need the debug kernel, or wall-clock properties \
+             measured on the first kernel only)",
+            t.skipped
+        );
     }
-    println!("{} passed, {} failed", t.passed, t.failed);
+    let names: Vec<&str> = kernels.iter().map(|k| k.kernel_name()).collect();
+    println!("{} passed, {} failed (VM suite on {})", t.passed, t.failed, names.join(" and "));
     Ok(if t.failed == 0 { 0 } else { 1 })
+}
+
+/// One kernel's VM suite: what to boot, and how.
+struct Suite {
+    flavor: Flavor,
+    kernel: crate::kernel::Boot,
+    module: PathBuf,
+    runner: Vec<(String, PathBuf)>,
+    /// Set when suites run side by side (files and console lines apart).
+    label: Option<String>,
+    skip_wall_clock: bool,
+}
+
+impl Suite {
+    /// A boot of this suite's kernel and module.
+    fn boot(&self, extra: Vec<(String, PathBuf)>, cmd: String, timeout: u64) -> vm::VmOptions {
+        vm::VmOptions::new(self.kernel.clone(), self.module.clone(), extra, Some(cmd), timeout).label(self.label.clone())
+    }
+
+    /// Where this suite's disks go.
+    fn dir(&self, paths: &Paths) -> Result<PathBuf> {
+        let d = vm::VmOptions::new(self.kernel.clone(), PathBuf::new(), Vec::new(), None, 0).label(self.label.clone()).dir(paths);
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    }
+}
+
+impl Tally {
+    fn panicked() -> Self {
+        Tally { failed: 1, failures: vec!["vm: the suite's thread panicked".into()], ..Tally::default() }
+    }
 }
 
 /// `cargo test --workspace`, echoing its output and summing its `test result:` lines.
@@ -95,44 +177,43 @@ pub fn build_vmtest(paths: &Paths) -> Result<Vec<(String, PathBuf)>> {
     ])
 }
 
-fn vm_tests(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut Tally) {
+fn vm_tests(paths: &Paths, filter: Option<&str>, suite: &Suite, t: &mut Tally) {
     let before = t.failures.len();
-    if let Err(e) = vm_tests_inner(paths, filter, flavor, t) {
+    if let Err(e) = vm_tests_inner(paths, filter, suite, t) {
         t.failed += 1;
         t.failures.push(format!("vm: {e:#}"));
     }
     // Each VM failure names the kernel it happened on.
     for f in &mut t.failures[before..] {
         if let Some(rest) = f.strip_prefix("vm: ") {
-            *f = format!("vm [{}]: {rest}", flavor.kernel_name());
+            *f = format!("vm [{}]: {rest}", suite.flavor.kernel_name());
         }
     }
 }
 
-fn vm_tests_inner(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut Tally) -> Result<()> {
-    let (kernel, module) = crate::prepare(paths, flavor)?;
-    let runner = build_vmtest(paths)?;
+fn vm_tests_inner(paths: &Paths, filter: Option<&str>, suite: &Suite, t: &mut Tally) -> Result<()> {
     // A disk that outlives the first boot, for the tests that check persistence across a
     // reboot: the second boot runs their second halves.
-    let disk = paths.target().join("vm/persist.img");
-    std::fs::create_dir_all(paths.target().join("vm"))?;
+    let disk = suite.dir(paths)?.join("persist.img");
     let f = std::fs::File::create(&disk)?;
     f.set_len(64 << 20)?;
     drop(f);
     for phase in [None, Some("--after-reboot")] {
         let mut cmd = vec!["vmtest".to_string()];
         cmd.extend(phase.map(str::to_string));
+        if suite.skip_wall_clock {
+            cmd.push("--skip-wall-clock".into());
+        }
         if let Some(f) = filter {
             cmd.extend(["--filter".to_string(), f.to_string()]);
         }
         // The sanitizer kernel runs the suite about ten times slower.
-        let timeout = if flavor == Flavor::Debug { 7200 } else { 1800 };
-        let opts = vm::VmOptions::new(kernel.clone(), module.clone(), runner.clone(), Some(vm::shell_join(&cmd)), timeout)
-            .disk(Some(disk.clone()));
+        let timeout = if suite.flavor == Flavor::Debug { 7200 } else { 1800 };
+        let opts = suite.boot(suite.runner.clone(), vm::shell_join(&cmd), timeout).disk(Some(disk.clone()));
         count_vm_results(&vm::run(paths, &opts)?, t);
     }
     if filter.map_or(true, |f| "powercut".contains(f) || f.contains("powercut")) {
-        powercut(paths, &kernel, &module, &runner, flavor, t)?;
+        powercut(paths, suite, t)?;
     }
     Ok(())
 }
@@ -143,25 +224,27 @@ const POWERCUT_KILLS: [u64; 3] = [2500, 4000, 1800];
 
 /// The power-cut test: boots that write until QEMU is killed, each followed by a boot that
 /// checks every write acknowledged before the kill (see tests/src/t_powercut.rs).
-fn powercut(paths: &Paths, kernel: &crate::kernel::Boot, module: &Path, runner: &[(String, PathBuf)], flavor: Flavor, t: &mut Tally) -> Result<()> {
+fn powercut(paths: &Paths, suite: &Suite, t: &mut Tally) -> Result<()> {
     step("power-cut test: storms killed mid-way, each checked after a reboot");
-    let disk = paths.target().join("vm/powercut.img");
+    let dir = suite.dir(paths)?;
+    let disk = dir.join("powercut.img");
     let f = std::fs::File::create(&disk)?;
     f.set_len(64 << 20)?;
     drop(f);
-    let acks_file = paths.target().join("vm/powercut-acks.txt");
+    let acks_file = dir.join("powercut-acks.txt");
     let mut acks: BTreeMap<u64, u64> = BTreeMap::new();
     for cycle in 0..=POWERCUT_KILLS.len() {
         let text: String = acks.iter().map(|(b, g)| format!("{b} {g}\n")).collect();
         std::fs::write(&acks_file, text)?;
-        let mut extra = runner.to_vec();
+        let mut extra = suite.runner.clone();
         extra.push(("powercut-acks.txt".into(), acks_file.clone()));
         // The sanitizer kernel writes about ten times slower: cut later, so that the storm
         // has acknowledged a comparable number of writes.
-        let scale = if flavor == Flavor::Debug { 8 } else { 1 };
+        let scale = if suite.flavor == Flavor::Debug { 8 } else { 1 };
         let kill = POWERCUT_KILLS.get(cycle).map(|ms| ms * scale);
         let mode = if kill.is_some() { "storm" } else { "final" };
-        let opts = vm::VmOptions::new(kernel.clone(), module.to_path_buf(), extra, Some(format!("vmtest powercut {cycle} {mode}")), 600)
+        let opts = suite
+            .boot(extra, format!("vmtest powercut {cycle} {mode}"), 600)
             .disk(Some(disk.clone()))
             .kill_on(kill.map(|ms| (POWERCUT_RUNNING.to_string(), Duration::from_millis(ms))));
         let res = vm::run(paths, &opts)?;

@@ -3,7 +3,9 @@
 //!
 //! The guest's /init (tests/vm/init) loads dm-remap.ko, runs /cmd, and prints
 //! `@@DMREMAP-EXIT <status>@@` before rebooting; with `-no-reboot` QEMU then exits. The
-//! console is streamed and saved to target/vm/console.log.
+//! console is streamed and saved to target/vm/console.log (target/vm/<label>/ for a labelled
+//! boot, whose console lines are also prefixed with `[label] `, so that boots on several
+//! kernels can run side by side).
 
 use crate::cpio::Cpio;
 use crate::env::{chroot_cmd, in_root_output, step, Paths};
@@ -49,6 +51,9 @@ pub struct VmOptions {
     /// Pull the plug: kill QEMU this long after the console first shows this text (the run
     /// then reports status [`KILLED`]).
     pub kill_on: Option<(String, Duration)>,
+    /// A name for boots that run beside others: their files go to target/vm/<label>/ and
+    /// their console lines are prefixed with `[label] `.
+    pub label: Option<String>,
 }
 
 impl VmOptions {
@@ -56,7 +61,7 @@ impl VmOptions {
     /// shell) for at most `timeout` seconds; no icount, no extra command line, no disk, no
     /// kill. The builder methods below change those.
     pub fn new(kernel: crate::kernel::Boot, module: PathBuf, extra: Vec<(String, PathBuf)>, cmd: Option<String>, timeout: u64) -> Self {
-        Self { kernel, module, extra, cmd, timeout, icount: false, append: String::new(), disk: None, kill_on: None }
+        Self { kernel, module, extra, cmd, timeout, icount: false, append: String::new(), disk: None, kill_on: None, label: None }
     }
 
     /// Instruction counting (benchmarks).
@@ -67,6 +72,20 @@ impl VmOptions {
     /// A disk image as /dev/vda, if any.
     pub fn disk(self, disk: Option<PathBuf>) -> Self {
         Self { disk, ..self }
+    }
+
+    /// Files in target/vm/<label>/, console lines prefixed with `[label] `.
+    pub fn label(self, label: Option<String>) -> Self {
+        Self { label, ..self }
+    }
+
+    /// Where this boot's files go.
+    pub fn dir(&self, paths: &Paths) -> PathBuf {
+        let d = paths.target().join("vm");
+        match &self.label {
+            Some(l) => d.join(l),
+            None => d,
+        }
     }
 
     /// Kill QEMU this long after the console shows `text`, if any.
@@ -112,7 +131,7 @@ pub fn shell_join(words: &[String]) -> String {
 /// Builds the initramfs for `opts` and returns its path.
 fn initramfs(paths: &Paths, opts: &VmOptions) -> Result<PathBuf> {
     let root = paths.root();
-    let out_dir = paths.target().join("vm");
+    let out_dir = opts.dir(paths);
     std::fs::create_dir_all(&out_dir)?;
     let mut files: BTreeMap<String, Entry> = BTreeMap::new();
     for d in ["proc", "sys", "dev", "tmp", "run", "mnt", "root", "usr", "usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "etc"] {
@@ -249,7 +268,8 @@ fn is_dynamic_elf(p: &Path) -> bool {
 pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
     let initrd = initramfs(paths, opts)?;
     let bzimage = &opts.kernel.image;
-    let log_path = paths.target().join("vm/console.log");
+    let log_path = opts.dir(paths).join("console.log");
+    let prefix = opts.label.as_ref().map(|l| format!("[{l}] ")).unwrap_or_default();
     let interactive = opts.cmd.is_none();
     // tsc=reliable: the TSC clocksource from the start (no watchdog wait), so I/O latencies
     // measured early in a boot are not rounded to the jiffy of a coarse clock.
@@ -319,7 +339,7 @@ pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
                         *status.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
                     }
                 } else {
-                    print!("{text}");
+                    print!("{prefix}{text}");
                     let _ = std::io::stdout().flush();
                 }
                 console.lock().unwrap_or_else(|e| e.into_inner()).push_str(&text);
