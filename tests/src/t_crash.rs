@@ -19,6 +19,17 @@ const MAIN_BYTES: u64 = 16 * MIB;
 const SPARE_BYTES: u64 = 8 * MIB;
 /// Bad blocks written in the storm (so this many relocations).
 const BAD: u64 = 1200;
+
+/// The storm's size: [`BAD`], or a quarter of it on the second kernel of `cargo xtask test`
+/// (`crate::second_kernel`): the state enumeration checks the logic crate's loader, the same
+/// on every kernel.
+fn bad_writes() -> u64 {
+    if crate::second_kernel() {
+        BAD / 4
+    } else {
+        BAD
+    }
+}
 /// Writes in flight together; one mark after each batch is acknowledged.
 const BATCH: usize = 16;
 
@@ -124,7 +135,8 @@ fn check(img: &[u8], cut: usize, p: &Promises, bad: &HashSet<u64>, what: &str, t
 }
 
 fn crash_replay() -> Result<()> {
-    let bad: Vec<u64> = (0..BAD).map(|i| i * 3 + 1).collect();
+    let n_bad = bad_writes();
+    let bad: Vec<u64> = (0..n_bad).map(|i| i * 3 + 1).collect();
     let ranges: Vec<(u64, u64)> = bad.iter().map(|&b| (b, 1)).collect();
     let lo = LoopDev::new("cr", MAIN_BYTES)?;
     let main = bad_device("t-cr-main", &lo.path, MAIN_BYTES / 512, &ranges)?;
@@ -152,8 +164,8 @@ fn crash_replay() -> Result<()> {
         mark(&format!("ack-{n}"))?;
     }
     let remaps = status_of(&dm.name, |s| s.remaps)?;
-    println!("    storm: {BAD} relocating writes in {:.1} s", t0.elapsed().as_secs_f64());
-    expect_eq("remaps after the storm", remaps.to_string(), BAD.to_string())?;
+    println!("    storm: {n_bad} relocating writes in {:.1} s", t0.elapsed().as_secs_f64());
+    expect_eq("remaps after the storm", remaps.to_string(), n_bad.to_string())?;
     drop(dm);
     drop(lw);
     let log = std::fs::read(&logdev.path)?;
@@ -284,6 +296,8 @@ fn crash_replay() -> Result<()> {
         t.violations.len()
     );
     ensure!(t.violations.is_empty(), "{} violations, first: {}", t.violations.len(), t.violations[..t.violations.len().min(5)].join("; "));
-    ensure!(p.acks.len() * BATCH >= 1000, "fewer than 1000 relocations");
+    // Nearly every relocating write acknowledged (a batch per ACK line).
+    let want = n_bad as usize * 5 / 6;
+    ensure!(p.acks.len() * BATCH >= want, "fewer than {want} relocations acknowledged");
     Ok(())
 }

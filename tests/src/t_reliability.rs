@@ -14,9 +14,12 @@ pub const TESTS: &[crate::Test] = &[
 const MIB: u64 = 1 << 20;
 
 /// How many lines or messages to generate: 1000, or 200 on the debug kernel, where each
-/// takes ten times as long (the sanitizers need the paths, not the count).
+/// takes ten times as long (the sanitizers need the paths, not the count), or 100 on the
+/// second kernel of `cargo xtask test` (`crate::second_kernel`).
 fn generated() -> usize {
-    if std::path::Path::new("/sys/kernel/debug/kmemleak").exists() {
+    if crate::second_kernel() {
+        100
+    } else if std::path::Path::new("/sys/kernel/debug/kmemleak").exists() {
         200
     } else {
         1000
