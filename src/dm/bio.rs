@@ -4,7 +4,7 @@
 //! target has taken a bio over (deferred from `map` or held from `end_io`) until it
 //! completes it.
 
-use super::worker::Worker;
+use super::worker::{WorkHandler, Worker};
 use super::{bindings, Dev, EndIo, MapResult, Token};
 use core::marker::PhantomData;
 
@@ -176,14 +176,14 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
     }
 
     /// Hands the bio to the target's worker from `map`; the worker completes it.
-    pub(crate) fn defer(self, w: &Worker<P>) -> MapResult {
+    pub(crate) fn defer<H: WorkHandler<PerBio = P>>(self, w: &Worker<H>) -> MapResult {
         w.push(self.bio);
         MapResult::Submitted(Token(()))
     }
 
     /// Keeps the bio from completing in `end_io` and hands it to the worker, which
     /// completes it later (possibly with another status).
-    pub(crate) fn hold(self, w: &Worker<P>) -> EndIo {
+    pub(crate) fn hold<H: WorkHandler<PerBio = P>>(self, w: &Worker<H>) -> EndIo {
         w.push(self.bio);
         EndIo::Incomplete(Token(()))
     }
