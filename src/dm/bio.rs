@@ -78,9 +78,11 @@ pub(super) unsafe fn per_bio_ptr<P>(bio: *mut bindings::bio) -> *mut P {
 }
 
 /// A bio being mapped or completed: the clone device-mapper made for this target.
+///
+/// # Invariants
+/// `bio` is the clone passed to `map`/`end_io` of target `ti`, valid and ours for `'a`; its
+/// per-bio data is a `P` (initialised by `from_map`).
 pub(crate) struct Bio<'a, P> {
-    // INVARIANT: `bio` is the clone passed to `map`/`end_io` of target `ti`, valid and ours
-    // for `'a`; its per-bio data is a `P` (initialised by `from_map`).
     ti: *mut bindings::dm_target,
     bio: *mut bindings::bio,
     _p: PhantomData<(&'a mut bindings::bio, P)>,
@@ -191,9 +193,11 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
 
 /// A bio the target has taken over; it must complete it. Dropping it completes it with an
 /// I/O error, so no bio can be left hanging.
+///
+/// # Invariants
+/// `bio` is a dm clone of a target with per-bio type `P`, handed to the target by
+/// `defer`/`hold` and not completed yet.
 pub(crate) struct HeldBio<P> {
-    // INVARIANT: a dm clone of a target with per-bio type `P`, handed to the target by
-    // `defer`/`hold` and not completed yet.
     bio: *mut bindings::bio,
     _p: PhantomData<P>,
 }

@@ -62,7 +62,10 @@ impl Revoker {
         let n = dev.len().min(NAME_BYTES - 1);
         name[..n].copy_from_slice(&dev[..n]);
         // INVARIANT: `ti` is live until `self` drops (contract), which revokes it.
-        let shared = Arc::pin_init(pin_init!(Shared { ti <- kernel::new_mutex!(Ti(ti), "dm_remap_handle"), name }), GFP_KERNEL)?;
+        let shared = Arc::pin_init(
+            pin_init!(Shared { ti <- kernel::new_mutex!(Ti(ti), "dm_remap_handle"), name }),
+            GFP_KERNEL,
+        )?;
         Ok(Self(TargetHandle { shared }))
     }
 

@@ -119,6 +119,8 @@ pub(crate) struct DeviceIterator<'a> {
 }
 
 impl DeviceIterator<'_> {
+    /// The iterator for one `iterate_devices` call.
+    ///
     /// # Safety
     /// `ti`, `f` and `data` must be the arguments of an `iterate_devices` call on a
     /// constructed target, and the result must not outlive that call.
