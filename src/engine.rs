@@ -297,7 +297,7 @@ impl Figures {
 #[pin_data]
 pub(crate) struct Engine {
     // First field: dropped (drained) before anything the worker uses.
-    pub(crate) worker: Worker<PerBio>,
+    pub(crate) worker: Worker<Engine>,
     pub(crate) config: Config,
     pub(crate) table: RcuBox<Table>,
     /// The metadata lock.

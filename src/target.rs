@@ -138,7 +138,9 @@ impl Target for Remap {
             GFP_KERNEL,
         )
         .map_err(|code| CtrError { code, msg: c"Cannot allocate target state" })?;
-        e.worker.bind(&*e);
+        // A new worker is unbound, so this cannot fail. From here the worker holds the engine
+        // until `Remap` drops: nothing below fails before `Self` is built.
+        let _ = e.worker.bind(e.clone());
         {
             let meta = e.meta.lock();
             e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
@@ -345,6 +347,14 @@ impl Target for Remap {
         // Every I/O covers whole relocation blocks, so a failing block is always rewritten
         // whole and never needs a read-modify-write of unreadable sectors.
         limits.set_block_size(self.e.config.line.block_size);
+    }
+}
+
+impl Drop for Remap {
+    fn drop(&mut self) {
+        // The worker holds the engine while bound (a cycle through `Engine::worker`): take its
+        // reference back, after any run in progress, so the engine drops with this target.
+        drop(self.e.worker.unbind());
     }
 }
 

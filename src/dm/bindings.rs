@@ -20,9 +20,8 @@ type __kernel_size_t = usize;
 type __kernel_ssize_t = isize;
 type __kernel_ptrdiff_t = isize;
 
-// From 7.2 on, the kernel's bindgen parameters (which ours include) derive `MaybeZeroable`
-// for every struct and union.
-#[cfg(dmr_kernel_7_2)]
-use pin_init::MaybeZeroable;
+// What the generated code names without a path on some kernels (see `compat`).
+#[allow(unused_imports)]
+use super::compat::bindgen_prelude::*;
 
 include!("bindings_generated.rs");

@@ -4,7 +4,7 @@
 //! target has taken a bio over (deferred from `map` or held from `end_io`) until it
 //! completes it.
 
-use super::worker::Worker;
+use super::worker::{WorkHandler, Worker};
 use super::{bindings, Dev, EndIo, MapResult, Token};
 use core::marker::PhantomData;
 
@@ -78,9 +78,11 @@ pub(super) unsafe fn per_bio_ptr<P>(bio: *mut bindings::bio) -> *mut P {
 }
 
 /// A bio being mapped or completed: the clone device-mapper made for this target.
+///
+/// # Invariants
+/// `bio` is the clone passed to `map`/`end_io` of target `ti`, valid and ours for `'a`; its
+/// per-bio data is a `P` (initialised by `from_map`).
 pub(crate) struct Bio<'a, P> {
-    // INVARIANT: `bio` is the clone passed to `map`/`end_io` of target `ti`, valid and ours
-    // for `'a`; its per-bio data is a `P` (initialised by `from_map`).
     ti: *mut bindings::dm_target,
     bio: *mut bindings::bio,
     _p: PhantomData<(&'a mut bindings::bio, P)>,
@@ -176,14 +178,14 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
     }
 
     /// Hands the bio to the target's worker from `map`; the worker completes it.
-    pub(crate) fn defer(self, w: &Worker<P>) -> MapResult {
+    pub(crate) fn defer<H: WorkHandler<PerBio = P>>(self, w: &Worker<H>) -> MapResult {
         w.push(self.bio);
         MapResult::Submitted(Token(()))
     }
 
     /// Keeps the bio from completing in `end_io` and hands it to the worker, which
     /// completes it later (possibly with another status).
-    pub(crate) fn hold(self, w: &Worker<P>) -> EndIo {
+    pub(crate) fn hold<H: WorkHandler<PerBio = P>>(self, w: &Worker<H>) -> EndIo {
         w.push(self.bio);
         EndIo::Incomplete(Token(()))
     }
@@ -191,9 +193,11 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
 
 /// A bio the target has taken over; it must complete it. Dropping it completes it with an
 /// I/O error, so no bio can be left hanging.
+///
+/// # Invariants
+/// `bio` is a dm clone of a target with per-bio type `P`, handed to the target by
+/// `defer`/`hold` and not completed yet.
 pub(crate) struct HeldBio<P> {
-    // INVARIANT: a dm clone of a target with per-bio type `P`, handed to the target by
-    // `defer`/`hold` and not completed yet.
     bio: *mut bindings::bio,
     _p: PhantomData<P>,
 }

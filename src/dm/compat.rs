@@ -34,3 +34,11 @@ macro_rules! remap_module {
         }
     };
 }
+
+/// Names the generated bindings use unqualified, by kernel.
+pub(super) mod bindgen_prelude {
+    /// From 7.2 on, the kernel's bindgen parameters (which ours include) derive
+    /// `MaybeZeroable` for every struct and union; 6.12 has no such derive.
+    #[cfg(dmr_kernel_7_2)]
+    pub(in crate::dm) use pin_init::MaybeZeroable;
+}

@@ -7,13 +7,15 @@ use core::ffi::CStr;
 use core::ptr::NonNull;
 
 /// An underlying block device of a target, released with `dm_put_device` on drop.
+///
+/// # Invariants
+/// `dev` was returned by `dm_get_device(ti, ...)` and is released only by `drop`; `ti`
+/// outlives this value because targets drop their devices in `dtr` (or in a failing
+/// constructor), before device-mapper frees `ti`. `pool` is from `dmr_pool_alloc`, freed
+/// only by `drop`.
 pub(crate) struct Dev {
-    // INVARIANT: `dev` was returned by `dm_get_device(ti, ...)` and is released only by
-    // `drop`; `ti` outlives this value because targets drop their devices in `dtr` (or in
-    // a failing constructor), before device-mapper frees `ti`.
     ti: *mut bindings::dm_target,
     dev: *mut bindings::dm_dev,
-    // INVARIANT: from `dmr_pool_alloc`, freed only by `drop`.
     pool: NonNull<bindings::dmr_pool>,
 }
 

@@ -17,9 +17,11 @@ use kernel::prelude::*;
 pub(crate) struct Ticket(u8);
 
 /// An SRCU domain for in-flight writes.
+///
+/// # Invariants
+/// `g` is from `dmr_gate_alloc`, initialised, freed only in `drop`; `srcu` is its
+/// srcu_struct.
 pub(crate) struct WriteGate {
-    // INVARIANT: from `dmr_gate_alloc`, initialised, freed only in `drop`; `srcu` is its
-    // srcu_struct.
     g: NonNull<bindings::dmr_gate>,
     srcu: *mut bindings::srcu_struct,
 }

@@ -11,9 +11,11 @@ use kernel::prelude::*;
 use kernel::types::Opaque;
 
 /// An irq-safe list of parked bios.
+///
+/// # Invariants
+/// `q` is initialised by `dmr_bio_queue_init` in `new`, at a stable heap address; C mutates
+/// it under its own spinlock, hence `Opaque`.
 pub(crate) struct BioQueue<P> {
-    // INVARIANT: initialised by `dmr_bio_queue_init` in `new`, at a stable heap address; C
-    // mutates it under its own spinlock, hence `Opaque`.
     q: KBox<Opaque<bindings::dmr_bio_queue>>,
     _p: PhantomData<P>,
 }
@@ -52,9 +54,11 @@ impl<P: Copy> BioQueue<P> {
 
 /// A bio taken in `map` and not yet submitted: its position and data are as `map` saw them.
 /// Dropping it completes it with an I/O error.
+///
+/// # Invariants
+/// `bio` is a dm clone of a target with per-bio type `P`, parked by `Bio::park` and not
+/// submitted or completed yet.
 pub(crate) struct ParkedBio<P> {
-    // INVARIANT: a dm clone of a target with per-bio type `P`, parked by `Bio::park` and not
-    // submitted or completed yet.
     bio: *mut bindings::bio,
     _p: PhantomData<P>,
 }

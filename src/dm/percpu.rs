@@ -6,8 +6,10 @@ use super::bindings;
 use kernel::prelude::*;
 
 /// `N` per-CPU `u64` counters.
+///
+/// # Invariants
+/// `p` is an `alloc_percpu` area of `N` u64s, freed only on drop.
 pub(crate) struct PerCpu<const N: usize> {
-    // INVARIANT: an `alloc_percpu` area of `N` u64s, freed only on drop.
     p: *mut u64,
 }
 

@@ -15,9 +15,11 @@ use kernel::prelude::*;
 pub(crate) struct RcuWriter(());
 
 /// An RCU-protected `KBox<T>`.
+///
+/// # Invariants
+/// `ptr` is always a pointer from `KBox::into_raw`, owned by this value; replaced versions
+/// are freed only after a grace period.
 pub(crate) struct RcuBox<T> {
-    // INVARIANT: always a pointer from `KBox::into_raw`, owned by this value; replaced
-    // versions are freed only after a grace period.
     ptr: AtomicPtr<T>,
 }
 
