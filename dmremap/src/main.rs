@@ -299,6 +299,8 @@ fn run(cli: Cli) -> Result<i32, Fail> {
                 main_id: None,
                 alert_threshold: None,
                 no_scan: false,
+                scrub_speed_min: None,
+                scrub_speed_max: None,
             };
             // The id the kernel checks against the spare's record: the ctr refuses a spare
             // recorded for another main device.

@@ -3,14 +3,13 @@
 //! `dmsetup message <dev> 0 ...`: the commands the target accepts.
 
 use super::args::{parse_u32, parse_u64};
+use super::scrub::valid_speeds;
 use core::ffi::CStr;
 
 /// Largest `list_remaps` count per message (the reply must fit dm's result buffer).
 pub const MAX_LIST: u32 = 64;
 /// Largest `scan_interval`, seconds (one day).
 pub const MAX_SCAN_INTERVAL: u32 = 86_400;
-/// Largest `scan_rate`, blocks per second.
-pub const MAX_SCAN_RATE: u32 = 1_000_000;
 
 /// A parsed message.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -23,10 +22,17 @@ pub enum Message {
     AlertThreshold(u8),
     /// `scan start|stop`.
     Scan(bool),
-    /// `scan_interval <seconds>` (1 to 86400).
+    /// `scan_interval <seconds>` (1 to 86400): the rest between two passes.
     ScanInterval(u32),
-    /// `scan_rate <blocks/s>` (1 to 1000000).
-    ScanRate(u32),
+    /// `scrub_speed <min> <max>`: the floor and ceiling of the scrub's rate, MiB/s.
+    ScrubSpeed {
+        /// Rate under foreground load.
+        min: u32,
+        /// Rate while idle.
+        max: u32,
+    },
+    /// `scan_status`: where the scrub is, how fast it goes.
+    ScanStatus,
     /// `remap <sector>`: relocate the block holding this sector (maintenance mode only).
     Remap(u64),
     /// `query <sector>`: where the block holding this sector lives.
@@ -57,6 +63,8 @@ pub enum MessageError {
     ArgCount,
     /// An argument that is not a valid value.
     BadValue,
+    /// `scan_rate`, replaced by `scrub_speed`.
+    ScanRateReplaced,
 }
 
 impl MessageError {
@@ -67,13 +75,16 @@ impl MessageError {
             MessageError::Unknown => c"unknown message (try: help)",
             MessageError::ArgCount => c"wrong number of arguments (try: help)",
             MessageError::BadValue => c"invalid argument value (try: help)",
+            MessageError::ScanRateReplaced => {
+                c"scan_rate <blocks/s> is no longer accepted: use scrub_speed <min MiB/s> <max MiB/s>"
+            }
         }
     }
 }
 
 /// The reply to `help`.
 pub const HELP: &str = "help | maintenance on|off | alert_threshold <0-100> | scan start|stop | \
-scan_interval <1-86400 s> | scan_rate <1-1000000 blocks/s> | remap <sector> | query <sector> | \
+scan_interval <1-86400 s> | scrub_speed <min MiB/s> <max MiB/s> | scan_status | remap <sector> | query <sector> | \
 list_remaps [<first> <count 1-64>] | hotspots | clear_stats | sync";
 
 fn on_off(s: &[u8], on: &[u8], off: &[u8]) -> Result<bool, MessageError> {
@@ -126,9 +137,18 @@ impl Message {
                 want(1)?;
                 Message::ScanInterval(ranged(args[0], 1, MAX_SCAN_INTERVAL)?)
             }
-            b"scan_rate" => {
-                want(1)?;
-                Message::ScanRate(ranged(args[0], 1, MAX_SCAN_RATE)?)
+            b"scan_rate" => return Err(MessageError::ScanRateReplaced),
+            b"scrub_speed" => {
+                want(2)?;
+                let (min, max) = (parse_u32(args[0]), parse_u32(args[1]));
+                match (min, max) {
+                    (Some(min), Some(max)) if valid_speeds(min, max) => Message::ScrubSpeed { min, max },
+                    _ => return Err(MessageError::BadValue),
+                }
+            }
+            b"scan_status" => {
+                want(0)?;
+                Message::ScanStatus
             }
             b"remap" | b"query" => {
                 want(1)?;
@@ -287,7 +307,9 @@ mod tests {
             ("scan start", Scan(true)),
             ("scan stop", Scan(false)),
             ("scan_interval 86400", ScanInterval(86400)),
-            ("scan_rate 1", ScanRate(1)),
+            ("scrub_speed 1 32", ScrubSpeed { min: 1, max: 32 }),
+            ("scrub_speed 100000 100000", ScrubSpeed { min: 100000, max: 100000 }),
+            ("scan_status", ScanStatus),
             ("remap 4096", Remap(4096)),
             ("query 0", Query(0)),
             ("list_remaps", ListRemaps { first: 0, count: 64 }),
@@ -314,7 +336,14 @@ mod tests {
             ("alert_threshold -1", BadValue),
             ("scan go", BadValue),
             ("scan_interval 0", BadValue),
-            ("scan_rate 1000001", BadValue),
+            ("scan_rate 16", ScanRateReplaced),
+            ("scan_rate", ScanRateReplaced),
+            ("scrub_speed 1", ArgCount),
+            ("scrub_speed 0 32", BadValue),
+            ("scrub_speed 33 32", BadValue),
+            ("scrub_speed 1 100001", BadValue),
+            ("scrub_speed x 32", BadValue),
+            ("scan_status now", ArgCount),
             ("remap", ArgCount),
             ("remap x", BadValue),
             ("query 1 2", ArgCount),

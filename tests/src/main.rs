@@ -26,6 +26,7 @@ mod logwrites;
 mod t_crash;
 mod t_correct;
 mod t_safety;
+mod t_scrub;
 mod t_reliability;
 mod t_tool;
 
@@ -46,6 +47,7 @@ fn all_tests() -> Vec<Test> {
     v.extend_from_slice(t_correct::TESTS);
     v.extend_from_slice(t_safety::TESTS);
     v.extend_from_slice(t_health::TESTS);
+    v.extend_from_slice(t_scrub::TESTS);
     v.extend_from_slice(t_tool::TESTS);
     v.extend_from_slice(t_reliability::TESTS);
     v.extend_from_slice(t_crash::TESTS);
