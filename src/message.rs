@@ -8,9 +8,8 @@
 use crate::dm::{ratelimit, Args, StatusWriter};
 use crate::engine::{Engine, State};
 use crate::health::check_alerts;
-use crate::logic::message::{BlockReply, HotspotLine, Location, Message, RemapLine, HELP};
+use crate::logic::message::{BlockReply, HotspotLine, Location, Message, RemapLine, ScanReport, ScrubState, HELP};
 use crate::logic::remaps;
-use crate::logic::scrub::{ScanReport, ScrubState};
 use crate::migrate;
 use crate::scan;
 use core::fmt::Write;

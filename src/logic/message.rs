@@ -287,6 +287,162 @@ pub fn parse_hotspot_line(s: &str) -> Option<(u64, u64, u64)> {
     Some((parse_u64(a.as_bytes())?, parse_u64(b.as_bytes())?, parse_u64(n.as_bytes())?))
 }
 
+/// Whether the scrub runs, as `scan_status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrubState {
+    /// Reading (or waiting for its rate).
+    On,
+    /// Switched off (`scan stop`, `no_scan`).
+    Off,
+    /// On, but held: maintenance mode, a degraded device, or suspended.
+    Paused,
+    /// On, between two passes (`scan_interval`).
+    Resting,
+}
+
+impl ScrubState {
+    fn word(self) -> &'static str {
+        match self {
+            ScrubState::On => "on",
+            ScrubState::Off => "off",
+            ScrubState::Paused => "paused",
+            ScrubState::Resting => "resting",
+        }
+    }
+}
+
+/// The reply to `scan_status`: one line of `key=value` words,
+/// `scan=on position=<block> blocks=<n> percent=<p.p> rate_kib=<KiB/s> eta_secs=<s|-> passes=<n> busy=<0|1> speed_min=<MiB/s> speed_max=<MiB/s>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanReport {
+    /// On, off, paused or resting.
+    pub state: ScrubState,
+    /// The next block the scrub reads.
+    pub position: u64,
+    /// Blocks in a pass (the main device's).
+    pub blocks: u64,
+    /// Measured rate, KiB/s (0 when not reading).
+    pub rate_kib: u64,
+    /// Passes completed.
+    pub passes: u64,
+    /// Whether the limiter sees foreground I/O (reading at the floor).
+    pub busy: bool,
+    /// Floor, MiB/s.
+    pub speed_min: u32,
+    /// Ceiling, MiB/s.
+    pub speed_max: u32,
+    /// Block size, bytes (for the ETA; not printed).
+    pub block_size: u32,
+}
+
+impl ScanReport {
+    /// Tenths of a percent of the pass done.
+    pub fn permille(&self) -> u64 {
+        let p = self.position.min(self.blocks);
+        match p.checked_mul(1000) {
+            Some(x) => x.checked_div(self.blocks),
+            None => p.checked_div(self.blocks / 1000),
+        }
+        .unwrap_or(0)
+    }
+
+    /// Seconds to the end of the pass at the measured rate (none when not reading).
+    pub fn eta_secs(&self) -> Option<u64> {
+        if self.state != ScrubState::On {
+            return None;
+        }
+        let left = self.blocks.saturating_sub(self.position).saturating_mul(u64::from(self.block_size));
+        (left / 1024).checked_div(self.rate_kib)
+    }
+}
+
+impl core::fmt::Display for ScanReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let p = self.permille();
+        write!(
+            f,
+            "scan={} position={} blocks={} percent={}.{} rate_kib={} eta_secs=",
+            self.state.word(),
+            self.position,
+            self.blocks,
+            p / 10,
+            p % 10,
+            self.rate_kib
+        )?;
+        match self.eta_secs() {
+            Some(s) => write!(f, "{s}")?,
+            None => f.write_str("-")?,
+        }
+        write!(f, " passes={} busy={} speed_min={} speed_max={}", self.passes, u8::from(self.busy), self.speed_min, self.speed_max)
+    }
+}
+
+/// What a host reads back from a `scan_status` reply (the ETA and percent are derived).
+#[allow(dead_code)] // the host's parser
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanReply {
+    /// The `scan=` word.
+    pub state: ScrubState,
+    /// `position=`.
+    pub position: u64,
+    /// `blocks=`.
+    pub blocks: u64,
+    /// `percent=` in tenths.
+    pub permille: u64,
+    /// `rate_kib=`.
+    pub rate_kib: u64,
+    /// `eta_secs=` (`-`: none).
+    pub eta_secs: Option<u64>,
+    /// `passes=`.
+    pub passes: u64,
+    /// `busy=`.
+    pub busy: bool,
+    /// `speed_min=`.
+    pub speed_min: u32,
+    /// `speed_max=`.
+    pub speed_max: u32,
+}
+
+#[allow(dead_code)] // the host's parser
+impl ScanReply {
+    /// Parses a `scan_status` reply; `None` unless every word is there, in order.
+    pub fn parse(s: &str) -> Option<ScanReply> {
+        let mut w = s.split_ascii_whitespace();
+        let mut val = |key: &str| -> Option<&str> { w.next()?.strip_prefix(key)?.strip_prefix('=') };
+        let state = match val("scan")? {
+            "on" => ScrubState::On,
+            "off" => ScrubState::Off,
+            "paused" => ScrubState::Paused,
+            "resting" => ScrubState::Resting,
+            _ => return None,
+        };
+        let position = parse_u64(val("position")?.as_bytes())?;
+        let blocks = parse_u64(val("blocks")?.as_bytes())?;
+        let (whole, tenth) = val("percent")?.split_once('.')?;
+        if tenth.len() != 1 {
+            return None;
+        }
+        let permille = parse_u64(whole.as_bytes())?.checked_mul(10)?.checked_add(parse_u64(tenth.as_bytes())?)?;
+        let rate_kib = parse_u64(val("rate_kib")?.as_bytes())?;
+        let eta_secs = match val("eta_secs")? {
+            "-" => None,
+            n => Some(parse_u64(n.as_bytes())?),
+        };
+        let passes = parse_u64(val("passes")?.as_bytes())?;
+        let busy = match val("busy")? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        let speed_min = parse_u32(val("speed_min")?.as_bytes())?;
+        let speed_max = parse_u32(val("speed_max")?.as_bytes())?;
+        if w.next().is_some() {
+            return None;
+        }
+        Some(ScanReply { state, position, blocks, permille, rate_kib, eta_secs, passes, busy, speed_min, speed_max })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,5 +534,38 @@ mod tests {
         assert_eq!(parse_hotspot_line("100 2"), None);
         assert_eq!(parse_remap_line(&RemapLine(7, 9).to_string()), Some((7, 9)));
         assert_eq!(parse_hotspot_line(&HotspotLine(1, 4, 6).to_string()), Some((1, 4, 6)));
+    }
+
+    #[test]
+    fn report_round_trip() {
+        let r = ScanReport {
+            state: ScrubState::On,
+            position: 131072,
+            blocks: 262144,
+            rate_kib: 32768,
+            passes: 2,
+            busy: false,
+            speed_min: 1,
+            speed_max: 32,
+            block_size: 4096,
+        };
+        let text = r.to_string();
+        assert_eq!(
+            text,
+            "scan=on position=131072 blocks=262144 percent=50.0 rate_kib=32768 eta_secs=16 passes=2 busy=0 speed_min=1 speed_max=32"
+        );
+        let p = ScanReply::parse(&text).unwrap();
+        assert_eq!((p.state, p.position, p.blocks, p.permille, p.rate_kib, p.eta_secs), (ScrubState::On, 131072, 262144, 500, 32768, Some(16)));
+        assert_eq!((p.passes, p.busy, p.speed_min, p.speed_max), (2, false, 1, 32));
+        let off = ScanReport { state: ScrubState::Off, rate_kib: 0, position: 1, blocks: 3, ..r };
+        assert_eq!(
+            off.to_string(),
+            "scan=off position=1 blocks=3 percent=33.3 rate_kib=0 eta_secs=- passes=2 busy=0 speed_min=1 speed_max=32"
+        );
+        assert_eq!(ScanReply::parse(&off.to_string()).unwrap().eta_secs, None);
+        for bad in ["", "scan=on", "scan=maybe position=1", &format!("{text} x=1"), &text.replace("percent=50.0", "percent=50")] {
+            assert_eq!(ScanReply::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(ScanReport { blocks: 0, ..r }.permille(), 0);
     }
 }

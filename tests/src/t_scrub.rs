@@ -4,7 +4,7 @@
 
 use crate::harness::*;
 use anyhow::{ensure, Context, Result};
-use dm_remap_logic::scrub::{ScanReply, ScrubState};
+use dm_remap_logic::message::{ScanReply, ScrubState};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -143,7 +143,8 @@ fn limiter() -> Result<()> {
 /// `scrub_speed <min> <max>` sets the limits (saying the table line differs), bad pairs are
 /// refused, the old `scan_rate` is refused with a log line naming `scrub_speed`; the table
 /// line's `scrub_speed_min`/`scrub_speed_max` show in `dmsetup table` and `scan_status` and
-/// survive a reload, which also returns to them from a message's values.
+/// survive a reload, which also returns to them from a message's values; `dmremap
+/// scrub-speed` and `scan-status` (text and JSON) use the same messages.
 fn speed_settings() -> Result<()> {
     let (_main, _spare, dm) = setup("ss", 64, |s| s.scrub_speed(2, 8))?;
     let n = dm.name.as_str();
@@ -173,7 +174,14 @@ fn speed_settings() -> Result<()> {
         let out = cmd_fails("dmsetup", &["message", n, "0", "scrub_speed", bad[0], bad[1]])?;
         ensure!(out.contains("Invalid argument"), "scrub_speed {bad:?}: {out:?}");
     }
-    msg(n, &["scrub_speed", "3", "9"])?;
+    // The same through dmremap: the reply parsed by the same code, as JSON and text.
+    let out = cmd("dmremap", &["scrub-speed", n, "3", "9"])?;
+    expect_eq("dmremap scrub-speed", out, format!("{n}: scrub_speed 3 9\n"))?;
+    let j: serde_json::Value = serde_json::from_str(&cmd("dmremap", &["scan-status", n, "--json"])?)?;
+    expect_eq("dmremap scan-status --json speeds", (j["speed_min_mib"].as_u64(), j["speed_max_mib"].as_u64()), (Some(3), Some(9)))?;
+    expect_eq("dmremap scan-status --json blocks", j["blocks"].as_u64(), Some(64 * MIB / 4096))?;
+    let text = cmd("dmremap", &["scan-status", n])?;
+    ensure!(text.starts_with(&format!("{n}: scan ")) && text.trim_end().ends_with("limits 3-9 MiB/s"), "dmremap scan-status: {text:?}");
     let table = dmsetup(&["table", n])?;
     let line = table.trim_end().split_once(" remap ").context("table")?.1.to_string();
     dmsetup(&["reload", n, "--table", &format!("0 {} remap {line}", 64 * MIB / 512)])?;
