@@ -16,6 +16,7 @@ use crate::logic::{
     format::Geometry,
     health::{Hotspots, RecentCount, Suspects},
     remaps::Entry,
+    scrub::{Pacer, RateMeter},
     status::{DevNo, Status},
 };
 use crate::metadata::Log;
@@ -191,8 +192,10 @@ pub(crate) struct ScanState {
     pub(crate) pos: u64,
     /// Moving average of the per-block read time, ns.
     pub(crate) ewma_ns: u64,
-    /// Blocks left of the current interval's budget (`scan_rate x scan_interval`).
-    pub(crate) left: u64,
+    /// The rate limiter (`logic::scrub`).
+    pub(crate) pacer: Pacer,
+    /// The measured rate, for `scan_status`.
+    pub(crate) meter: RateMeter,
     /// Blocks found slow once (see `scan::block`).
     pub(crate) suspects: Suspects,
 }
@@ -204,7 +207,8 @@ impl ScanState {
             one: KVVec::from_elem(0u8, block_size as usize, GFP_KERNEL)?,
             pos: 0,
             ewma_ns: 0,
-            left: 0,
+            pacer: Pacer::default(),
+            meter: RateMeter::default(),
             suspects: Suspects::default(),
         })
     }
@@ -233,22 +237,26 @@ pub(crate) struct Tunables {
     pub(crate) alert_threshold: AtomicU8,
     pub(crate) maintenance: AtomicBool,
     pub(crate) scan_enabled: AtomicBool,
-    /// Seconds between scan steps.
+    /// Seconds the scan rests between two passes (and after a resume).
     pub(crate) scan_interval: AtomicU32,
-    /// Blocks per second the scan reads.
-    pub(crate) scan_rate: AtomicU32,
+    /// The scrub's floor and ceiling, MiB/s (`logic::scrub`). Each is stored alone; a
+    /// message stores both, and a step that reads one old and one new value reads at a rate
+    /// between them for one chunk.
+    pub(crate) speed_min: AtomicU32,
+    pub(crate) speed_max: AtomicU32,
 }
 
 impl Tunables {
-    /// What a new instance starts with: the table line's `alert_threshold` and `no_scan`,
-    /// the defaults for the rest.
-    pub(crate) fn new(alert_threshold: u8, scan: bool) -> Self {
+    /// What a new instance starts with: the table line's `alert_threshold`, `no_scan` and
+    /// scrub speeds, the defaults for the rest.
+    pub(crate) fn new(line: &TableLine) -> Self {
         Self {
-            alert_threshold: AtomicU8::new(alert_threshold),
+            alert_threshold: AtomicU8::new(line.alert_threshold),
             maintenance: AtomicBool::new(false),
-            scan_enabled: AtomicBool::new(scan),
+            scan_enabled: AtomicBool::new(line.scan),
             scan_interval: AtomicU32::new(DEFAULT_SCAN_INTERVAL),
-            scan_rate: AtomicU32::new(DEFAULT_SCAN_RATE),
+            speed_min: AtomicU32::new(line.scrub_speed_min),
+            speed_max: AtomicU32::new(line.scrub_speed_max),
         }
     }
 }
@@ -265,6 +273,14 @@ pub(crate) struct Figures {
     pub(crate) commits: AtomicU64,
     pub(crate) scanned: AtomicU64,
     pub(crate) scan_passes: AtomicU64,
+    /// The scan's next block, published for `scan_status` (the step holds `Engine::scan`).
+    pub(crate) scan_pos: AtomicU64,
+    /// The scan's measured rate, KiB/s (0 when it is not reading).
+    pub(crate) scan_rate_kib: AtomicU64,
+    /// The limiter sees foreground I/O.
+    pub(crate) scan_busy: AtomicBool,
+    /// Between two passes.
+    pub(crate) scan_resting: AtomicBool,
     pub(crate) health: AtomicU8,
     pub(crate) eta_secs: AtomicU64,
     pub(crate) hotspot_count: AtomicU64,
@@ -285,6 +301,10 @@ impl Figures {
             commits: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
             scan_passes: AtomicU64::new(0),
+            scan_pos: AtomicU64::new(0),
+            scan_rate_kib: AtomicU64::new(0),
+            scan_busy: AtomicBool::new(false),
+            scan_resting: AtomicBool::new(false),
             health: AtomicU8::new(100),
             eta_secs: AtomicU64::new(0),
             hotspot_count: AtomicU64::new(0),
@@ -329,11 +349,8 @@ pub(crate) struct Engine {
     pub(crate) tunables: Tunables,
 }
 
-/// Default seconds between scan steps.
+/// Default seconds the scan rests between passes (and waits after a resume).
 pub(crate) const DEFAULT_SCAN_INTERVAL: u32 = 10;
-/// Default scan rate, blocks per second: 64 KiB/s with 4 KiB blocks, far below what a
-/// disk serves, so the scan does not hurt foreground I/O.
-pub(crate) const DEFAULT_SCAN_RATE: u32 = 16;
 
 impl Engine {
     pub(crate) fn state(&self) -> State {

@@ -8,7 +8,7 @@
 use crate::dm::{ratelimit, Args, StatusWriter};
 use crate::engine::{Engine, State};
 use crate::health::check_alerts;
-use crate::logic::message::{BlockReply, HotspotLine, Location, Message, RemapLine, HELP};
+use crate::logic::message::{BlockReply, HotspotLine, Location, Message, RemapLine, ScanReport, ScrubState, HELP};
 use crate::logic::remaps;
 use crate::migrate;
 use crate::scan;
@@ -24,6 +24,42 @@ fn not_in_table<T: core::fmt::Display + PartialEq>(out: &mut StatusWriter<'_>, n
     }
     let _ = write!(out, "{name} is now {now}; the table line says {line} and a reload returns to it (set it there to keep it)");
     Ok(true)
+}
+
+/// A `scrub_speed` pair as the message takes it: `<min> <max>`.
+#[derive(PartialEq)]
+struct Speeds(u32, u32);
+
+impl core::fmt::Display for Speeds {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
+
+/// The `scan_status` reply, from the figures the scan publishes (it never waits for a step).
+fn scan_report(e: &Engine) -> ScanReport {
+    let f = &e.figures;
+    let t = &e.tunables;
+    let state = if !t.scan_enabled.load(Ordering::Relaxed) {
+        ScrubState::Off
+    } else if t.maintenance.load(Ordering::Relaxed) || e.state() == State::Degraded || e.suspended.load(Ordering::Relaxed) {
+        ScrubState::Paused
+    } else if f.scan_resting.load(Ordering::Relaxed) {
+        ScrubState::Resting
+    } else {
+        ScrubState::On
+    };
+    ScanReport {
+        state,
+        position: f.scan_pos.load(Ordering::Relaxed),
+        blocks: e.config.main_blocks,
+        rate_kib: if state == ScrubState::On { f.scan_rate_kib.load(Ordering::Relaxed) } else { 0 },
+        passes: f.scan_passes.load(Ordering::Relaxed),
+        busy: f.scan_busy.load(Ordering::Relaxed),
+        speed_min: t.speed_min.load(Ordering::Relaxed),
+        speed_max: t.speed_max.load(Ordering::Relaxed),
+        block_size: e.config.line.block_size,
+    }
 }
 
 fn refuse(e: &Engine, why: &str) -> Error {
@@ -73,10 +109,13 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
             scan::start(e, false);
             Ok(false)
         }
-        Message::ScanRate(r) => {
-            e.tunables.scan_rate.store(r, Ordering::Relaxed);
-            Ok(false)
+        Message::ScrubSpeed { min, max } => {
+            e.tunables.speed_min.store(min, Ordering::Relaxed);
+            e.tunables.speed_max.store(max, Ordering::Relaxed);
+            let line = &e.config.line;
+            not_in_table(out, "scrub_speed", Speeds(min, max), Speeds(line.scrub_speed_min, line.scrub_speed_max))
         }
+        Message::ScanStatus => reply(out, format_args!("{}", scan_report(e))),
         Message::Remap(sector) => manual_remap(e, sector, out),
         Message::Query(sector) => {
             if sector >= e.config.len {

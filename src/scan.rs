@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Actions layer: the background scan. It reads the main device at a set rate, skipping
+//! Actions layer: the background scan (the scrub). It reads the main device at a rate
+//! between a floor and a ceiling (`logic::scrub`, like md's speed limits), skipping
 //! remapped blocks, with its own I/O (not the user's bios). A block that does not read
 //! becomes pending; a block that reads only after retries, or far slower than the device
 //! usually answers, is weak and is relocated while it still reads (proactive relocation, as
@@ -19,6 +20,7 @@ use crate::dm::{now_ns, IoKind};
 use crate::engine::{Engine, ScanState, Stat, State, WorkerState};
 use crate::health;
 use crate::logic::remaps::{self, Entry, Route, PENDING};
+use crate::logic::scrub::Pacer;
 use crate::migrate;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
@@ -26,8 +28,8 @@ use kernel::prelude::*;
 /// A block read slower than this (and than 8 times the usual time) is weak.
 const SLOW_FLOOR_NS: u64 = 50_000_000;
 
-/// Schedules the next step (`now`: at once), if the scan is on and may run.
-pub(crate) fn start(e: &Engine, now: bool) {
+/// Schedules the next step in `ms`, if the scan is on and may run.
+fn schedule(e: &Engine, ms: u32) {
     let _g = e.sched.lock();
     // Under `sched`: presuspend sets `suspended` under it before cancelling, so no step is
     // scheduled after that cancel (a message may arrive at a suspended table).
@@ -36,9 +38,15 @@ pub(crate) fn start(e: &Engine, now: bool) {
     }
     let t = &e.tunables;
     if t.scan_enabled.load(Ordering::Relaxed) && !t.maintenance.load(Ordering::Relaxed) && e.state() != State::Degraded {
-        let ms = if now { 0 } else { t.scan_interval.load(Ordering::Relaxed).saturating_mul(1000) };
         e.worker.schedule_scan(ms);
     }
+}
+
+/// Schedules the next step (`now`: at once, else after `scan_interval`), if the scan is on
+/// and may run.
+pub(crate) fn start(e: &Engine, now: bool) {
+    let ms = if now { 0 } else { e.tunables.scan_interval.load(Ordering::Relaxed).saturating_mul(1000) };
+    schedule(e, ms);
 }
 
 /// Stops the scan for a suspend: no step runs after this returns, and none is scheduled
@@ -64,9 +72,9 @@ fn slow(ewma: u64, ns: u64, blocks: u64) -> bool {
     ns > (8 * ewma * blocks).max(SLOW_FLOOR_NS)
 }
 
-/// Longest a step reads before it yields (checked between blocks); the next step goes on
-/// from there. The relocation worker shares the ordered workqueue, so this bounds how long a
-/// failing write waits behind the scan.
+/// Longest a step reads before it yields (checked between chunks and blocks); the next step
+/// goes on from there at once. The relocation worker shares the ordered workqueue, so this
+/// bounds how long a failing write waits behind the scan.
 const STEP_NS: u64 = 500_000_000;
 
 /// Whether the scan must stop now (between chunks and blocks): switched off, maintenance,
@@ -78,9 +86,26 @@ fn stopped(e: &Engine) -> bool {
         || e.suspended.load(Ordering::Relaxed)
 }
 
-/// One step: up to `scan_rate x scan_interval` blocks from where the last step stopped, for
-/// about `STEP_NS` at most. The reads happen outside the metadata lock, which is taken only
-/// to record what they found; `presuspend` waits for at most one block's reads.
+/// Foreground bios the target has mapped (reads and writes): the limiter's sign of load.
+/// The scan's own reads do not pass through the target, so they do not count.
+fn foreground(e: &Engine) -> u64 {
+    e.stats.sum(Stat::Reads).wrapping_add(e.stats.sum(Stat::Writes))
+}
+
+/// What ends a step, and so when the next one runs.
+enum Next {
+    /// The deadline, or stopped: at once (if it may run at all).
+    Now,
+    /// Ahead of its rate: after this many ms.
+    Wait(u32),
+    /// A pass ended: after `scan_interval`.
+    Rest,
+}
+
+/// One step: reads from where the last step stopped, at the rate the limiter allows
+/// (`logic::scrub`: the ceiling while idle, the floor under foreground I/O), for about
+/// `STEP_NS` at most. The reads happen outside the metadata lock, which is taken only to
+/// record what they found; `presuspend` waits for at most one chunk's (or block's) reads.
 pub(crate) fn step(e: &Engine) {
     if stopped(e) {
         return;
@@ -93,25 +118,31 @@ pub(crate) fn step(e: &Engine) {
     let st = &mut *guard;
     let bs = u64::from(e.config.line.block_size);
     let chunk = (st.buf.len() as u64 / bs).max(1);
-    // An interval's budget, spread over as many time-bounded steps as it takes: a step cut
-    // short by its deadline leaves the rest to the next, which runs at once (after any
-    // relocation work queued meanwhile).
-    if st.left == 0 {
-        st.left = u64::from(e.tunables.scan_rate.load(Ordering::Relaxed))
-            .saturating_mul(u64::from(e.tunables.scan_interval.load(Ordering::Relaxed)))
-            .clamp(1, e.config.main_blocks);
+    let main_blocks = e.config.main_blocks;
+    e.figures.scan_resting.store(false, Ordering::Relaxed);
+    if st.pos >= main_blocks {
+        // A new pass (the last one ended at the end of the device).
+        st.pos = 0;
+        e.figures.scanned.store(0, Ordering::Relaxed);
     }
-    let budget = st.left;
     let deadline = now_ns().saturating_add(STEP_NS);
-    let mut done = 0;
-    while done < budget && !stopped(e) && now_ns() < deadline {
-        if st.pos >= e.config.main_blocks {
-            st.pos = 0;
-            e.figures.scan_passes.fetch_add(1, Ordering::Relaxed);
-            e.figures.scanned.store(0, Ordering::Relaxed);
+    let mut next = Next::Now;
+    loop {
+        let now = now_ns();
+        if stopped(e) || now >= deadline {
+            break;
+        }
+        let t = &e.tunables;
+        let rate = st.pacer.rate(now, foreground(e), t.speed_min.load(Ordering::Relaxed), t.speed_max.load(Ordering::Relaxed));
+        e.figures.scan_busy.store(st.pacer.busy(now), Ordering::Relaxed);
+        let wait = st.pacer.wait_ns(now);
+        if wait > 0 {
+            next = Next::Wait(u32::try_from(wait.div_ceil(1_000_000)).unwrap_or(u32::MAX));
+            break;
         }
         let pos = st.pos;
-        let n = chunk.min(budget - done).min(e.config.main_blocks - pos);
+        // At most one burst at once, so that the floor is kept even chunk by chunk.
+        let n = chunk.min(Pacer::burst_bytes(rate, bs).checked_div(bs).unwrap_or(1)).max(1).min(main_blocks - pos);
         let clean = e.table.read(|t| remaps::route(t.entries.as_slice(), pos, n)) == Route::Main { blocks: n };
         let whole_ok = clean && {
             let t0 = now_ns();
@@ -136,11 +167,25 @@ pub(crate) fn step(e: &Engine) {
             b = pos + n;
         }
         st.pos = b;
-        done += b - pos;
-        st.left = st.left.saturating_sub(b - pos);
+        let bytes = (b - pos) * bs;
+        let t1 = now_ns();
+        st.pacer.charge(t1, bytes, rate);
+        st.meter.add(t1, bytes);
         e.figures.scanned.fetch_add(b - pos, Ordering::Relaxed);
+        e.figures.scan_pos.store(b, Ordering::Relaxed);
+        e.figures.scan_rate_kib.store(st.meter.rate / 1024, Ordering::Relaxed);
+        if b >= main_blocks {
+            e.figures.scan_passes.fetch_add(1, Ordering::Relaxed);
+            next = Next::Rest;
+            break;
+        }
     }
-    let more = st.left > 0 && !stopped(e);
+    if !matches!(next, Next::Wait(_)) && (stopped(e) || matches!(next, Next::Rest)) {
+        // Not reading until the next start: no rate to show, none to carry over.
+        st.meter.reset();
+        e.figures.scan_rate_kib.store(0, Ordering::Relaxed);
+        e.figures.scan_resting.store(matches!(next, Next::Rest), Ordering::Relaxed);
+    }
     drop(guard);
     let mut meta = e.meta.lock();
     record(e, &mut meta, &mut batch);
@@ -159,7 +204,11 @@ pub(crate) fn step(e: &Engine) {
     }
     health::check_alerts(e, &mut meta);
     drop(meta);
-    start(e, more);
+    match next {
+        Next::Now => schedule(e, 0),
+        Next::Wait(ms) => schedule(e, ms),
+        Next::Rest => start(e, false),
+    }
 }
 
 /// Under the metadata lock: counts what the step found, and drops findings about blocks that

@@ -103,7 +103,7 @@ impl Target for Remap {
         let parked = BioQueue::new().map_err(nomem_e)?;
         let log = loaded.log;
         let handle = ctx.handle();
-        let tunables = Tunables::new(line.alert_threshold, line.scan);
+        let tunables = Tunables::new(&line);
         let config = Config { main, spare, handle, line, geo, bs_sectors, len, main_blocks, created_ns: now_ns() };
         let e = Arc::pin_init(
             pin_init!(Engine {

@@ -152,6 +152,15 @@ enum Cmd {
         #[arg(value_parser = ["start", "stop"])]
         action: String,
     },
+    /// Where the scan is: position, percent, rate, ETA, passes, on/off.
+    ScanStatus {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The scan's floor (under foreground load) and ceiling (idle), MiB/s (not kept in the
+    /// table line).
+    ScrubSpeed { name: String, min: u32, max: u32 },
     /// Flush both devices' write caches.
     Sync { name: String },
     /// The health score below which an alert is raised (0 to 100; not kept in the table line).
@@ -299,6 +308,8 @@ fn run(cli: Cli) -> Result<i32, Fail> {
                 main_id: None,
                 alert_threshold: None,
                 no_scan: false,
+                scrub_speed_min: None,
+                scrub_speed_max: None,
             };
             // The id the kernel checks against the spare's record: the ctr refuses a spare
             // recorded for another main device.
@@ -340,6 +351,8 @@ fn run(cli: Cli) -> Result<i32, Fail> {
         Cmd::Maintenance { name, mode } => msgs::simple(&name, &format!("maintenance {mode}")),
         Cmd::Scan { name, action } => msgs::simple(&name, &format!("scan {action}")),
         Cmd::Sync { name } => msgs::simple(&name, "sync"),
+        Cmd::ScanStatus { name, json } => msgs::scan_status(&name, json),
+        Cmd::ScrubSpeed { name, min, max } => msgs::simple(&name, &format!("scrub_speed {min} {max}")),
         Cmd::AlertThreshold { name, value } => msgs::simple(&name, &format!("alert_threshold {value}")),
         Cmd::ClearStats { name } => msgs::simple(&name, "clear_stats"),
         Cmd::Activate { name, tab, .. } => activate::activate(&tab, name.as_deref()),

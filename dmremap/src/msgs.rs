@@ -2,7 +2,7 @@
 //! `dm::message`, and the replies read with the parsers in `dm_remap_logic::message`.
 
 use crate::{dm, Fail, Kind};
-use dm_remap_logic::message::{parse_hotspot_line, parse_remap_line, BlockReply, Location, MAX_LIST};
+use dm_remap_logic::message::{parse_hotspot_line, parse_remap_line, BlockReply, Location, ScanReply, ScrubState, MAX_LIST};
 use serde_json::json;
 
 fn bad_reply(what: &str, reply: &str) -> Fail {
@@ -93,5 +93,40 @@ pub fn hotspots(name: &str, json: bool) -> Result<i32, Fail> {
 pub fn simple(name: &str, words: &str) -> Result<i32, Fail> {
     dm::message(name, words)?;
     println!("{name}: {words}");
+    Ok(0)
+}
+
+/// `scan_status`: the scan's progress, as text or JSON.
+pub fn scan_status(name: &str, json: bool) -> Result<i32, Fail> {
+    let reply = dm::message(name, "scan_status")?;
+    let r = ScanReply::parse(&reply).ok_or_else(|| bad_reply("scan_status", &reply))?;
+    let state = match r.state {
+        ScrubState::On => "on",
+        ScrubState::Off => "off",
+        ScrubState::Paused => "paused",
+        ScrubState::Resting => "resting",
+    };
+    let j = json!({
+        "scan": state, "position": r.position, "blocks": r.blocks, "percent": r.permille as f64 / 10.0,
+        "rate_kib": r.rate_kib, "eta_secs": r.eta_secs, "passes": r.passes, "busy": r.busy,
+        "speed_min_mib": r.speed_min, "speed_max_mib": r.speed_max,
+    });
+    let eta = match r.eta_secs {
+        Some(s) => format!(", {}h{:02}m left", s / 3600, s / 60 % 60),
+        None => String::new(),
+    };
+    let text = format!(
+        "{name}: scan {state}, block {} of {} ({}.{}%), {:.1} MiB/s{eta}{}; {} passes done; limits {}-{} MiB/s",
+        r.position,
+        r.blocks,
+        r.permille / 10,
+        r.permille % 10,
+        r.rate_kib as f64 / 1024.0,
+        if r.busy { " (foreground busy: at the floor)" } else { "" },
+        r.passes,
+        r.speed_min,
+        r.speed_max
+    );
+    print(json, j, text);
     Ok(0)
 }

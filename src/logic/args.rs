@@ -4,10 +4,12 @@
 //!
 //! Feature arguments, in the style of dm-integrity and dm-cache:
 //! `block_size <bytes>`, `read_retries <n>`, `format`, `cache_size <entries>`,
-//! `no_proactive`, `main_id <id>`, `alert_threshold <0-100>`, `no_scan`.
+//! `no_proactive`, `main_id <id>`, `alert_threshold <0-100>`, `no_scan`,
+//! `scrub_speed_min <MiB/s>`, `scrub_speed_max <MiB/s>`.
 
 use super::format::valid_block_size;
 use super::mainid::MainId;
+use super::scrub::{valid_speeds, DEFAULT_SPEED_MAX, DEFAULT_SPEED_MIN};
 use core::ffi::CStr;
 use core::fmt;
 
@@ -22,9 +24,9 @@ pub const DEFAULT_ALERT_THRESHOLD: u8 = 50;
 /// Default lookup cache size, entries.
 pub const DEFAULT_CACHE_SIZE: u32 = 256;
 /// Most arguments a table line may have.
-const MAX_ARGS: usize = 16;
+const MAX_ARGS: usize = 24;
 /// Number of distinct features.
-const NFEATURES: usize = 8;
+const NFEATURES: usize = 10;
 
 /// A feature argument, kept in the order given so the line prints back exactly.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -45,6 +47,10 @@ pub enum Feature {
     AlertThreshold,
     /// `no_scan`.
     NoScan,
+    /// `scrub_speed_min <MiB/s>`.
+    ScrubSpeedMin,
+    /// `scrub_speed_max <MiB/s>`.
+    ScrubSpeedMax,
 }
 
 /// A parsed table line. Devices are given as argument indices, so the caller can pass the
@@ -72,6 +78,10 @@ pub struct TableLine {
     pub alert_threshold: u8,
     /// Whether the background scan starts on (`no_scan`: off).
     pub scan: bool,
+    /// The scrub's floor, MiB/s (its rate under foreground load).
+    pub scrub_speed_min: u32,
+    /// The scrub's ceiling, MiB/s (its rate while the device is idle).
+    pub scrub_speed_max: u32,
     /// The `#feature_args` number, if the line had one.
     pub feature_count: Option<u32>,
     order: [Option<Feature>; NFEATURES],
@@ -104,6 +114,8 @@ pub enum TableError {
     BadMainId,
     /// `alert_threshold` is not a number from 0 to 100.
     BadAlertThreshold,
+    /// A scrub speed is not 1 to 100000, or the floor is above the ceiling.
+    BadScrubSpeed,
 }
 
 impl TableError {
@@ -122,6 +134,9 @@ impl TableError {
             TableError::BadCacheSize => c"Invalid cache_size: must be 0 or a power of two from 2 to 65536",
             TableError::BadMainId => c"Invalid main_id: must be 1 to 64 characters of A-Z a-z 0-9 . _ : -",
             TableError::BadAlertThreshold => c"Invalid alert_threshold: must be 0 to 100",
+            TableError::BadScrubSpeed => {
+                c"Invalid scrub_speed_min/scrub_speed_max: must be 1 to 100000 MiB/s, the min not above the max"
+            }
         }
     }
 }
@@ -153,6 +168,8 @@ impl TableLine {
             main_id: MainId::NONE,
             alert_threshold: DEFAULT_ALERT_THRESHOLD,
             scan: true,
+            scrub_speed_min: DEFAULT_SPEED_MIN,
+            scrub_speed_max: DEFAULT_SPEED_MAX,
             feature_count: None,
             order: [None; NFEATURES],
         };
@@ -175,6 +192,8 @@ impl TableLine {
                 b"main_id" => Feature::MainId,
                 b"alert_threshold" => Feature::AlertThreshold,
                 b"no_scan" => Feature::NoScan,
+                b"scrub_speed_min" => Feature::ScrubSpeedMin,
+                b"scrub_speed_max" => Feature::ScrubSpeedMax,
                 _ => return Err(TableError::UnknownFeature),
             };
             if line.order[..seen].contains(&Some(f)) {
@@ -216,7 +235,13 @@ impl TableLine {
                         .ok_or(TableError::BadAlertThreshold)?;
                 }
                 Feature::NoScan => line.scan = false,
+                Feature::ScrubSpeedMin => line.scrub_speed_min = parse_u32(value()?).ok_or(TableError::BadScrubSpeed)?,
+                Feature::ScrubSpeedMax => line.scrub_speed_max = parse_u32(value()?).ok_or(TableError::BadScrubSpeed)?,
             }
+        }
+        // Checked once both are known: either may be given alone, against the other's default.
+        if !valid_speeds(line.scrub_speed_min, line.scrub_speed_max) {
+            return Err(TableError::BadScrubSpeed);
         }
         Ok(line)
     }
@@ -251,6 +276,8 @@ impl fmt::Display for Features<'_> {
                 }
                 Feature::AlertThreshold => write!(f, " alert_threshold {}", l.alert_threshold)?,
                 Feature::NoScan => f.write_str(" no_scan")?,
+                Feature::ScrubSpeedMin => write!(f, " scrub_speed_min {}", l.scrub_speed_min)?,
+                Feature::ScrubSpeedMax => write!(f, " scrub_speed_max {}", l.scrub_speed_max)?,
             }
         }
         Ok(())
@@ -284,6 +311,10 @@ pub struct LineSpec<'a> {
     pub alert_threshold: Option<u8>,
     /// `no_scan`.
     pub no_scan: bool,
+    /// `scrub_speed_min <MiB/s>`.
+    pub scrub_speed_min: Option<u32>,
+    /// `scrub_speed_max <MiB/s>`.
+    pub scrub_speed_max: Option<u32>,
 }
 
 #[allow(dead_code)] // the host's printer
@@ -316,6 +347,14 @@ impl<'a> LineSpec<'a> {
     pub fn main_id(self, id: MainId) -> Self {
         LineSpec { main_id: Some(id), ..self }
     }
+    /// With `no_scan`.
+    pub fn no_scan(self) -> Self {
+        LineSpec { no_scan: true, ..self }
+    }
+    /// With `scrub_speed_min` and `scrub_speed_max`, MiB/s.
+    pub fn scrub_speed(self, min: u32, max: u32) -> Self {
+        LineSpec { scrub_speed_min: Some(min), scrub_speed_max: Some(max), ..self }
+    }
 }
 
 impl fmt::Display for LineSpec<'_> {
@@ -328,7 +367,9 @@ impl fmt::Display for LineSpec<'_> {
             + usize::from(self.no_proactive)
             + 2 * usize::from(self.main_id.is_some())
             + 2 * usize::from(self.alert_threshold.is_some())
-            + usize::from(self.no_scan);
+            + usize::from(self.no_scan)
+            + 2 * usize::from(self.scrub_speed_min.is_some())
+            + 2 * usize::from(self.scrub_speed_max.is_some());
         if count == 0 {
             return Ok(());
         }
@@ -355,6 +396,11 @@ impl fmt::Display for LineSpec<'_> {
         }
         if self.no_scan {
             f.write_str(" no_scan")?;
+        }
+        for (name, v) in [("scrub_speed_min", self.scrub_speed_min), ("scrub_speed_max", self.scrub_speed_max)] {
+            if let Some(v) = v {
+                write!(f, " {name} {v}")?;
+            }
         }
         Ok(())
     }
@@ -409,6 +455,9 @@ mod tests {
             " 2 main_id naa.5000c500a1b2c3d4",
             " 3 format main_id a",
             " 3 alert_threshold 0 no_scan",
+            " 4 scrub_speed_max 200 scrub_speed_min 10",
+            " 2 scrub_speed_min 32",
+            " 5 no_scan scrub_speed_min 1 scrub_speed_max 1",
         ] {
             let l = parse(&format!("7:0 7:1{f}")).unwrap();
             assert_eq!(l.features().to_string(), f);
@@ -447,7 +496,14 @@ mod tests {
             ("a b 2 alert_threshold 101", BadAlertThreshold),
             ("a b 2 alert_threshold -1", BadAlertThreshold),
             ("a b 1 alert_threshold", MissingValue),
-            ("a b 14 1 2 3 4 5 6 7 8 9 10 11 12 13 14", TooManyArgs),
+            ("a b 2 scrub_speed_min 0", BadScrubSpeed),
+            ("a b 2 scrub_speed_max 100001", BadScrubSpeed),
+            ("a b 2 scrub_speed_min 33", BadScrubSpeed),
+            ("a b 2 scrub_speed_max x", BadScrubSpeed),
+            ("a b 4 scrub_speed_min 5 scrub_speed_max 4", BadScrubSpeed),
+            ("a b 1 scrub_speed_max", MissingValue),
+            ("a b 4 scrub_speed_min 1 scrub_speed_min 1", DuplicateFeature),
+            ("a b 22 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22", TooManyArgs),
         ] {
             assert_eq!(parse(line), Err(e), "{line:?}");
             assert!(!e.message().to_bytes().is_empty());
@@ -467,6 +523,8 @@ mod tests {
             id in proptest::option::of("[A-Za-z0-9._:-]{1,64}"),
             thr in proptest::option::of(0u8..=100),
             ns in proptest::bool::ANY,
+            smin in proptest::option::of(1u32..=DEFAULT_SPEED_MAX),
+            smax in proptest::option::of(DEFAULT_SPEED_MAX..=super::super::scrub::MAX_SPEED),
         ) {
             let id = id.as_deref().and_then(|s| MainId::parse(s.as_bytes()));
             let spec = LineSpec {
@@ -480,6 +538,8 @@ mod tests {
                 main_id: id,
                 alert_threshold: thr,
                 no_scan: ns,
+                scrub_speed_min: smin,
+                scrub_speed_max: smax,
             };
             let text = spec.to_string();
             let l = parse(&text).unwrap();
@@ -488,6 +548,7 @@ mod tests {
             proptest::prop_assert_eq!(l.read_retries, rr.unwrap_or(DEFAULT_READ_RETRIES));
             proptest::prop_assert_eq!(l.cache_size, cs.unwrap_or(DEFAULT_CACHE_SIZE));
             proptest::prop_assert_eq!((l.alert_threshold, l.scan), (thr.unwrap_or(DEFAULT_ALERT_THRESHOLD), !ns));
+            proptest::prop_assert_eq!((l.scrub_speed_min, l.scrub_speed_max), (smin.unwrap_or(DEFAULT_SPEED_MIN), smax.unwrap_or(DEFAULT_SPEED_MAX)));
             proptest::prop_assert_eq!(format!("/dev/sdb 8:32{}", l.features()), text);
         }
     }

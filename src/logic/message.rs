@@ -3,14 +3,13 @@
 //! `dmsetup message <dev> 0 ...`: the commands the target accepts.
 
 use super::args::{parse_u32, parse_u64};
+use super::scrub::valid_speeds;
 use core::ffi::CStr;
 
 /// Largest `list_remaps` count per message (the reply must fit dm's result buffer).
 pub const MAX_LIST: u32 = 64;
 /// Largest `scan_interval`, seconds (one day).
 pub const MAX_SCAN_INTERVAL: u32 = 86_400;
-/// Largest `scan_rate`, blocks per second.
-pub const MAX_SCAN_RATE: u32 = 1_000_000;
 
 /// A parsed message.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -23,10 +22,17 @@ pub enum Message {
     AlertThreshold(u8),
     /// `scan start|stop`.
     Scan(bool),
-    /// `scan_interval <seconds>` (1 to 86400).
+    /// `scan_interval <seconds>` (1 to 86400): the rest between two passes.
     ScanInterval(u32),
-    /// `scan_rate <blocks/s>` (1 to 1000000).
-    ScanRate(u32),
+    /// `scrub_speed <min> <max>`: the floor and ceiling of the scrub's rate, MiB/s.
+    ScrubSpeed {
+        /// Rate under foreground load.
+        min: u32,
+        /// Rate while idle.
+        max: u32,
+    },
+    /// `scan_status`: where the scrub is, how fast it goes.
+    ScanStatus,
     /// `remap <sector>`: relocate the block holding this sector (maintenance mode only).
     Remap(u64),
     /// `query <sector>`: where the block holding this sector lives.
@@ -57,6 +63,8 @@ pub enum MessageError {
     ArgCount,
     /// An argument that is not a valid value.
     BadValue,
+    /// `scan_rate`, replaced by `scrub_speed`.
+    ScanRateReplaced,
 }
 
 impl MessageError {
@@ -67,13 +75,16 @@ impl MessageError {
             MessageError::Unknown => c"unknown message (try: help)",
             MessageError::ArgCount => c"wrong number of arguments (try: help)",
             MessageError::BadValue => c"invalid argument value (try: help)",
+            MessageError::ScanRateReplaced => {
+                c"scan_rate <blocks/s> is no longer accepted: use scrub_speed <min MiB/s> <max MiB/s>"
+            }
         }
     }
 }
 
 /// The reply to `help`.
 pub const HELP: &str = "help | maintenance on|off | alert_threshold <0-100> | scan start|stop | \
-scan_interval <1-86400 s> | scan_rate <1-1000000 blocks/s> | remap <sector> | query <sector> | \
+scan_interval <1-86400 s> | scrub_speed <min MiB/s> <max MiB/s> | scan_status | remap <sector> | query <sector> | \
 list_remaps [<first> <count 1-64>] | hotspots | clear_stats | sync";
 
 fn on_off(s: &[u8], on: &[u8], off: &[u8]) -> Result<bool, MessageError> {
@@ -126,9 +137,18 @@ impl Message {
                 want(1)?;
                 Message::ScanInterval(ranged(args[0], 1, MAX_SCAN_INTERVAL)?)
             }
-            b"scan_rate" => {
-                want(1)?;
-                Message::ScanRate(ranged(args[0], 1, MAX_SCAN_RATE)?)
+            b"scan_rate" => return Err(MessageError::ScanRateReplaced),
+            b"scrub_speed" => {
+                want(2)?;
+                let (min, max) = (parse_u32(args[0]), parse_u32(args[1]));
+                match (min, max) {
+                    (Some(min), Some(max)) if valid_speeds(min, max) => Message::ScrubSpeed { min, max },
+                    _ => return Err(MessageError::BadValue),
+                }
+            }
+            b"scan_status" => {
+                want(0)?;
+                Message::ScanStatus
             }
             b"remap" | b"query" => {
                 want(1)?;
@@ -267,6 +287,162 @@ pub fn parse_hotspot_line(s: &str) -> Option<(u64, u64, u64)> {
     Some((parse_u64(a.as_bytes())?, parse_u64(b.as_bytes())?, parse_u64(n.as_bytes())?))
 }
 
+/// Whether the scrub runs, as `scan_status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrubState {
+    /// Reading (or waiting for its rate).
+    On,
+    /// Switched off (`scan stop`, `no_scan`).
+    Off,
+    /// On, but held: maintenance mode, a degraded device, or suspended.
+    Paused,
+    /// On, between two passes (`scan_interval`).
+    Resting,
+}
+
+impl ScrubState {
+    fn word(self) -> &'static str {
+        match self {
+            ScrubState::On => "on",
+            ScrubState::Off => "off",
+            ScrubState::Paused => "paused",
+            ScrubState::Resting => "resting",
+        }
+    }
+}
+
+/// The reply to `scan_status`: one line of `key=value` words,
+/// `scan=on position=<block> blocks=<n> percent=<p.p> rate_kib=<KiB/s> eta_secs=<s|-> passes=<n> busy=<0|1> speed_min=<MiB/s> speed_max=<MiB/s>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanReport {
+    /// On, off, paused or resting.
+    pub state: ScrubState,
+    /// The next block the scrub reads.
+    pub position: u64,
+    /// Blocks in a pass (the main device's).
+    pub blocks: u64,
+    /// Measured rate, KiB/s (0 when not reading).
+    pub rate_kib: u64,
+    /// Passes completed.
+    pub passes: u64,
+    /// Whether the limiter sees foreground I/O (reading at the floor).
+    pub busy: bool,
+    /// Floor, MiB/s.
+    pub speed_min: u32,
+    /// Ceiling, MiB/s.
+    pub speed_max: u32,
+    /// Block size, bytes (for the ETA; not printed).
+    pub block_size: u32,
+}
+
+impl ScanReport {
+    /// Tenths of a percent of the pass done.
+    pub fn permille(&self) -> u64 {
+        let p = self.position.min(self.blocks);
+        match p.checked_mul(1000) {
+            Some(x) => x.checked_div(self.blocks),
+            None => p.checked_div(self.blocks / 1000),
+        }
+        .unwrap_or(0)
+    }
+
+    /// Seconds to the end of the pass at the measured rate (none when not reading).
+    pub fn eta_secs(&self) -> Option<u64> {
+        if self.state != ScrubState::On {
+            return None;
+        }
+        let left = self.blocks.saturating_sub(self.position).saturating_mul(u64::from(self.block_size));
+        (left / 1024).checked_div(self.rate_kib)
+    }
+}
+
+impl core::fmt::Display for ScanReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let p = self.permille();
+        write!(
+            f,
+            "scan={} position={} blocks={} percent={}.{} rate_kib={} eta_secs=",
+            self.state.word(),
+            self.position,
+            self.blocks,
+            p / 10,
+            p % 10,
+            self.rate_kib
+        )?;
+        match self.eta_secs() {
+            Some(s) => write!(f, "{s}")?,
+            None => f.write_str("-")?,
+        }
+        write!(f, " passes={} busy={} speed_min={} speed_max={}", self.passes, u8::from(self.busy), self.speed_min, self.speed_max)
+    }
+}
+
+/// What a host reads back from a `scan_status` reply (the ETA and percent are derived).
+#[allow(dead_code)] // the host's parser
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanReply {
+    /// The `scan=` word.
+    pub state: ScrubState,
+    /// `position=`.
+    pub position: u64,
+    /// `blocks=`.
+    pub blocks: u64,
+    /// `percent=` in tenths.
+    pub permille: u64,
+    /// `rate_kib=`.
+    pub rate_kib: u64,
+    /// `eta_secs=` (`-`: none).
+    pub eta_secs: Option<u64>,
+    /// `passes=`.
+    pub passes: u64,
+    /// `busy=`.
+    pub busy: bool,
+    /// `speed_min=`.
+    pub speed_min: u32,
+    /// `speed_max=`.
+    pub speed_max: u32,
+}
+
+#[allow(dead_code)] // the host's parser
+impl ScanReply {
+    /// Parses a `scan_status` reply; `None` unless every word is there, in order.
+    pub fn parse(s: &str) -> Option<ScanReply> {
+        let mut w = s.split_ascii_whitespace();
+        let mut val = |key: &str| -> Option<&str> { w.next()?.strip_prefix(key)?.strip_prefix('=') };
+        let state = match val("scan")? {
+            "on" => ScrubState::On,
+            "off" => ScrubState::Off,
+            "paused" => ScrubState::Paused,
+            "resting" => ScrubState::Resting,
+            _ => return None,
+        };
+        let position = parse_u64(val("position")?.as_bytes())?;
+        let blocks = parse_u64(val("blocks")?.as_bytes())?;
+        let (whole, tenth) = val("percent")?.split_once('.')?;
+        if tenth.len() != 1 {
+            return None;
+        }
+        let permille = parse_u64(whole.as_bytes())?.checked_mul(10)?.checked_add(parse_u64(tenth.as_bytes())?)?;
+        let rate_kib = parse_u64(val("rate_kib")?.as_bytes())?;
+        let eta_secs = match val("eta_secs")? {
+            "-" => None,
+            n => Some(parse_u64(n.as_bytes())?),
+        };
+        let passes = parse_u64(val("passes")?.as_bytes())?;
+        let busy = match val("busy")? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        let speed_min = parse_u32(val("speed_min")?.as_bytes())?;
+        let speed_max = parse_u32(val("speed_max")?.as_bytes())?;
+        if w.next().is_some() {
+            return None;
+        }
+        Some(ScanReply { state, position, blocks, permille, rate_kib, eta_secs, passes, busy, speed_min, speed_max })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,7 +463,9 @@ mod tests {
             ("scan start", Scan(true)),
             ("scan stop", Scan(false)),
             ("scan_interval 86400", ScanInterval(86400)),
-            ("scan_rate 1", ScanRate(1)),
+            ("scrub_speed 1 32", ScrubSpeed { min: 1, max: 32 }),
+            ("scrub_speed 100000 100000", ScrubSpeed { min: 100000, max: 100000 }),
+            ("scan_status", ScanStatus),
             ("remap 4096", Remap(4096)),
             ("query 0", Query(0)),
             ("list_remaps", ListRemaps { first: 0, count: 64 }),
@@ -314,7 +492,14 @@ mod tests {
             ("alert_threshold -1", BadValue),
             ("scan go", BadValue),
             ("scan_interval 0", BadValue),
-            ("scan_rate 1000001", BadValue),
+            ("scan_rate 16", ScanRateReplaced),
+            ("scan_rate", ScanRateReplaced),
+            ("scrub_speed 1", ArgCount),
+            ("scrub_speed 0 32", BadValue),
+            ("scrub_speed 33 32", BadValue),
+            ("scrub_speed 1 100001", BadValue),
+            ("scrub_speed x 32", BadValue),
+            ("scan_status now", ArgCount),
             ("remap", ArgCount),
             ("remap x", BadValue),
             ("query 1 2", ArgCount),
@@ -349,5 +534,38 @@ mod tests {
         assert_eq!(parse_hotspot_line("100 2"), None);
         assert_eq!(parse_remap_line(&RemapLine(7, 9).to_string()), Some((7, 9)));
         assert_eq!(parse_hotspot_line(&HotspotLine(1, 4, 6).to_string()), Some((1, 4, 6)));
+    }
+
+    #[test]
+    fn report_round_trip() {
+        let r = ScanReport {
+            state: ScrubState::On,
+            position: 131072,
+            blocks: 262144,
+            rate_kib: 32768,
+            passes: 2,
+            busy: false,
+            speed_min: 1,
+            speed_max: 32,
+            block_size: 4096,
+        };
+        let text = r.to_string();
+        assert_eq!(
+            text,
+            "scan=on position=131072 blocks=262144 percent=50.0 rate_kib=32768 eta_secs=16 passes=2 busy=0 speed_min=1 speed_max=32"
+        );
+        let p = ScanReply::parse(&text).unwrap();
+        assert_eq!((p.state, p.position, p.blocks, p.permille, p.rate_kib, p.eta_secs), (ScrubState::On, 131072, 262144, 500, 32768, Some(16)));
+        assert_eq!((p.passes, p.busy, p.speed_min, p.speed_max), (2, false, 1, 32));
+        let off = ScanReport { state: ScrubState::Off, rate_kib: 0, position: 1, blocks: 3, ..r };
+        assert_eq!(
+            off.to_string(),
+            "scan=off position=1 blocks=3 percent=33.3 rate_kib=0 eta_secs=- passes=2 busy=0 speed_min=1 speed_max=32"
+        );
+        assert_eq!(ScanReply::parse(&off.to_string()).unwrap().eta_secs, None);
+        for bad in ["", "scan=on", "scan=maybe position=1", &format!("{text} x=1"), &text.replace("percent=50.0", "percent=50")] {
+            assert_eq!(ScanReply::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(ScanReport { blocks: 0, ..r }.permille(), 0);
     }
 }

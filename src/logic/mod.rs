@@ -20,6 +20,7 @@ pub mod loader;
 pub mod mainid;
 pub mod message;
 pub mod remaps;
+pub mod scrub;
 pub mod status;
 // Read by the host tool only (`dmremap activate`); not built into the module.
 #[cfg(not(MODULE))]

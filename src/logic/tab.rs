@@ -12,6 +12,7 @@
 //! comma-separated; `-` or nothing means none.
 
 use super::mainid::MainId;
+use super::scrub::{valid_speeds, DEFAULT_SPEED_MAX, DEFAULT_SPEED_MIN};
 
 /// Longest device name device-mapper accepts, minus the terminating NUL.
 pub const MAX_NAME: usize = 127;
@@ -44,6 +45,10 @@ pub struct TabOptions {
     pub alert_threshold: Option<u8>,
     /// `no_scan`.
     pub no_scan: bool,
+    /// `scrub_speed_min=<MiB/s>`.
+    pub scrub_speed_min: Option<u32>,
+    /// `scrub_speed_max=<MiB/s>`.
+    pub scrub_speed_max: Option<u32>,
 }
 
 /// One device.
@@ -90,7 +95,7 @@ impl TabError {
             TabError::BadName => "invalid name (1 to 127 characters, no '/', not . or ..)",
             TabError::BadDevice => "a device must be an absolute path (the spare may also be UUID=<uuid>)",
             TabError::BadUuid => "UUID= needs the spare's 32 hex digits (dmremap inspect shows it)",
-            TabError::UnknownOption => "unknown option (block_size, read_retries, cache_size, no_proactive, main_id, alert_threshold, no_scan, noauto)",
+            TabError::UnknownOption => "unknown option (block_size, read_retries, cache_size, no_proactive, main_id, alert_threshold, no_scan, scrub_speed_min, scrub_speed_max, noauto)",
             TabError::DuplicateOption => "an option is given twice",
             TabError::BadValue => "an option has a bad or missing value",
         }
@@ -164,17 +169,24 @@ fn options(s: &str) -> Result<TabOptions, TabError> {
             ("alert_threshold", _) => {
                 o.alert_threshold = Some(num().and_then(|v| u8::try_from(v).ok().filter(|&t| t <= 100).ok_or(TabError::BadValue))?)
             }
+            ("scrub_speed_min", _) => o.scrub_speed_min = Some(num()?),
+            ("scrub_speed_max", _) => o.scrub_speed_max = Some(num()?),
             ("noauto", None) => o.noauto = true,
             ("main_id", Some(v)) => o.main_id = Some(MainId::parse(v.as_bytes()).ok_or(TabError::BadValue)?),
             ("no_proactive" | "noauto" | "no_scan" | "main_id", _) => return Err(TabError::BadValue),
             _ => return Err(TabError::UnknownOption),
         }
-        // At most 8 distinct keys exist, so `seen` cannot overflow before a duplicate or an
+        // At most 10 distinct keys exist, so `seen` cannot overflow before a duplicate or an
         // unknown key is refused.
         if let Some(slot) = seen.get_mut(n) {
             *slot = key;
             n += 1;
         }
+    }
+    // As the table line checks them: either alone against the other's default.
+    let (min, max) = (o.scrub_speed_min.unwrap_or(DEFAULT_SPEED_MIN), o.scrub_speed_max.unwrap_or(DEFAULT_SPEED_MAX));
+    if !valid_speeds(min, max) {
+        return Err(TabError::BadValue);
     }
     Ok(o)
 }
@@ -216,6 +228,8 @@ mod tests {
         assert_eq!(e.options.main_id, MainId::parse(b"WD-1"));
         let e = parse_line("g /dev/a /dev/b block_size=8192,cache_size=0,no_proactive").unwrap().unwrap();
         assert_eq!((e.options.block_size, e.options.cache_size, e.options.no_proactive), (Some(8192), Some(0), true));
+        let e = parse_line("h /dev/a /dev/b scrub_speed_max=200,scrub_speed_min=5").unwrap().unwrap();
+        assert_eq!((e.options.scrub_speed_min, e.options.scrub_speed_max), (Some(5), Some(200)));
     }
 
     #[test]
@@ -241,6 +255,11 @@ mod tests {
             ("x /dev/a /dev/b cache_size=3", BadValue),
             ("x /dev/a /dev/b alert_threshold=101", BadValue),
             ("x /dev/a /dev/b no_scan=1", BadValue),
+            ("x /dev/a /dev/b scrub_speed_min=0", BadValue),
+            ("x /dev/a /dev/b scrub_speed_min=33", BadValue),
+            ("x /dev/a /dev/b scrub_speed_max=100001", BadValue),
+            ("x /dev/a /dev/b scrub_speed_min=9,scrub_speed_max=8", BadValue),
+            ("x /dev/a /dev/b scrub_speed_max", BadValue),
         ] {
             assert_eq!(parse_line(l), Err(e), "{l:?}");
         }

@@ -542,3 +542,36 @@ impl Uevents {
         out
     }
 }
+
+/// A null_blk device made through configfs; removed on drop.
+pub struct NullB {
+    dir: String,
+    pub path: String,
+}
+
+impl NullB {
+    pub fn new(name: &str, size_mb: u64, memory_backed: bool) -> Result<Self> {
+        let dir = format!("/sys/kernel/config/nullb/{name}");
+        std::fs::create_dir(&dir)?;
+        let me = Self { dir, path: format!("/dev/{name}") };
+        for (attr, val) in [
+            ("size", size_mb.to_string()),
+            ("blocksize", "4096".into()),
+            ("queue_mode", "2".into()),
+            ("irqmode", "0".into()),
+            ("hw_queue_depth", "128".into()),
+            ("memory_backed", if memory_backed { "1" } else { "0" }.into()),
+            ("power", "1".into()),
+        ] {
+            std::fs::write(format!("{}/{attr}", me.dir), val).with_context(|| format!("null_blk {attr}"))?;
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for NullB {
+    fn drop(&mut self) {
+        let _ = std::fs::write(format!("{}/power", self.dir), "0");
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}

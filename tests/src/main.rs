@@ -27,6 +27,7 @@ mod logwrites;
 mod t_crash;
 mod t_correct;
 mod t_safety;
+mod t_scrub;
 mod t_reliability;
 mod t_tool;
 
@@ -64,6 +65,7 @@ fn all_tests() -> Vec<Test> {
     v.extend_from_slice(t_correct::TESTS);
     v.extend_from_slice(t_safety::TESTS);
     v.extend_from_slice(t_health::TESTS);
+    v.extend_from_slice(t_scrub::TESTS);
     v.extend_from_slice(t_tool::TESTS);
     v.extend_from_slice(t_reliability::TESTS);
     v.extend_from_slice(t_crash::TESTS);

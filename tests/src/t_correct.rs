@@ -112,7 +112,7 @@ fn migration_scan() -> Result<()> {
     let spare = SlowSpare::new("ms-spare")?;
     let dm = DmDev::create("t-ms", &remap_table(n, LineSpec::new(&main.path, &spare.dm.path).format()))?;
     let base = status_of(&dm.name, |s| s.spare_ios)?;
-    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scrub_speed", "1000", "1000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
     let new = pattern(4, BS as usize);
@@ -181,7 +181,7 @@ fn failed_pool_write() -> Result<()> {
     dmsetup(&["reload", &spare.name, "--table", &spare_table])?;
     dmsetup(&["resume", &spare.name])?;
     let dm = DmDev::create("t-fp", &remap_table(n, LineSpec::new(&main.path, &spare.path)))?;
-    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scrub_speed", "1000", "1000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
     wait_for(60, "the state to become degraded", || {
@@ -287,7 +287,7 @@ fn no_scan_while_suspended() -> Result<()> {
     let n = 16 * MIB / 512;
     let dm = DmDev::create("t-ns", &remap_table(n, LineSpec::new(&lo.path, &spare.path).format()))?;
     msg(&dm.name, &["scan", "stop"])?;
-    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scrub_speed", "1000", "1000"])?;
     dmsetup(&["suspend", &dm.name])?;
     let blk = lo.path.trim_start_matches("/dev/").to_string();
     let before = io_counts(&blk)?.0;
@@ -347,7 +347,7 @@ fn slow_scan_step() -> Result<()> {
     let main = DmDev::create("t-sl-main", &table)?;
     let spare = LoopDev::new("sl-spare", 4 * MIB)?;
     let dm = DmDev::create("t-sl", &remap_table(n, LineSpec::new(&main.path, &spare.path).format()))?;
-    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scrub_speed", "1000", "1000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
     // The step reaches the slow run at once and stays in it for many seconds.

@@ -96,7 +96,7 @@ fn messages() -> Result<()> {
     expect_eq("list_remaps 1 5", msg(n, &["list_remaps", "1", "5"])?, String::new())?;
     expect_eq("hotspots", msg(n, &["hotspots"])?, "10-10 1".to_string())?;
     msg(n, &["scan_interval", "30"])?;
-    msg(n, &["scan_rate", "100"])?;
+    expect_eq("reply to scrub_speed at the line's values", msg(n, &["scrub_speed", "1", "32"])?, String::new())?;
     msg(n, &["scan", "stop"])?;
     msg(n, &["scan", "start"])?;
     msg(n, &["scan", "stop"])?;
@@ -130,6 +130,8 @@ fn messages() -> Result<()> {
         vec!["scan", "go"],
         vec!["scan_interval", "0"],
         vec!["scan_rate", "1000001"],
+        vec!["scrub_speed", "33", "32"],
+        vec!["scan_status", "now"],
         vec!["remap"],
         vec!["query", "abc"],
         vec!["query", &(16 * MIB / 512).to_string()],
@@ -196,7 +198,7 @@ fn scan_finds_bad_block() -> Result<()> {
     dmsetup(&["message", &dust.name, "0", "enable"])?;
     let spare = LoopDev::new("sc-spare", 4 * MIB)?;
     let dm = DmDev::create("t-sc", &remap_table(n, LineSpec::new(&dust.path, &spare.path).format()))?;
-    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scrub_speed", "1000", "1000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
     wait_for(30, "a full scan pass", || Ok(status_of(&dm.name, |s| s.scan_passes)? >= 1))?;
@@ -226,7 +228,7 @@ fn weak_block() -> Result<()> {
     let dm = DmDev::create("t-wk", &remap_table(n, LineSpec::new(&main.path, &spare.path).format()))?;
     let mut kmsg = Kmsg::open()?;
     kmsg.drain();
-    msg(&dm.name, &["scan_rate", "100000"])?;
+    msg(&dm.name, &["scrub_speed", "1000", "1000"])?;
     msg(&dm.name, &["scan_interval", "1"])?;
     msg(&dm.name, &["scan", "start"])?;
     // Slow on one pass makes a suspect; slow again on the next makes it weak.
@@ -336,7 +338,7 @@ fn tunables_in_table() -> Result<()> {
     ensure!(shown.trim_end().ends_with(" 4 format alert_threshold 90 no_scan"), "dmsetup table: {shown:?}");
     // The scan is off: nothing is read in the background even with a fast schedule.
     msg(n, &["scan_interval", "1"])?;
-    msg(n, &["scan_rate", "100000"])?;
+    msg(n, &["scrub_speed", "1000", "1000"])?;
     std::thread::sleep(Duration::from_millis(2500));
     expect_eq("blocks scanned with no_scan", status_of(n, |s| (s.scanned, s.scan_passes))?, (0, 0))?;
     expect_eq(

@@ -107,7 +107,7 @@ fn generated_messages() -> Result<()> {
     let data = pattern(77, 4096);
     write_at(&dm.path, 40960, &data)?;
     let cmds = [
-        "help", "maintenance", "alert_threshold", "scan", "scan_interval", "scan_rate", "remap", "query", "list_remaps",
+        "help", "maintenance", "alert_threshold", "scan", "scan_interval", "scan_rate", "scrub_speed", "scan_status", "remap", "query", "list_remaps",
         "hotspots", "clear_stats", "sync", "frobnicate", "", "HELP",
     ];
     let args = ["on", "off", "start", "stop", "0", "1", "100", "101", "65", "4096", "32767", "32768", "-1", "x", "99999999999999999999"];

@@ -363,7 +363,7 @@ fn activate_tab() -> Result<()> {
             "# dm-remap devices\n\
              ta-a {} UUID={ua} read_retries=4\n\
              ta-bad {} {} frobnicate\n\
-             ta-b {} {} -\n\
+             ta-b {} {} scrub_speed_min=2,scrub_speed_max=64\n\
              ta-missing /dev/nonexistent {}\n\
              ta-no {} {} noauto\n\
              ta-held {} {}\n",
@@ -386,6 +386,8 @@ fn activate_tab() -> Result<()> {
     expect_eq("DM UUID", uuid.trim().to_string(), format!("REMAP-{ua}"))?;
     let table = dmsetup(&["table", "ta-a"])?;
     ensure!(table.contains(" 2 read_retries 4"), "table {table:?}");
+    let table = dmsetup(&["table", "ta-b"])?;
+    ensure!(table.trim_end().ends_with(" 4 scrub_speed_min 2 scrub_speed_max 64"), "table {table:?}");
     write_at("/dev/mapper/ta-a", 0, &pattern(1, BS as usize))?;
     expect_eq("data through ta-a", read_at("/dev/mapper/ta-a", 0, BS as usize)? == pattern(1, BS as usize), true)?;
     let (_, out, _) = dmremap(&["activate", "--all", "--tab", tab])?;

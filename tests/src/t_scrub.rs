@@ -1,0 +1,206 @@
+//! The scrub at disk scale: a whole pass over a large device at the default speeds with its
+//! progress in `scan_status`, the rate limiter (the ceiling while idle, the floor under a
+//! foreground fio), the speeds as a message and as table feature arguments.
+
+use crate::harness::*;
+use anyhow::{ensure, Context, Result};
+use dm_remap_logic::message::{ScanReply, ScrubState};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TESTS: &[crate::Test] = &[
+    ("scrub_pass_over_1gib_at_defaults_with_progress", pass_1gib),
+    ("scrub_limiter_ceiling_idle_floor_under_fio", limiter),
+    ("scrub_speed_message_and_table_line", speed_settings),
+];
+
+const MIB: u64 = 1 << 20;
+
+fn msg(name: &str, words: &[&str]) -> Result<String> {
+    let mut args = vec!["message", name, "0"];
+    args.extend_from_slice(words);
+    Ok(dmsetup(&args)?.trim_end().to_string())
+}
+
+fn scan_status(name: &str) -> Result<ScanReply> {
+    let text = msg(name, &["scan_status"])?;
+    ScanReply::parse(&text).with_context(|| format!("scan_status reply {text:?}"))
+}
+
+/// A null_blk main device of `mib` MiB that stores nothing (reads return zeroes at memory
+/// speed, so the limiter, not the device, sets the pace), a 4 MiB loop spare, and a remap
+/// target over them with `spec`'s options.
+fn setup(tag: &str, mib: u64, spec: impl FnOnce(LineSpec<'_>) -> LineSpec<'_>) -> Result<(NullB, LoopDev, DmDev)> {
+    let main = NullB::new(&format!("nb{tag}"), mib, false)?;
+    let spare = LoopDev::new(&format!("{tag}-spare"), 4 * MIB)?;
+    let dm = DmDev::create(&format!("t-{tag}"), &remap_table(mib * MIB / 512, spec(LineSpec::new(&main.path, &spare.path).format())))?;
+    Ok((main, spare, dm))
+}
+
+/// Bytes the scrub read between two `scan_status` replies of the same pass.
+fn read_between(a: &ScanReply, b: &ScanReply) -> u64 {
+    (b.position - a.position) * 4096
+}
+
+/// One pass over 1 GiB at the default speeds (32 MiB/s idle: about 33 s, after the 10 s
+/// rest that follows a resume). `scan_status` shows the position moving, the percent
+/// matching it, a measured rate within the ceiling, an ETA, then the pass counted and the
+/// scrub resting at 100%.
+fn pass_1gib() -> Result<()> {
+    let (_main, _spare, dm) = setup("sp", 1024, |s| s)?;
+    let n = dm.name.as_str();
+    let blocks = 1024 * MIB / 4096;
+    let first = scan_status(n)?;
+    expect_eq("scan_status before the first step", (first.state, first.position, first.blocks, first.passes), (ScrubState::On, 0, blocks, 0))?;
+    expect_eq("default speeds", (first.speed_min, first.speed_max), (1, 32))?;
+    let t0 = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let s = scan_status(n)?;
+        if s.passes == 1 {
+            expect_eq("after the pass", (s.state, s.position, s.permille, s.rate_kib, s.eta_secs), (ScrubState::Resting, blocks, 1000, 0, None))?;
+            break;
+        }
+        ensure!(t0.elapsed() < Duration::from_secs(150), "no pass after 150 s: {s:?}");
+        if s.position > 0 && s.position < blocks {
+            expect_eq("percent in tenths", s.permille, s.position * 1000 / blocks)?;
+            ensure!(s.state == ScrubState::On && !s.busy, "scrubbing an idle device: {s:?}");
+            if s.rate_kib > 0 {
+                ensure!(s.rate_kib <= 32 * 1024 * 11 / 10, "measured rate above the ceiling: {s:?}");
+                let eta = s.eta_secs.context("no ETA while reading")?;
+                expect_eq("ETA", eta, (blocks - s.position) * 4 / s.rate_kib)?;
+            }
+            seen.push((Instant::now(), s));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let elapsed = t0.elapsed();
+    ensure!(seen.len() >= 3, "progress seen only {} times during the pass", seen.len());
+    ensure!(seen.windows(2).all(|w| w[1].1.position > w[0].1.position), "position did not move forward: {seen:?}");
+    let (ta, a) = &seen[0];
+    let (tb, b) = &seen[seen.len() - 1];
+    let rate = read_between(a, b) as f64 / (*tb - *ta).as_secs_f64() / MIB as f64;
+    println!("    1 GiB pass in {:.0} s (with the 10 s rest after resume), {rate:.1} MiB/s between polls", elapsed.as_secs_f64());
+    ensure!(rate <= 32.0 * 1.1, "measured {rate:.1} MiB/s, ceiling 32");
+    expect_eq("field 19 (passes)", status_of(n, |s| s.scan_passes)?, 1)?;
+    Ok(())
+}
+
+/// The limiter: idle, the rate measured from `scan_status` positions is at most the ceiling
+/// + 10%; within 10 s of a foreground fio starting it is at most 1.5 x the floor, and
+/// `busy=1`; once fio ends it climbs back.
+fn limiter() -> Result<()> {
+    let (_main, _spare, dm) = setup("sl", 2048, |s| s)?;
+    let n = dm.name.as_str();
+    wait_for(30, "the scrub to start", || Ok(scan_status(n)?.position > 0))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (t0, a) = (Instant::now(), scan_status(n)?);
+    std::thread::sleep(Duration::from_secs(8));
+    let (t1, b) = (Instant::now(), scan_status(n)?);
+    let idle = read_between(&a, &b) as f64 / (t1 - t0).as_secs_f64() / MIB as f64;
+    println!("    idle: {idle:.1} MiB/s (ceiling 32)");
+    ensure!(idle <= 32.0 * 1.1, "idle rate {idle:.1} MiB/s above the ceiling + 10%");
+    ensure!(idle >= 8.0, "idle rate {idle:.1} MiB/s: the scrub hardly ran");
+    ensure!(!b.busy, "busy on an idle device: {b:?}");
+
+    let mut fio = Command::new("fio")
+        .args([
+            "--name=fg",
+            &format!("--filename={}", dm.path),
+            "--ioengine=psync",
+            "--direct=1",
+            "--rw=randread",
+            "--bs=4k",
+            "--time_based",
+            "--runtime=16",
+            "--output-format=terse",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let started = Instant::now();
+    wait_for(10, "fio's first reads", || Ok(status_of(n, |s| s.reads)? > 0))?;
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+    let (t2, c) = (Instant::now(), scan_status(n)?);
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(started.elapsed()));
+    let (t3, d) = (Instant::now(), scan_status(n)?);
+    let busy = read_between(&c, &d) as f64 / (t3 - t2).as_secs_f64() / MIB as f64;
+    println!("    under fio, {:.1} s to {:.1} s after its start: {busy:.2} MiB/s (floor 1)", (t2 - started).as_secs_f64(), (t3 - started).as_secs_f64());
+    ensure!(d.busy, "the limiter does not see fio: {d:?}");
+    ensure!(busy <= 1.5, "rate under fio {busy:.2} MiB/s above 1.5 x the floor");
+    let st = wait_child(&mut fio, 30, "fio")?;
+    ensure!(st.success(), "fio failed: {st}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (t4, e) = (Instant::now(), scan_status(n)?);
+    std::thread::sleep(Duration::from_secs(4));
+    let (t5, f) = (Instant::now(), scan_status(n)?);
+    let after = read_between(&e, &f) as f64 / (t5 - t4).as_secs_f64() / MIB as f64;
+    println!("    after fio: {after:.1} MiB/s");
+    ensure!(!f.busy && after > 4.0, "the scrub did not speed up again after fio: {after:.1} MiB/s, {f:?}");
+    Ok(())
+}
+
+/// `scrub_speed <min> <max>` sets the limits (saying the table line differs), bad pairs are
+/// refused, the old `scan_rate` is refused with a log line naming `scrub_speed`; the table
+/// line's `scrub_speed_min`/`scrub_speed_max` show in `dmsetup table` and `scan_status` and
+/// survive a reload, which also returns to them from a message's values; `dmremap
+/// scrub-speed` and `scan-status` (text and JSON) use the same messages.
+fn speed_settings() -> Result<()> {
+    let (_main, _spare, dm) = setup("ss", 64, |s| s.scrub_speed(2, 8))?;
+    let n = dm.name.as_str();
+    let shown = dmsetup(&["table", n])?;
+    ensure!(shown.trim_end().ends_with(" 5 format scrub_speed_min 2 scrub_speed_max 8"), "dmsetup table: {shown:?}");
+    let s = scan_status(n)?;
+    expect_eq("speeds from the line", (s.speed_min, s.speed_max), (2, 8))?;
+    expect_eq(
+        "reply to scrub_speed 4 100",
+        msg(n, &["scrub_speed", "4", "100"])?,
+        "scrub_speed is now 4 100; the table line says 2 8 and a reload returns to it (set it there to keep it)".to_string(),
+    )?;
+    let s = scan_status(n)?;
+    expect_eq("speeds after the message", (s.speed_min, s.speed_max), (4, 100))?;
+    expect_eq("reply to the line's own speeds", msg(n, &["scrub_speed", "2", "8"])?, String::new())?;
+    let mut kmsg = Kmsg::open()?;
+    kmsg.drain();
+    let out = cmd_fails("dmsetup", &["message", n, "0", "scan_rate", "16"])?;
+    ensure!(out.contains("Invalid argument"), "scan_rate: {out:?}");
+    let log = kmsg.drain();
+    let want = format!(
+        "{}: message refused: scan_rate <blocks/s> is no longer accepted: use scrub_speed <min MiB/s> <max MiB/s>",
+        dm_devno(n)?
+    );
+    ensure!(log.iter().any(|l| l.contains(&want)), "kernel log after scan_rate: {log:?}, wanted {want:?}");
+    for bad in [["5", "4"], ["0", "4"], ["1", "100001"]] {
+        let out = cmd_fails("dmsetup", &["message", n, "0", "scrub_speed", bad[0], bad[1]])?;
+        ensure!(out.contains("Invalid argument"), "scrub_speed {bad:?}: {out:?}");
+    }
+    // The same through dmremap: the reply parsed by the same code, as JSON and text.
+    let out = cmd("dmremap", &["scrub-speed", n, "3", "9"])?;
+    expect_eq("dmremap scrub-speed", out, format!("{n}: scrub_speed 3 9\n"))?;
+    let j: serde_json::Value = serde_json::from_str(&cmd("dmremap", &["scan-status", n, "--json"])?)?;
+    expect_eq("dmremap scan-status --json speeds", (j["speed_min_mib"].as_u64(), j["speed_max_mib"].as_u64()), (Some(3), Some(9)))?;
+    expect_eq("dmremap scan-status --json blocks", j["blocks"].as_u64(), Some(64 * MIB / 4096))?;
+    let text = cmd("dmremap", &["scan-status", n])?;
+    ensure!(text.starts_with(&format!("{n}: scan ")) && text.trim_end().ends_with("limits 3-9 MiB/s"), "dmremap scan-status: {text:?}");
+    let table = dmsetup(&["table", n])?;
+    let line = table.trim_end().split_once(" remap ").context("table")?.1.to_string();
+    dmsetup(&["reload", n, "--table", &format!("0 {} remap {line}", 64 * MIB / 512)])?;
+    dmsetup(&["resume", n])?;
+    let s = scan_status(n)?;
+    expect_eq("speeds after a reload", (s.speed_min, s.speed_max), (2, 8))?;
+    let bad = remap_table(64 * MIB / 512, LineSpec::new(&dm_devno_of_main(n)?, "7:0").scrub_speed(9, 8));
+    let out = cmd_fails("dmsetup", &["reload", n, "--table", &bad])?;
+    ensure!(out.contains("Invalid argument"), "a table line with min > max: {out:?}");
+    Ok(())
+}
+
+/// The dm device's `major:minor`, as the kernel log names it.
+fn dm_devno(name: &str) -> Result<String> {
+    Ok(dmsetup(&["info", "-c", "--noheadings", "-o", "major,minor", "--separator", ":", name])?.trim().to_string())
+}
+
+/// The main device of a remap table, as `dmsetup table` shows it.
+fn dm_devno_of_main(name: &str) -> Result<String> {
+    let table = dmsetup(&["table", name])?;
+    Ok(table.split_whitespace().nth(3).context("table")?.to_string())
+}
