@@ -6,9 +6,9 @@
 #![forbid(unsafe_code)]
 
 use crate::dm::{ratelimit, Args, StatusWriter};
-use crate::engine::{Engine, State};
+use crate::engine::{Engine, Stat, State};
 use crate::health::check_alerts;
-use crate::logic::message::{BlockReply, HotspotLine, Location, Message, RemapLine, ScanReport, ScrubState, HELP};
+use crate::logic::message::{BlockReply, HotspotLine, LatencyReply, Location, Message, RemapLine, ScanReport, ScrubState, HELP};
 use crate::logic::remaps;
 use crate::migrate;
 use crate::scan;
@@ -157,6 +157,10 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
             e.config.main.flush()?;
             e.config.spare.flush()?;
             Ok(false)
+        }
+        Message::Latency => {
+            let r = LatencyReply { main_sum_ns: e.stats.sum(Stat::LatencyNs), main_count: e.stats.sum(Stat::LatencyCount) };
+            reply(out, format_args!("{r}"))
         }
     }
 }

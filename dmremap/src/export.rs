@@ -1,6 +1,7 @@
 //! Prometheus text exposition (version 0.0.4) of dm-remap devices, for node_exporter's
 //! textfile collector: `dmremap_` prefix, base units, `_total` for counters.
 
+use dm_remap_logic::message::{LatencyReply, ScanReply, ScrubState};
 use crate::status::{self, Status};
 use crate::{dm, Fail, Kind};
 use std::fmt::Write;
@@ -37,7 +38,6 @@ fn metrics(s: &Status) -> Vec<(&'static str, &'static str, &'static str, f64)> {
         ("dmremap_health_score", "gauge", "Health score, 0 to 100.", f(s.health)),
         ("dmremap_spare_exhaustion_seconds", "gauge", "Predicted seconds until the spare is used up (no sample: no trend; 0: full).", exhaustion(s)),
         ("dmremap_hotspots", "gauge", "Clusters of media errors.", f(s.hotspots)),
-        ("dmremap_main_latency_seconds", "gauge", "Mean I/O latency of the main device.", s.main_latency_us as f64 / 1e6),
         ("dmremap_alert_threshold", "gauge", "Health score below which an alert is raised.", f(s.alert_threshold)),
     ]
 }
@@ -53,6 +53,10 @@ pub struct Dev {
     pub status: Result<Status, String>,
     /// `dm-N`, if known.
     pub dm: Option<String>,
+    /// The `latency` message's reply (no sample without it).
+    pub latency: Option<LatencyReply>,
+    /// The `scan_status` message's reply (no scrub samples without it).
+    pub scan: Option<ScanReply>,
 }
 
 /// The exposition text. A device whose status could not be read is `dmremap_up 0` and has no
@@ -94,6 +98,38 @@ pub fn render(devs: &[Dev]) -> String {
             }
         }
     }
+    // Latency as a summary without quantiles: the mean over any interval is
+    // rate(_sum) / rate(_count), not a mean since creation.
+    let lat: Vec<(&str, &LatencyReply)> = devs.iter().filter_map(|d| Some((d.name.as_str(), d.latency.as_ref().filter(|_| d.status.is_ok())?))).collect();
+    if !lat.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP dmremap_main_latency_seconds Latency of the main device's completed I/Os since creation or clear_stats.\n\
+             # TYPE dmremap_main_latency_seconds summary"
+        );
+        for (name, l) in &lat {
+            let _ = writeln!(out, "dmremap_main_latency_seconds_sum{{device=\"{}\"}} {}", escape(name), l.main_sum_ns as f64 / 1e9);
+            let _ = writeln!(out, "dmremap_main_latency_seconds_count{{device=\"{}\"}} {}", escape(name), l.main_count);
+        }
+    }
+    let scans: Vec<(&str, &ScanReply)> = devs.iter().filter_map(|d| Some((d.name.as_str(), d.scan.as_ref().filter(|_| d.status.is_ok())?))).collect();
+    let scrub: [(&str, &str, fn(&ScanReply) -> Option<f64>); 5] = [
+        ("dmremap_scrub_running", "Whether the scrub is reading now (1) or off, paused or resting (0).", |r| Some(f64::from(u8::from(r.state == ScrubState::On)))),
+        ("dmremap_scrub_progress_ratio", "How far the current scrub pass is, 0 to 1.", |r| Some(r.permille as f64 / 1000.0)),
+        ("dmremap_scrub_rate_bytes_per_second", "The scrub's measured read rate.", |r| Some(r.rate_kib as f64 * 1024.0)),
+        ("dmremap_scrub_eta_seconds", "Seconds until the current pass ends at the current rate (no sample: not running).", |r| r.eta_secs.map(|e| e as f64)),
+        ("dmremap_scrub_passes", "Scrub passes completed since the table was loaded.", |r| Some(r.passes as f64)),
+    ];
+    if !scans.is_empty() {
+        for (mname, help, get) in scrub {
+            let _ = writeln!(out, "# HELP {mname} {help}\n# TYPE {mname} gauge");
+            for (name, r) in &scans {
+                if let Some(v) = get(r) {
+                    let _ = writeln!(out, "{mname}{{device=\"{}\"}} {v}", escape(name));
+                }
+            }
+        }
+    }
     let _ = writeln!(out, "# HELP dmremap_state Target state (1 for the current one).\n# TYPE dmremap_state gauge");
     for (name, s) in &ok {
         for st in ["operational", "maintenance", "spare_full", "degraded"] {
@@ -111,7 +147,10 @@ pub fn export(names: &[String], output: Option<&Path>) -> Result<i32, Fail> {
         .map(|n| {
             let status = dm::status_line(&n).and_then(|l| status::parse(&l)).map_err(|f| f.msg);
             let dm = dm::devno(&n).ok().and_then(|d| dm::kernel_name(&d));
-            Dev { name: n, status, dm }
+            // Older modules lack these messages: their samples are left out, nothing fails.
+            let latency = status.as_ref().ok().and_then(|_| dm::message(&n, "latency").ok()).and_then(|r| LatencyReply::parse(r.trim()));
+            let scan = status.as_ref().ok().and_then(|_| dm::message(&n, "scan_status").ok()).and_then(|r| ScanReply::parse(r.trim()));
+            Dev { name: n, status, dm, latency, scan }
         })
         .collect();
     let text = render(&devs);
@@ -135,9 +174,14 @@ mod tests {
     #[test]
     fn exposition_format() {
         let s = status::parse("0.1.0 252:0 7:1 1207 866 10 3 3 1012 1009 0 3 0 3 3 0 0 0 0 96 336 2 41 50 - operational").unwrap();
-        let t = render(&[Dev { name: "failing".into(), status: Ok(s.clone()), dm: Some("dm-0".into()) }]);
+        let lat = LatencyReply { main_sum_ns: 2_500_000_000, main_count: 1000 };
+        let scan = ScanReply::parse("scan=on position=512 blocks=2048 percent=25.0 rate_kib=32768 eta_secs=3 passes=1 busy=0 speed_min=1 speed_max=32");
+        let t = render(&[Dev { name: "failing".into(), status: Ok(s.clone()), dm: Some("dm-0".into()), latency: Some(lat), scan }]);
         assert!(t.contains("# TYPE dmremap_reads_total counter\ndmremap_reads_total{device=\"failing\"} 1207\n"));
-        assert!(t.contains("dmremap_main_latency_seconds{device=\"failing\"} 0.000041\n"));
+        assert!(t.contains("# TYPE dmremap_main_latency_seconds summary\ndmremap_main_latency_seconds_sum{device=\"failing\"} 2.5\ndmremap_main_latency_seconds_count{device=\"failing\"} 1000\n"), "{t}");
+        assert!(t.contains("dmremap_scrub_progress_ratio{device=\"failing\"} 0.25\n"), "{t}");
+        assert!(t.contains("dmremap_scrub_rate_bytes_per_second{device=\"failing\"} 33554432\n"), "{t}");
+        assert!(t.contains("dmremap_scrub_running{device=\"failing\"} 1\n"), "{t}");
         assert!(t.contains("dmremap_state{device=\"failing\",state=\"operational\"} 1\n"));
         assert!(t.contains("dmremap_up{device=\"failing\"} 1\n"));
         assert!(t.contains("dmremap_info{device=\"failing\",dm=\"dm-0\",main=\""));
@@ -148,18 +192,20 @@ mod tests {
         let mut full = quiet.clone();
         full.state = "spare_full".into();
         let t = render(&[
-            Dev { name: "quiet".into(), status: Ok(quiet), dm: None },
-            Dev { name: "full".into(), status: Ok(full), dm: None },
-            Dev { name: "gone".into(), status: Err("no device-mapper device gone".into()), dm: None },
+            Dev { name: "quiet".into(), status: Ok(quiet), dm: None, latency: None, scan: None },
+            Dev { name: "full".into(), status: Ok(full), dm: None, latency: None, scan: None },
+            Dev { name: "gone".into(), status: Err("no device-mapper device gone".into()), dm: None, latency: Some(lat), scan: None },
         ]);
         assert!(!t.contains("dmremap_spare_exhaustion_seconds{device=\"quiet\"}"), "{t}");
         assert!(t.contains("dmremap_spare_exhaustion_seconds{device=\"full\"} 0\n"));
         assert!(t.contains("dmremap_up{device=\"gone\"} 0\n") && !t.contains("dmremap_reads_total{device=\"gone\"}"));
         // Every sample line: name{labels} value, with a HELP and TYPE before its family.
+        assert!(!t.contains("dmremap_main_latency_seconds_sum{device=\"gone\"}"), "{t}");
         for l in t.lines().filter(|l| !l.starts_with('#')) {
             let (name, rest) = l.split_once('{').unwrap();
             assert!(name.starts_with("dmremap_") && rest.contains("} "));
-            assert!(t.contains(&format!("# TYPE {name} ")));
+            let family = name.strip_suffix("_sum").or(name.strip_suffix("_count")).filter(|f| t.contains(&format!("# TYPE {f} summary"))).unwrap_or(name);
+            assert!(t.contains(&format!("# TYPE {family} ")));
             rest.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap();
         }
     }

@@ -50,6 +50,8 @@ pub enum Message {
     ClearStats,
     /// `sync`: flush both devices.
     Sync,
+    /// `latency`: the main device's I/O latency as a sum and a count ([`LatencyReply`]).
+    Latency,
 }
 
 /// Why a message was refused.
@@ -85,7 +87,7 @@ impl MessageError {
 /// The reply to `help`.
 pub const HELP: &str = "help | maintenance on|off | alert_threshold <0-100> | scan start|stop | \
 scan_interval <1-86400 s> | scrub_speed <min MiB/s> <max MiB/s> | scan_status | remap <sector> | query <sector> | \
-list_remaps [<first> <count 1-64>] | hotspots | clear_stats | sync";
+list_remaps [<first> <count 1-64>] | hotspots | clear_stats | sync | latency";
 
 fn on_off(s: &[u8], on: &[u8], off: &[u8]) -> Result<bool, MessageError> {
     if s == on {
@@ -178,6 +180,10 @@ impl Message {
             b"sync" => {
                 want(0)?;
                 Message::Sync
+            }
+            b"latency" => {
+                want(0)?;
+                Message::Latency
             }
             _ => return Err(MessageError::Unknown),
         })
@@ -443,6 +449,35 @@ impl ScanReply {
     }
 }
 
+/// The reply to `latency`: `main_sum_ns=<n> main_count=<n>`, the summed latency (ns) of the
+/// main device's completed I/Os and how many there were, since creation or `clear_stats`.
+/// A sum and a count, not a mean, so that a monitor computes the mean over its own
+/// interval (Prometheus: `rate(_sum) / rate(_count)`).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct LatencyReply {
+    /// Summed latency, nanoseconds.
+    pub main_sum_ns: u64,
+    /// I/Os summed.
+    pub main_count: u64,
+}
+
+impl core::fmt::Display for LatencyReply {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "main_sum_ns={} main_count={}", self.main_sum_ns, self.main_count)
+    }
+}
+
+#[allow(dead_code)] // the host's parser
+impl LatencyReply {
+    /// Parses a `latency` reply; `None` unless both words are there, in order, and nothing else.
+    pub fn parse(s: &str) -> Option<LatencyReply> {
+        let mut w = s.split_ascii_whitespace();
+        let mut val = |key: &str| -> Option<u64> { parse_u64(w.next()?.strip_prefix(key)?.strip_prefix('=')?.as_bytes()) };
+        let r = LatencyReply { main_sum_ns: val("main_sum_ns")?, main_count: val("main_count")? };
+        w.next().is_none().then_some(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +547,22 @@ mod tests {
             assert_eq!(p(s), Err(e), "{s:?}");
             assert!(!e.message().to_bytes().is_empty());
         }
+    }
+
+    #[test]
+    fn latency_reply_round_trip() {
+        for r in [
+            LatencyReply { main_sum_ns: 0, main_count: 0 },
+            LatencyReply { main_sum_ns: u64::MAX, main_count: 1 },
+            LatencyReply { main_sum_ns: 41_000, main_count: u64::MAX },
+        ] {
+            assert_eq!(LatencyReply::parse(&r.to_string()), Some(r), "{r}");
+        }
+        for bad in ["", "main_sum_ns=1", "main_count=1 main_sum_ns=1", "main_sum_ns=1 main_count=x", "main_sum_ns=1 main_count=2 x", "main_sum_ns=-1 main_count=2"] {
+            assert_eq!(LatencyReply::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(p("latency"), Ok(Message::Latency));
+        assert_eq!(p("latency 1"), Err(MessageError::ArgCount));
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn export() -> Result<()> {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, ty) = rest.split_once(' ').context("TYPE line")?;
-            ensure!(["counter", "gauge"].contains(&ty), "type {ty}");
+            ensure!(["counter", "gauge", "summary"].contains(&ty), "type {ty}");
             ensure!(types.insert(name.to_string(), ty.to_string()).is_none(), "family {name} twice");
             ensure!(name.ends_with("_total") == (ty == "counter"), "{name} is a {ty}");
         } else if line.starts_with("# HELP ") {
@@ -120,7 +120,13 @@ fn export() -> Result<()> {
             let (head, value) = line.rsplit_once(' ').context("sample")?;
             value.parse::<f64>().with_context(|| format!("value in {line:?}"))?;
             let name = head.split('{').next().unwrap_or("");
-            ensure!(types.contains_key(name), "sample {name} before its TYPE");
+            // A summary's samples are <family>_sum and <family>_count.
+            let family = [name.strip_suffix("_sum"), name.strip_suffix("_count")]
+                .into_iter()
+                .flatten()
+                .find(|f| types.get(*f).is_some_and(|t| t == "summary"))
+                .unwrap_or(name);
+            ensure!(types.contains_key(family), "sample {name} before its TYPE");
             ensure!(head.contains("device=\"t-te\""), "label in {line:?}");
             samples += 1;
         }
@@ -135,6 +141,23 @@ fn export() -> Result<()> {
         ref other => bail!("dmremap_writes_total parsed as {other:?}, not a counter"),
     }
     ensure!(text.contains("dmremap_writes_total{device=\"t-te\"} 1\n"), "writes sample:\n{text}");
+    // Latency as _sum and _count, equal to what the `latency` message reports now (the
+    // device is idle but for the scrub, whose reads are not counted).
+    let reply = dmsetup(&["message", "t-te", "0", "latency"])?;
+    let l = dm_remap_logic::message::LatencyReply::parse(reply.trim()).with_context(|| format!("latency reply {reply:?}"))?;
+    ensure!(l.main_count >= 1, "latency count {} after a write", l.main_count);
+    let count = scrape.samples.iter().find(|s| s.metric == "dmremap_main_latency_seconds_count").context("no latency count")?;
+    let sum = scrape.samples.iter().find(|s| s.metric == "dmremap_main_latency_seconds_sum").context("no latency sum")?;
+    let as_f64 = |v: &prometheus_parse::Value| match v {
+        prometheus_parse::Value::Untyped(x) | prometheus_parse::Value::Gauge(x) | prometheus_parse::Value::Counter(x) => Some(*x),
+        _ => None,
+    };
+    expect_eq("latency count exported", as_f64(&count.value), Some(l.main_count as f64))?;
+    let exported_ns = as_f64(&sum.value).context("latency sum value")? * 1e9;
+    ensure!((exported_ns - l.main_sum_ns as f64).abs() <= 1.0 + l.main_sum_ns as f64 * 1e-9, "latency sum exported {exported_ns} ns, message {} ns", l.main_sum_ns);
+    for m in ["dmremap_scrub_running", "dmremap_scrub_progress_ratio", "dmremap_scrub_rate_bytes_per_second", "dmremap_scrub_passes"] {
+        ensure!(text.contains(&format!("{m}{{device=\"t-te\"}} ")), "no {m} sample:\n{text}");
+    }
     Ok(())
 }
 
