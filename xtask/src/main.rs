@@ -10,6 +10,7 @@ mod kernel;
 #[cfg(test)]
 mod layers;
 mod module;
+mod package;
 // The console protocol with the VM test runner, defined once in the tests crate.
 #[path = "../../tests/src/protocol.rs"]
 mod protocol;
@@ -81,6 +82,9 @@ enum Cmd {
         #[arg(long)]
         debug_kernel: bool,
     },
+    /// Build the Debian packages into target/packages/ (dmremap, the module for Debian's
+    /// 7.2 kernel, dm-remap-dkms) and run lintian on them (docs/install.md).
+    Package,
     /// Build everything, boot the VM and show the target at work.
     Demo,
     /// Fuzz the metadata loader and decoder and the table-line and message parsers
@@ -169,6 +173,7 @@ fn real_main() -> Result<i32> {
         Cmd::Test { filter, kernel, debug_kernel } => {
             test::test(&paths, filter.as_deref(), flavor(kernel.as_deref(), debug_kernel)?)
         }
+        Cmd::Package => package::package(&paths).map(|_| 0),
         Cmd::Demo => {
             let (kernel, module) = prepare(&paths, Flavor::Test)?;
             let runner = test::build_vmtest(&paths)?;
