@@ -646,7 +646,9 @@ pub fn test(paths: &Paths) -> Result<Vec<Check>> {
 /// Boots Debian's kernel with both modules: the packaged one, installed at its package path
 /// and loaded by modprobe after depmod, then the DKMS-built one the same way from
 /// `updates/dkms/`. Each must register the `remap` target and unload; the kernel log must have
-/// no BUG, WARNING or Oops. Returns the failures of the two checks.
+/// no BUG, WARNING or Oops. Returns the failures of the two checks. (The signer is checked in
+/// the build root: the guest's kmod cannot read signatures without libcrypto, which the
+/// initramfs does not carry.)
 fn vm_load(paths: &Paths, module_deb: &Path, dkms_ko: &Path) -> Result<(Option<String>, Option<String>)> {
     let rel = crate::debian::release();
     let x = stage(paths).join("check-module");
@@ -672,7 +674,6 @@ fn vm_load(paths: &Paths, module_deb: &Path, dkms_ko: &Path) -> Result<(Option<S
          depmod -a {rel}\n\
          modprobe dm_remap && echo \"dkms: loaded $(modinfo -n dm_remap)\"\n\
          dmsetup targets | grep '^remap ' | sed 's/^/dkms: /'\n\
-         echo \"dkms: signer $(modinfo -F signer dm_remap)\"\n\
          rmmod dm_remap && echo 'dkms: unloaded'\n\
          dmesg | grep -E 'BUG|WARNING|Oops' | sed 's/^/dmesg: /'\n\
          true\n"
@@ -705,7 +706,6 @@ fn vm_load(paths: &Paths, module_deb: &Path, dkms_ko: &Path) -> Result<(Option<S
         &[
             format!("dkms: loaded /lib/modules/{rel}/updates/dkms/{dkms_name}"),
             format!("dkms: {target}"),
-            format!("dkms: signer {DKMS_SIGNER}"),
             "dkms: unloaded".into(),
         ],
     );
