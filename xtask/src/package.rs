@@ -566,9 +566,20 @@ fn check_mismatch(paths: &Paths) -> Result<Option<String>> {
 fn dkms_build_install(paths: &Paths, deb: &Path) -> Result<(PathBuf, String)> {
     let rel = crate::debian::release();
     let t = std::time::Instant::now();
-    // Skipped when this very package was built, installed and checked before and DKMS still
-    // has the module installed.
-    let hash = format!("{:x}\n{rel}\n", Sha256::digest(std::fs::read(deb)?));
+    // Skipped when a package with the same files was built, installed and checked before and
+    // DKMS still has the module installed. (The files, not the .deb: its changelog's date and
+    // file times follow the commit.)
+    let tree = stage(paths).join("deb/dm-remap-dkms");
+    let mut h = Sha256::new();
+    for f in files_under(&tree)? {
+        if f.file_name().is_some_and(|n| n == "changelog.gz") {
+            continue;
+        }
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(std::fs::read(tree.join(&f))?);
+    }
+    let hash = format!("{:x}\n{rel}\n", h.finalize());
     let stamp = stage(paths).join("dkms-test.stamp");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
         let status = root_sh(paths, &format!("dkms status -m {DKMS_NAME} -v {VERSION} -k {rel}")).unwrap_or_default();
