@@ -728,3 +728,26 @@ fn vm_load(paths: &Paths, module_deb: &Path, dkms_ko: &Path) -> Result<(Option<S
 fn remap_target_line() -> String {
     format!("{:<16} v{VERSION}", "remap")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/install.md shows the refusal the test expects, word for word, and dkms-build
+    /// prints it from the same words.
+    #[test]
+    fn mismatch_sentence_is_documented_and_printed() {
+        let want = mismatch_sentence(FAKE_RELEASE, FAKE_VERSION, crate::debian::PIN.version);
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/install.md")).unwrap();
+        assert!(doc.lines().any(|l| l == want), "docs/install.md lacks {want:?}");
+        let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/dkms/dkms-build")).unwrap();
+        assert!(script.contains(
+            "\"kernel $krel needs $srcpkg version $kver exactly, but ${sver:-no version} is installed; install $srcpkg=$kver.\""
+        ));
+    }
+
+    #[test]
+    fn target_line_is_dmsetups_format() {
+        assert_eq!(remap_target_line(), format!("remap            v{VERSION}"));
+    }
+}
