@@ -27,10 +27,11 @@ const PACKAGE_TOOLS: &[&str] = &["lintian", "dpkg-dev"];
 
 /// Toolchain and kernel-build packages dm-remap-dkms depends on: what dkms-build and
 /// kernel-rust-prepare run (the Rust toolchain the kernel was built with, bindgen and
-/// libclang for the bindings, the kernel's build dependencies, pahole for its BTF setting).
+/// libclang for the bindings, the kernel's build dependencies, pahole for its BTF setting),
+/// and openssl, with which DKMS makes its signing key (without it, modules go unsigned).
 const DKMS_DEPENDS: &[&str] = &[
     "dkms", "rustc", "rust-src", "bindgen", "libclang-dev", "make", "bc", "flex", "bison",
-    "libelf-dev", "libssl-dev", "dwarves", "xz-utils", "python3",
+    "libelf-dev", "libssl-dev", "dwarves", "xz-utils", "python3", "openssl",
 ];
 
 /// The packages built.
