@@ -459,6 +459,7 @@ pub struct Check {
 pub const CHECKS: &[&str] = &[
     "package_lintian_no_errors",
     "dkms_refuses_mismatched_source",
+    "dkms_refuses_other_rustc_skips_no_rust",
     "dkms_build_install_signed",
     "package_module_loads_on_stock_kernel",
     "dkms_module_loads_on_stock_kernel",
@@ -471,6 +472,11 @@ pub fn mismatch_sentence(release: &str, wanted: &str, installed: &str) -> String
         series(),
         series()
     )
+}
+
+/// The sentence dkms-build refuses another rustc with (docs/install.md).
+pub fn rustc_sentence(release: &str, theirs: &str, ours: &str) -> String {
+    format!("dm-remap: kernel {release} was built with {theirs}, but this system's rustc is {ours}; install the rustc the kernel was built with.")
 }
 
 /// A kernel release that is not the pinned one, for the mismatch check: its fake headers
@@ -521,40 +527,98 @@ fn install_kernel_packages(paths: &Paths) -> Result<()> {
     in_root(paths, Path::new("/"), "apt-get", &args)
 }
 
-/// A headers package for [`FAKE_RELEASE`]: the pinned kernel's `.config` (Rust on, the same
-/// rustc), an `include/` and the `/usr/lib/modules/<release>/build` link DKMS looks for.
-fn fake_headers_deb(paths: &Paths) -> Result<PathBuf> {
-    let pkg = format!("linux-headers-{FAKE_RELEASE}");
+/// A headers package `linux-headers-<release>` of version `version` holding `config` as its
+/// `.config`, an `include/` and the `/usr/lib/modules/<release>/build` link DKMS looks for.
+fn fake_headers_deb(paths: &Paths, release: &str, version: &str, config: &str) -> Result<PathBuf> {
+    let pkg = format!("linux-headers-{release}");
     let tree = fresh_tree(paths, &pkg)?;
-    let hdr = format!("usr/src/linux-headers-{FAKE_RELEASE}");
-    put(&tree, &format!("{hdr}/.config"), &std::fs::read(crate::debian::headers(paths).join(".config"))?, 0o644)?;
-    put(&tree, &format!("{hdr}/include/README"), b"Fake headers for dm-remap's mismatch test.\n", 0o644)?;
-    let link = tree.join(format!("usr/lib/modules/{FAKE_RELEASE}/build"));
+    let hdr = format!("usr/src/linux-headers-{release}");
+    put(&tree, &format!("{hdr}/.config"), config.as_bytes(), 0o644)?;
+    put(&tree, &format!("{hdr}/include/README"), b"Fake headers for dm-remap's DKMS refusal tests.\n", 0o644)?;
+    let link = tree.join(format!("usr/lib/modules/{release}/build"));
     std::fs::create_dir_all(link.parent().context("no parent")?)?;
     std::os::unix::fs::symlink(format!("/{hdr}"), &link)?;
-    put(&tree, "DEBIAN/control", format!("Package: {pkg}\nVersion: {FAKE_VERSION}\nArchitecture: amd64\nMaintainer: {MAINTAINER}\nDescription: fake headers for dm-remap's DKMS mismatch test\n").as_bytes(), 0o644)?;
+    put(&tree, "DEBIAN/control", format!("Package: {pkg}\nVersion: {version}\nArchitecture: amd64\nMaintainer: {MAINTAINER}\nDescription: fake headers for dm-remap's DKMS refusal tests\n").as_bytes(), 0o644)?;
     let deb = stage(paths).join(format!("{pkg}.deb"));
     in_root(paths, Path::new("/"), "dpkg-deb", &["--root-owner-group", "--build", &tree.display().to_string(), &deb.display().to_string()])?;
     Ok(deb)
 }
 
+/// What `dkms build` did for a fake kernel.
+struct FakeBuild {
+    status: i32,
+    output: String,
+    /// The last `dm-remap: ` line of make.log, if the build step ran.
+    refusal: String,
+}
+
+/// Installs fake headers (`release`, `version`, `config`), runs `dkms build` for them, and
+/// removes them again.
+fn fake_kernel_build(paths: &Paths, release: &str, version: &str, config: &str) -> Result<FakeBuild> {
+    let deb = fake_headers_deb(paths, release, version, config)?;
+    let pkg = format!("linux-headers-{release}");
+    let log = format!("/var/lib/dkms/{DKMS_NAME}/{VERSION}/build/make.log");
+    root_sh(paths, &format!("rm -f {log}"))?;
+    in_root(paths, Path::new("/"), "dpkg", &["-i", &deb.display().to_string()])?;
+    let mut c = chroot_cmd(paths, Path::new("/"), "sh")?;
+    c.args(["-c", &format!("dkms build -m {DKMS_NAME} -v {VERSION} -k {release} 2>&1")]);
+    let out = c.output().context("running dkms build")?;
+    let output = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log_text = root_sh(paths, &format!("cat {log} 2>/dev/null || true"))?;
+    let cleanup = root_sh_status(paths, &format!("dkms remove -m {DKMS_NAME} -v {VERSION} -k {release} >/dev/null 2>&1; dpkg --purge {pkg}"));
+    println!("dkms build -k {release} (fake headers, version {version}):\n{output}make.log:\n{log_text}");
+    cleanup?;
+    let refusal = log_text.lines().rev().find(|l| l.starts_with("dm-remap: ")).unwrap_or("").to_string();
+    Ok(FakeBuild { status: out.status.code().unwrap_or(-1), output, refusal })
+}
+
+/// The pinned kernel's `.config` with one line replaced.
+fn edited_config(paths: &Paths, prefix: &str, line: &str) -> Result<String> {
+    let config = std::fs::read_to_string(crate::debian::headers(paths).join(".config"))?;
+    anyhow::ensure!(config.lines().any(|l| l.starts_with(prefix)), "the kernel's .config has no {prefix}");
+    Ok(config.lines().map(|l| if l.starts_with(prefix) { line } else { l }).flat_map(|l| [l, "\n"]).collect())
+}
+
 /// `dkms build` for a kernel whose headers are version [`FAKE_VERSION`] while linux-source is
 /// the pinned version: it must fail, with make.log ending in the documented sentence.
 fn check_mismatch(paths: &Paths) -> Result<Option<String>> {
-    let deb = fake_headers_deb(paths)?;
-    let pkg = format!("linux-headers-{FAKE_RELEASE}");
-    in_root(paths, Path::new("/"), "dpkg", &["-i", &deb.display().to_string()])?;
-    let (ok, out) = root_sh_status(paths, &format!("dkms build -m {DKMS_NAME} -v {VERSION} -k {FAKE_RELEASE}"))?;
-    let log = root_sh(paths, &format!("cat /var/lib/dkms/{DKMS_NAME}/{VERSION}/build/make.log"))?;
-    let cleanup = root_sh_status(paths, &format!("dkms remove -m {DKMS_NAME} -v {VERSION} -k {FAKE_RELEASE} >/dev/null 2>&1; dpkg --purge {pkg}"));
-    println!("dkms build -k {FAKE_RELEASE} (headers {FAKE_VERSION}, linux-source {}):\n{out}make.log:\n{log}", crate::debian::PIN.version);
-    cleanup?;
+    let config = std::fs::read_to_string(crate::debian::headers(paths).join(".config"))?;
+    let b = fake_kernel_build(paths, FAKE_RELEASE, FAKE_VERSION, &config)?;
     let want = mismatch_sentence(FAKE_RELEASE, FAKE_VERSION, crate::debian::PIN.version);
-    let last = log.lines().rev().find(|l| l.starts_with("dm-remap: ")).unwrap_or("");
-    Ok(if ok {
-        Some(format!("dkms build for {FAKE_RELEASE} succeeded against linux-source {}", crate::debian::PIN.version))
-    } else if last != want {
-        Some(format!("dkms build refused, but with {last:?}, not {want:?}"))
+    Ok(refused(&b, &want))
+}
+
+fn refused(b: &FakeBuild, want: &str) -> Option<String> {
+    if b.status == 0 {
+        Some("dkms build succeeded".into())
+    } else if b.refusal != want {
+        Some(format!("dkms build failed (status {}), but with {:?}, not {want:?}", b.status, b.refusal))
+    } else {
+        None
+    }
+}
+
+/// A kernel of the pinned version whose .config names another rustc: refused with the
+/// rustc sentence. A kernel without CONFIG_RUST: DKMS skips it (status 77,
+/// BUILD_EXCLUSIVE_CONFIG) without running the build step.
+fn check_rustc_and_no_rust(paths: &Paths) -> Result<Option<String>> {
+    let other = "rustc 1.84.1 (e71f9a9a9 2025-01-27) (built from a source tarball)";
+    let rel = "7.2.11+dmremaptestrustc-amd64";
+    let config = edited_config(paths, "CONFIG_RUSTC_VERSION_TEXT=", &format!("CONFIG_RUSTC_VERSION_TEXT=\"{other}\""))?;
+    let b = fake_kernel_build(paths, rel, crate::debian::PIN.version, &config)?;
+    let ours = in_root_output(paths, Path::new("/"), "rustc", &["--version"])?.trim().to_string();
+    let want = rustc_sentence(rel, other, &ours);
+    if let Some(why) = refused(&b, &want) {
+        return Ok(Some(why));
+    }
+    let rel = "7.2.11+dmremaptestnorust-amd64";
+    let config = edited_config(paths, "CONFIG_RUST=", "# CONFIG_RUST is not set")?;
+    let b = fake_kernel_build(paths, rel, crate::debian::PIN.version, &config)?;
+    let skip = format!(
+        "Warning: The /var/lib/dkms/{DKMS_NAME}/{VERSION}/{rel}/x86_64/dkms.conf\nfor module {DKMS_NAME}/{VERSION} includes a BUILD_EXCLUSIVE directive\nwhich does not match this kernel/arch/config.\nThis indicates that it should not be built.\n"
+    );
+    Ok(if b.status != 77 || b.output != skip || !b.refusal.is_empty() {
+        Some(format!("dkms build for a kernel without CONFIG_RUST: status {}, output {:?}; expected status 77 and {skip:?}", b.status, b.output))
     } else {
         None
     })
@@ -638,20 +702,21 @@ pub fn test(paths: &Paths) -> Result<Vec<Check>> {
     // The package first: its postinst must not meet the fake kernel.
     let built = dkms_build_install(paths, &pk.dkms);
     checks.push(Check { name: CHECKS[1], failure: check_mismatch(paths).unwrap_or_else(|e| Some(format!("{e:#}"))) });
+    checks.push(Check { name: CHECKS[2], failure: check_rustc_and_no_rust(paths).unwrap_or_else(|e| Some(format!("{e:#}"))) });
     let (dkms_ko, signer) = match built {
         Ok(b) => b,
         Err(e) => {
-            checks.push(Check { name: CHECKS[2], failure: Some(format!("{e:#}")) });
+            checks.push(Check { name: CHECKS[3], failure: Some(format!("{e:#}")) });
             return Ok(checks);
         }
     };
     checks.push(Check {
-        name: CHECKS[2],
+        name: CHECKS[3],
         failure: (signer != DKMS_SIGNER).then(|| format!("modinfo -F signer says {signer:?}, not {DKMS_SIGNER:?}")),
     });
     let (a, b) = vm_load(paths, &pk.module, &dkms_ko)?;
-    checks.push(Check { name: CHECKS[3], failure: a });
-    checks.push(Check { name: CHECKS[4], failure: b });
+    checks.push(Check { name: CHECKS[4], failure: a });
+    checks.push(Check { name: CHECKS[5], failure: b });
     Ok(checks)
 }
 
@@ -744,6 +809,15 @@ mod tests {
         let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/dkms/dkms-build")).unwrap();
         assert!(script.contains(
             "\"kernel $krel needs $srcpkg version $kver exactly, but ${sver:-no version} is installed; install $srcpkg=$kver.\""
+        ));
+        let rustc = rustc_sentence(
+            "7.2.11+dmremaptestrustc-amd64",
+            "rustc 1.84.1 (e71f9a9a9 2025-01-27) (built from a source tarball)",
+            "rustc 1.85.1 (4eb161250 2025-03-15) (built from a source tarball)",
+        );
+        assert!(doc.lines().any(|l| l == rustc), "docs/install.md lacks {rustc:?}");
+        assert!(script.contains(
+            "\"kernel $krel was built with $want_rustc, but this system's rustc is $have_rustc; install the rustc the kernel was built with.\""
         ));
     }
 
