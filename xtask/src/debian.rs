@@ -38,9 +38,6 @@ pub const CC: &str = "x86_64-linux-gnu-gcc-14";
 /// Packages the Rust metadata build needs in the build root besides setup's (pahole: without
 /// it olddefconfig drops DEBUG_INFO_BTF and the configuration differs from Debian's).
 const BUILD_PACKAGES: &[&str] = &["dwarves"];
-/// Settings in which the rebuilt configuration may differ from Debian's: they describe the
-/// build host's OpenSSL (module signing tools), not the kernel.
-const HOST_ONLY_SETTINGS: &[&str] = &["CONFIG_OPENSSL_SUPPORTS_ML_DSA"];
 
 const FETCHED_STAMP: &str = ".dm-remap-fetched";
 const BUILT_STAMP: &str = ".dm-remap-built";
@@ -50,7 +47,7 @@ pub fn release() -> String {
     format!("{}-{FLAVOUR}", PIN.abi)
 }
 
-fn source_pkg() -> String {
+pub fn source_pkg() -> String {
     // linux-source-7.2 for 7.2.x.
     let mut parts = PIN.abi.split('.');
     let major = parts.next().unwrap_or("");
@@ -83,7 +80,7 @@ pub fn unpacked(paths: &Paths) -> PathBuf {
 }
 
 /// The headers package's build directory.
-fn headers(paths: &Paths) -> PathBuf {
+pub fn headers(paths: &Paths) -> PathBuf {
     unpacked(paths).join(format!("usr/src/linux-headers-{}", release()))
 }
 
@@ -97,7 +94,7 @@ pub fn vmlinuz(paths: &Paths) -> PathBuf {
     modules_dir(paths).join("vmlinuz")
 }
 
-fn deb_path(paths: &Paths, pkg: &str) -> Result<PathBuf> {
+pub fn deb_path(paths: &Paths, pkg: &str) -> Result<PathBuf> {
     let dir = pkg_dir(paths).join("debs");
     let prefix = format!("{pkg}_");
     for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
@@ -150,7 +147,7 @@ pub fn fetch(paths: &Paths) -> Result<()> {
 }
 
 /// Adds trixie-backports to the build root's apt sources and refreshes the index if needed.
-fn add_backports(paths: &Paths) -> Result<()> {
+pub fn add_backports(paths: &Paths) -> Result<()> {
     let list = paths.root().join("etc/apt/sources.list.d/dm-remap-backports.list");
     let line = format!("deb {} {BACKPORTS} main\n", crate::setup::debian_mirror()?);
     if std::fs::read_to_string(&list).ok().as_deref() != Some(line.as_str()) {
@@ -195,26 +192,6 @@ fn check_available(paths: &Paths) -> Result<()> {
     )
 }
 
-/// Installs [`BUILD_PACKAGES`] in the build root if missing.
-fn build_packages(paths: &Paths) -> Result<()> {
-    let missing: Vec<&str> = BUILD_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| {
-            in_root_output(paths, Path::new("/"), "dpkg-query", &["-W", "-f=${Status}", p])
-                .map(|s| !s.contains("install ok installed"))
-                .unwrap_or(true)
-        })
-        .collect();
-    if !missing.is_empty() {
-        step(format!("installing {} in the build root", missing.join(" ")));
-        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-        args.extend_from_slice(&missing);
-        in_root(paths, Path::new("/"), "apt-get", &args)?;
-    }
-    Ok(())
-}
-
 fn version_of(paths: &Paths, pkg: &str) -> Result<String> {
     in_root_output(paths, Path::new("/"), "dpkg-query", &["-W", "-f=${Version}", pkg])
 }
@@ -245,7 +222,7 @@ pub fn built(paths: &Paths) -> Result<PathBuf> {
 /// exists; returns the tree to build modules against (`make KDIR=...`).
 pub fn prepare(paths: &Paths) -> Result<PathBuf> {
     fetch(paths)?;
-    build_packages(paths)?;
+    crate::setup::root_packages(paths, BUILD_PACKAGES)?;
     let out = build_dir(paths)?;
     if out.join(BUILT_STAMP).exists() {
         step(format!("debian-7.2 kernel's Rust metadata is up to date ({})", out.display()));
@@ -256,59 +233,25 @@ pub fn prepare(paths: &Paths) -> Result<PathBuf> {
         std::fs::remove_dir_all(&out)?;
     }
     std::fs::create_dir_all(&out)?;
-    let o = format!("O={}", out.display());
-    let cc = format!("CC={CC}");
-    let krel = format!("KERNELRELEASE={}", release());
-    std::fs::copy(headers(paths).join(".config"), out.join(".config"))?;
-    step(format!("configuring {} with Debian's .config in {}", source_pkg(), out.display()));
-    in_root(paths, &src, "make", &[&o, &cc, "-s", "olddefconfig"])?;
-    compare_config(&headers(paths).join(".config"), &out.join(".config"))?;
     let start = std::time::Instant::now();
-    step(format!("building the kernel's Rust metadata (modules_prepare, about 1-5 min; log in {}/build.log)", out.display()));
-    let jobs = format!("-j{}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-    let mut c = chroot_cmd(paths, &src, "make")?;
-    c.args([o.as_str(), cc.as_str(), krel.as_str(), jobs.as_str(), "modules_prepare"]);
-    run_logged(&mut c, &out.join("build.log"), "modules_prepare")?;
-    for f in ["rust/libkernel.rmeta", "rust/libmacros.so"] {
-        if !out.join(f).exists() {
-            bail!("modules_prepare left no {f} in {}: is CONFIG_RUST on?", out.display());
-        }
-    }
-    let rel = std::fs::read_to_string(out.join("include/config/kernel.release"))?;
-    if rel.trim() != release() {
-        bail!("the prepared tree's release is {}, not {}", rel.trim(), release());
-    }
-    // Debian's symbol table, so that modpost checks our references against the real kernel.
-    std::fs::copy(headers(paths).join("Module.symvers"), out.join("Module.symvers"))?;
+    step(format!(
+        "building the kernel's Rust metadata with scripts/kernel-rust-prepare (olddefconfig, modules_prepare: about 1-5 min; log in {}/build.log)",
+        out.display()
+    ));
+    // The same script dm-remap-dkms runs on an operator's machine (packaging/dkms/dkms-build).
+    let script = paths.repo.join("scripts/kernel-rust-prepare").display().to_string();
+    let mut c = chroot_cmd(paths, &src, "sh")?;
+    c.arg(script)
+        .arg(&src)
+        .arg(headers(paths).join(".config"))
+        .arg(headers(paths).join("Module.symvers"))
+        .arg(release())
+        .arg(&out);
+    run_logged(&mut c, &out.join("build.log"), "kernel-rust-prepare")?;
     std::fs::write(out.join(BUILT_STAMP), "")?;
     step(format!("Rust metadata built in {:.0} s", start.elapsed().as_secs_f64()));
     remove_stale(paths, &out);
     Ok(out)
-}
-
-/// The rebuilt configuration must set exactly what Debian's does (the compilers' version
-/// texts included), except for [`HOST_ONLY_SETTINGS`].
-fn compare_config(debian: &Path, ours: &Path) -> Result<()> {
-    let settings = |p: &Path| -> Result<std::collections::BTreeSet<String>> {
-        Ok(std::fs::read_to_string(p)?
-            .lines()
-            .filter(|l| l.starts_with("CONFIG_"))
-            .filter(|l| !HOST_ONLY_SETTINGS.iter().any(|s| l.starts_with(&format!("{s}="))))
-            .map(str::to_string)
-            .collect())
-    };
-    let (a, b) = (settings(debian)?, settings(ours)?);
-    let only_debian: Vec<&String> = a.difference(&b).collect();
-    let only_ours: Vec<&String> = b.difference(&a).collect();
-    if !only_debian.is_empty() || !only_ours.is_empty() {
-        bail!(
-            "the kernel configuration rebuilt from {} differs from Debian's (a different compiler or a missing tool?):\n  Debian's: {:?}\n  ours:     {:?}",
-            source_pkg(),
-            only_debian,
-            only_ours
-        );
-    }
-    Ok(())
 }
 
 /// Unpacks the pinned linux-source tarball into the cache, once.

@@ -10,6 +10,7 @@ mod kernel;
 #[cfg(test)]
 mod layers;
 mod module;
+mod package;
 // The console protocol with the VM test runner, defined once in the tests crate.
 #[path = "../../tests/src/protocol.rs"]
 mod protocol;
@@ -83,6 +84,9 @@ enum Cmd {
         #[arg(long)]
         debug_kernel: bool,
     },
+    /// Build the Debian packages into target/packages/ (dmremap, the module for Debian's
+    /// 7.2 kernel, dm-remap-dkms) and run lintian on them (docs/install.md).
+    Package,
     /// Build everything, boot the VM and show the target at work.
     Demo {
         /// The kernel: debian-7.2 (default: Debian's own kernel, what users run), 6.12,
@@ -179,6 +183,7 @@ fn real_main() -> Result<i32> {
         Cmd::Bench { reps, runtime, from_log, kernel } => {
             bench::bench(&paths, reps, &runtime, from_log.as_deref(), Flavor::parse(&kernel)?)
         }
+        Cmd::Package => package::package(&paths).map(|_| 0),
         Cmd::Test { filter, kernel, debug_kernel } => {
             let kernels = match (kernel, debug_kernel) {
                 (None, false) => vec![Flavor::Test, Flavor::Debian72],

@@ -135,6 +135,27 @@ fn stamp_contents() -> Result<String> {
     Ok(format!("{:x}\n", h.finalize()))
 }
 
+/// Installs in the build root those of `pkgs` that are missing (once: later calls find them
+/// installed). For what only some commands need (pahole, dkms, lintian), not the base set.
+pub fn root_packages(paths: &Paths, pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| {
+            in_root_output(paths, Path::new("/"), "dpkg-query", &["-W", "-f=${Status}", p])
+                .map(|s| !s.contains("install ok installed"))
+                .unwrap_or(true)
+        })
+        .collect();
+    if !missing.is_empty() {
+        step(format!("installing {} in the build root", missing.join(" ")));
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend_from_slice(&missing);
+        in_root(paths, Path::new("/"), "apt-get", &args)?;
+    }
+    Ok(())
+}
+
 /// Checks the pinned versions and returns `name version` lines for the record.
 fn check_versions(paths: &Paths) -> Result<String> {
     let mut lines = String::new();

@@ -74,6 +74,10 @@ pub fn test(paths: &Paths, filter: Option<&str>, kernels: &[Flavor]) -> Result<i
         t.skipped += kt.skipped;
         t.failures.extend(kt.failures);
     }
+    // The packages are for Debian's kernel: tested when its suite runs.
+    if kernels.contains(&Flavor::Debian72) {
+        package_tests(paths, filter, &mut t);
+    }
     if !t.failures.is_empty() {
         println!("\nfailures:");
         for f in &t.failures {
@@ -153,6 +157,40 @@ fn host_tests(paths: &Paths, filter: Option<&str>, t: &mut Tally) -> Result<()> 
         t.failures.push("host: cargo test failed before running tests".into());
     }
     Ok(())
+}
+
+/// The packaging test (xtask/src/package.rs, on Debian's stock kernel whatever `--kernel`
+/// says): runs when no filter is given or the filter is part of one of its check names.
+fn package_tests(paths: &Paths, filter: Option<&str>, t: &mut Tally) {
+    if let Some(f) = filter {
+        if !crate::package::CHECKS.iter().any(|c| c.contains(f)) {
+            return;
+        }
+    }
+    step("packaging test: lintian, dkms build/install/refusal, packaged and DKMS modules on Debian's kernel");
+    let start = std::time::Instant::now();
+    match crate::package::test(paths) {
+        Ok(checks) => {
+            for c in checks {
+                match c.failure {
+                    None => {
+                        println!("package test {} ... ok", c.name);
+                        t.passed += 1;
+                    }
+                    Some(why) => {
+                        println!("package test {} ... FAILED: {why}", c.name);
+                        t.failed += 1;
+                        t.failures.push(format!("package: {}: {why}", c.name));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            t.failed += 1;
+            t.failures.push(format!("package: {e:#}"));
+        }
+    }
+    step(format!("packaging test took {:.0} s", start.elapsed().as_secs_f64()));
 }
 
 /// `"ok. 5 passed; 0 failed; ..."` -> the number before `what`.
