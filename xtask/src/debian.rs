@@ -201,6 +201,8 @@ fn build_dir(paths: &Paths) -> Result<PathBuf> {
     let mut h = Sha256::new();
     h.update(PIN.version);
     h.update(std::fs::read(headers(paths).join(".config"))?);
+    // The steps themselves (shared with the DKMS build step).
+    h.update(std::fs::read(paths.repo.join("scripts/kernel-rust-prepare"))?);
     for pkg in ["rustc", "rust-src", "bindgen", "libclang-dev", "gcc-14", "dwarves"] {
         h.update(pkg);
         h.update(version_of(paths, pkg)?);
