@@ -28,6 +28,12 @@ pub fn test(paths: &Paths, filter: Option<&str>, flavor: Flavor) -> Result<i32> 
     crate::setup::host_packages()?;
     host_tests(paths, filter, &mut t)?;
     vm_tests(paths, filter, flavor, &mut t);
+    if filter.is_none_or(|f| BOOT_TEST.contains(f)) {
+        if let Err(e) = boot_test(paths, &mut t) {
+            t.failed += 1;
+            t.failures.push(format!("{BOOT_TEST}: {e:#}"));
+        }
+    }
     if !t.failures.is_empty() {
         println!("\nfailures:");
         for f in &t.failures {
@@ -133,6 +139,38 @@ fn vm_tests_inner(paths: &Paths, filter: Option<&str>, flavor: Flavor, t: &mut T
     }
     if filter.map_or(true, |f| "powercut".contains(f) || f.contains("powercut")) {
         powercut(paths, &kernel, &module, &runner, flavor, t)?;
+    }
+    Ok(())
+}
+
+/// The systemd boot test's name for `--filter`.
+const BOOT_TEST: &str = "boot_systemd";
+
+/// The systemd boot test (xtask/src/boottest.rs), always on Debian's stock kernel: its
+/// guest prints PASS/FAIL lines; the shutdown after each check boot is judged here.
+fn boot_test(paths: &Paths, t: &mut Tally) -> Result<()> {
+    step("boot test: Debian trixie with systemd, udev and lvm2 on Debian's kernel");
+    let (kernel, module) = crate::prepare(paths, Flavor::Debian72)?;
+    let tools = build_vmtest(paths)?;
+    let dmremap = tools.iter().find(|(g, _)| g == "usr/bin/dmremap").map(|(_, h)| h.clone()).context("no dmremap built")?;
+    for phase in crate::boottest::run(paths, &kernel, &module, &dmremap)? {
+        let before = t.failures.len();
+        count_vm_results(&phase.result, t);
+        if phase.name != "setup" {
+            match crate::boottest::shutdown_problem(&phase.result.console) {
+                None => {
+                    println!("{}boot_shutdown_{}", crate::protocol::PASS, phase.name);
+                    t.passed += 1;
+                }
+                Some(why) => {
+                    t.failed += 1;
+                    t.failures.push(format!("vm: boot_shutdown_{}: {why}", phase.name));
+                }
+            }
+        }
+        for f in &mut t.failures[before..] {
+            *f = format!("{BOOT_TEST} [{}] {f}", phase.name);
+        }
     }
     Ok(())
 }

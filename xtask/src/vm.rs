@@ -49,6 +49,10 @@ pub struct VmOptions {
     /// Pull the plug: kill QEMU this long after the console first shows this text (the run
     /// then reports status [`KILLED`]).
     pub kill_on: Option<(String, Duration)>,
+    /// An initramfs built elsewhere (the boot test's systemd root) instead of the test one.
+    pub initrd: Option<PathBuf>,
+    /// More QEMU `-drive` specifications, after `disk`.
+    pub drives: Vec<String>,
 }
 
 impl VmOptions {
@@ -56,7 +60,7 @@ impl VmOptions {
     /// shell) for at most `timeout` seconds; no icount, no extra command line, no disk, no
     /// kill. The builder methods below change those.
     pub fn new(kernel: crate::kernel::Boot, module: PathBuf, extra: Vec<(String, PathBuf)>, cmd: Option<String>, timeout: u64) -> Self {
-        Self { kernel, module, extra, cmd, timeout, icount: false, append: String::new(), disk: None, kill_on: None }
+        Self { kernel, module, extra, cmd, timeout, icount: false, append: String::new(), disk: None, kill_on: None, initrd: None, drives: Vec::new() }
     }
 
     /// Instruction counting (benchmarks).
@@ -67,6 +71,22 @@ impl VmOptions {
     /// A disk image as /dev/vda, if any.
     pub fn disk(self, disk: Option<PathBuf>) -> Self {
         Self { disk, ..self }
+    }
+
+    /// Boot this initramfs instead of building the test one.
+    pub fn initrd(self, initrd: PathBuf) -> Self {
+        Self { initrd: Some(initrd), ..self }
+    }
+
+    /// Extra kernel command line.
+    pub fn append(self, append: String) -> Self {
+        Self { append, ..self }
+    }
+
+    /// One more `-drive` (its image must be inside the repository or the cache).
+    pub fn drive(mut self, spec: String) -> Self {
+        self.drives.push(spec);
+        self
     }
 
     /// Kill QEMU this long after the console shows `text`, if any.
@@ -247,7 +267,10 @@ fn is_dynamic_elf(p: &Path) -> bool {
 
 /// Boots the VM and waits for the guest command.
 pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
-    let initrd = initramfs(paths, opts)?;
+    let initrd = match &opts.initrd {
+        Some(p) => p.clone(),
+        None => initramfs(paths, opts)?,
+    };
     let bzimage = &opts.kernel.image;
     let log_path = paths.target().join("vm/console.log");
     let interactive = opts.cmd.is_none();
@@ -282,6 +305,9 @@ pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
             bail!("the disk image {} must be inside the repository or the cache, which the VM's root can see", d.display());
         }
         c.arg("-drive").arg(format!("file={},format=raw,if=virtio", d.display()));
+    }
+    for d in &opts.drives {
+        c.arg("-drive").arg(d);
     }
     if opts.icount {
         // Guest time counts instructions: fio's figures repeat to ~0.1% (needs one vCPU).
