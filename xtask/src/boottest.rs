@@ -120,10 +120,19 @@ fn guest_cpio(paths: &Paths, root: &Path, boot: &Boot, module: &Path, dmremap: &
         std::fs::remove_dir_all(&staging)?;
     }
     let mdir = staging.join(format!("usr/lib/modules/{}", m.release));
+    // depmod -b looks in <base>/lib/modules, as on a merged-/usr system.
+    std::fs::create_dir_all(&mdir)?;
+    std::os::unix::fs::symlink("usr/lib", staging.join("lib"))?;
     for f in crate::debian::module_closure(paths, MODULES)? {
         let to = mdir.join(&f);
         std::fs::create_dir_all(to.parent().context("module path")?)?;
         std::fs::copy(m.dir.join(&f), &to).with_context(|| format!("copying {f}"))?;
+    }
+    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo", "modules.builtin.bin", "modules.builtin.alias.bin"] {
+        // What the unpacked package has: modprobe then knows the built-in modules.
+        if m.dir.join(f).exists() {
+            std::fs::copy(m.dir.join(f), mdir.join(f)).with_context(|| format!("copying {f}"))?;
+        }
     }
     std::fs::create_dir_all(mdir.join("updates"))?;
     std::fs::copy(module, mdir.join("updates/dm-remap.ko"))?;
@@ -133,6 +142,8 @@ fn guest_cpio(paths: &Paths, root: &Path, boot: &Boot, module: &Path, dmremap: &
     let mut cpio = Cpio::default();
     add_tree(&mut cpio, root, "")?;
     cpio.chardev("dev/console", 5, 1);
+    // The unpacker makes no missing parents: the image has no usr/lib/modules of its own.
+    cpio.dir_mode("usr/lib/modules", 0o755);
     add_tree(&mut cpio, &staging, "usr/lib/modules")?;
     let repo = &paths.repo;
     let host = |p: &str| repo.join(p);
@@ -156,6 +167,10 @@ fn guest_cpio(paths: &Paths, root: &Path, boot: &Boot, module: &Path, dmremap: &
     cpio.file("etc/fstab", 0o644, format!("UUID={FS_UUID} /data ext4 defaults 0 2\n").as_bytes());
     cpio.dir_mode("data", 0o755);
     cpio.file("etc/hostname", 0o644, b"dmremap-boot\n");
+    // No login prompts: a getty on the serial console would hang up the test's output.
+    for unit in ["serial-getty@ttyS0.service", "getty@tty1.service"] {
+        cpio.symlink(&format!("etc/systemd/system/{unit}"), "/dev/null");
+    }
     let path = out.join("root.cpio");
     let f = std::fs::File::create(&path)?;
     cpio.write_to(std::io::BufWriter::new(f))?;
@@ -180,6 +195,12 @@ pub fn run(paths: &Paths, boot: &Boot, module: &Path, dmremap: &Path) -> Result<
         let f = std::fs::File::create(p)?;
         f.set_len(mib << 20)?;
     }
+    // virtio disks with serials, so they have /dev/disk/by-id/virtio-<serial> links and ids.
+    let mut disks = Vec::new();
+    for (id, img) in [("DRMAIN", &main), ("DRSPARE", &spare)] {
+        disks.extend(["-drive".to_string(), format!("file={},format=raw,if=none,id={id}", img.display())]);
+        disks.extend(["-device".to_string(), format!("virtio-blk-pci,drive={id},serial={id}")]);
+    }
     let mut phases = Vec::new();
     for name in ["setup", "check1", "check2"] {
         step(format!("boot test: {name} boot (systemd)"));
@@ -187,12 +208,14 @@ pub fn run(paths: &Paths, boot: &Boot, module: &Path, dmremap: &Path) -> Result<
         if name == "setup" {
             // The disks are blank: no mount of the filesystem yet.
             append.push_str(" fstab=no");
+        } else {
+            // systemd's start and stop lines on the console: the shutdown is judged from it.
+            append.push_str(" systemd.show_status=1");
         }
         let opts = VmOptions::new(boot.clone(), module.to_path_buf(), Vec::new(), Some(String::new()), 600)
             .initrd(initrd.clone())
             .append(append)
-            .drive(format!("file={},format=raw,if=virtio,serial=DRMAIN", main.display()))
-            .drive(format!("file={},format=raw,if=virtio,serial=DRSPARE", spare.display()));
+            .qemu_args(&disks);
         let result = vm::run(paths, &opts)?;
         let failed_setup = name == "setup" && result.status != 0;
         phases.push(Phase { name, result });

@@ -51,8 +51,8 @@ pub struct VmOptions {
     pub kill_on: Option<(String, Duration)>,
     /// An initramfs built elsewhere (the boot test's systemd root) instead of the test one.
     pub initrd: Option<PathBuf>,
-    /// More QEMU `-drive` specifications, after `disk`.
-    pub drives: Vec<String>,
+    /// More QEMU arguments (the boot test's disks), after `disk`.
+    pub qemu_args: Vec<String>,
 }
 
 impl VmOptions {
@@ -60,7 +60,7 @@ impl VmOptions {
     /// shell) for at most `timeout` seconds; no icount, no extra command line, no disk, no
     /// kill. The builder methods below change those.
     pub fn new(kernel: crate::kernel::Boot, module: PathBuf, extra: Vec<(String, PathBuf)>, cmd: Option<String>, timeout: u64) -> Self {
-        Self { kernel, module, extra, cmd, timeout, icount: false, append: String::new(), disk: None, kill_on: None, initrd: None, drives: Vec::new() }
+        Self { kernel, module, extra, cmd, timeout, icount: false, append: String::new(), disk: None, kill_on: None, initrd: None, qemu_args: Vec::new() }
     }
 
     /// Instruction counting (benchmarks).
@@ -83,9 +83,9 @@ impl VmOptions {
         Self { append, ..self }
     }
 
-    /// One more `-drive` (its image must be inside the repository or the cache).
-    pub fn drive(mut self, spec: String) -> Self {
-        self.drives.push(spec);
+    /// More QEMU arguments (a disk image must be inside the repository or the cache).
+    pub fn qemu_args(mut self, args: &[String]) -> Self {
+        self.qemu_args.extend_from_slice(args);
         self
     }
 
@@ -306,9 +306,7 @@ pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
         }
         c.arg("-drive").arg(format!("file={},format=raw,if=virtio", d.display()));
     }
-    for d in &opts.drives {
-        c.arg("-drive").arg(d);
-    }
+    c.args(&opts.qemu_args);
     if opts.icount {
         // Guest time counts instructions: fio's figures repeat to ~0.1% (needs one vCPU).
         c.args(["-smp", "1", "-icount", "shift=0,sleep=off", "-cpu", "max"]);
