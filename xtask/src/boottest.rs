@@ -158,6 +158,8 @@ fn guest_cpio(paths: &Paths, root: &Path, boot: &Boot, module: &Path, dmremap: &
         ("etc/systemd/system/dmremap-boottest.service", host("tests/boot/dmremap-boottest.service"), 0o644),
         ("etc/systemd/system/dmremap@.service.d/console.conf", host("tests/boot/console.conf"), 0o644),
     ];
+    // The unpacker makes no missing parents.
+    cpio.dir_mode("etc/systemd/system/dmremap@.service.d", 0o755);
     for (guest, hostp, perm) in files {
         let data = std::fs::read(&hostp).with_context(|| format!("reading {}", hostp.display()))?;
         cpio.file(guest, perm, &data);
