@@ -21,7 +21,7 @@ pub const TAB: &str = "/etc/dmremaptab";
 pub const UUID_PREFIX: &str = "REMAP-";
 
 /// The valid superblock of a device holding dm-remap metadata.
-fn superblock(path: &Path) -> Option<Superblock> {
+pub fn superblock(path: &Path) -> Option<Superblock> {
     let f = File::open(path).ok()?;
     let mut head = [0u8; 2 * META_BLOCK];
     f.read_exact_at(&mut head, 0).ok()?;
@@ -29,7 +29,7 @@ fn superblock(path: &Path) -> Option<Superblock> {
     loader::superblock_alone(a.try_into().ok()?, b.try_into().ok()?, spare::size_of(path).ok()? / 512).ok()
 }
 
-fn hex(u: &[u8; 16]) -> String {
+pub fn hex(u: &[u8; 16]) -> String {
     u.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -105,6 +105,7 @@ fn activate_one(e: &TabEntry) -> Result<bool, Fail> {
     let bs_sectors = u64::from(bs / 512).max(1);
     let len = sb.main_sectors / bs_sectors * bs_sectors;
     dm::create_with_uuid(e.name, Some(&format!("{UUID_PREFIX}{}", hex(&sb.uuid))), len, &spec.to_string())?;
+    lvm_devices_file(&main, e.name);
     Ok(true)
 }
 
@@ -157,8 +158,73 @@ pub fn activate(tab: &Path, name: Option<&str>) -> Result<i32, Fail> {
     Ok(code)
 }
 
-/// Removes `name`, or every device of the table that is up (in reverse order).
-pub fn deactivate(tab: &Path, name: Option<&str>) -> Result<i32, Fail> {
+/// `/dev/mapper/<holder>` of every LVM LV (DM UUID `LVM-...`) stacked on dm device `n`,
+/// from sysfs: what must go before `n` can.
+fn lvm_holders(n: &str) -> Vec<String> {
+    let Some(k) = dm::devno(n).ok().and_then(|d| dm::kernel_name(&d)) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(format!("/sys/block/{k}/holders")) else { return Vec::new() };
+    let mut out: Vec<String> = dir
+        .flatten()
+        .filter(|h| std::fs::read_to_string(h.path().join("dm/uuid")).is_ok_and(|u| u.starts_with("LVM-")))
+        .filter_map(|h| std::fs::read_to_string(h.path().join("dm/name")).ok())
+        .map(|name| format!("/dev/mapper/{}", name.trim()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Runs `lvm <args>`, echoing what it says; whether it succeeded.
+fn lvm(args: &[&str]) -> bool {
+    match std::process::Command::new("lvm").args(args).status() {
+        Ok(s) => s.success(),
+        Err(e) => {
+            eprintln!("dmremap: cannot run lvm {}: {e}", args.join(" "));
+            false
+        }
+    }
+}
+
+/// Whether LVM uses its devices file (lvm.conf `devices/use_devicesfile`, and the file is
+/// there): only then does it restrict LVM to the devices listed.
+fn lvm_devices_file_in_use() -> bool {
+    let out = std::process::Command::new("lvmconfig").args(["--typeconfig", "full", "devices/use_devicesfile", "devices/devicesfile"]).output();
+    let Ok(out) = out else { return false };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |key: &str| text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().trim_matches('"').to_string()));
+    let file = value("devicesfile=").unwrap_or_else(|| "system.devices".into());
+    value("use_devicesfile=").as_deref() == Some("1") && Path::new("/etc/lvm/devices").join(file).exists()
+}
+
+/// Keeps LVM's devices file right when it is in use: the main disk and its partitions out,
+/// the remap device in (if a member was listed). Without a devices file (Debian's default)
+/// nothing is written: the udev rules keep autoactivation off the members (docs/boot.md).
+fn lvm_devices_file(main: &Path, name: &str) {
+    if !lvm_devices_file_in_use() {
+        return;
+    }
+    let Ok(real) = std::fs::canonicalize(main) else { return };
+    let kname = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut members = vec![real.display().to_string()];
+    if let Ok(dir) = std::fs::read_dir(format!("/sys/class/block/{kname}")) {
+        members.extend(dir.flatten().filter(|e| e.path().join("partition").exists()).map(|e| format!("/dev/{}", e.file_name().to_string_lossy())));
+    }
+    let mut listed = false;
+    for m in &members {
+        let out = std::process::Command::new("lvmdevices").args(["--deldev", m]).output();
+        if out.is_ok_and(|o| o.status.success()) {
+            println!("{name}: {m} removed from LVM's devices file");
+            listed = true;
+        }
+    }
+    let node = format!("/dev/mapper/{name}");
+    if listed && std::process::Command::new("lvmdevices").args(["--adddev", &node]).output().is_ok_and(|o| o.status.success()) {
+        println!("{name}: {node} added to LVM's devices file");
+    }
+}
+
+/// Removes `name`, or every device of the table that is up (in reverse order); with `lvm`,
+/// deactivates the LVM volumes on each first.
+pub fn deactivate(tab: &Path, name: Option<&str>, with_lvm: bool) -> Result<i32, Fail> {
     let names: Vec<String> = match name {
         Some(n) => vec![n.to_string()],
         None => read_tab(tab)?
@@ -170,6 +236,13 @@ pub fn deactivate(tab: &Path, name: Option<&str>) -> Result<i32, Fail> {
     };
     let mut code = 0;
     for n in names {
+        if with_lvm && dm::exists(&n) {
+            for lv in lvm_holders(&n) {
+                if lvm(&["lvchange", "-an", &lv]) {
+                    println!("{n}: deactivated {lv}");
+                }
+            }
+        }
         match dm::remove(&n) {
             Ok(()) => println!("deactivated {n}"),
             Err(f) => {

@@ -12,6 +12,8 @@ mod msgs;
 mod probe;
 mod spare;
 mod status;
+mod systemd;
+mod udev;
 mod watch;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -187,6 +189,30 @@ enum Cmd {
         all: bool,
         #[arg(long, default_value = activate::TAB)]
         tab: PathBuf,
+        /// First deactivate the LVM volume groups whose PVs are on the device (what the
+        /// shutdown unit does: the device cannot go while an LV holds it).
+        #[arg(long)]
+        lvm: bool,
+    },
+    /// For udev (61-dm-remap.rules): print DM_REMAP_MEMBER=main|spare (and DM_REMAP_NAME,
+    /// DM_REMAP_SPARE_UUID) if DEVNODE is the main disk, a partition of it, or the spare of a
+    /// dm-remap device; nothing otherwise.
+    UdevMember {
+        devnode: PathBuf,
+        /// The device's links so far, relative to /dev (udev's $links).
+        links: Vec<String>,
+        #[arg(long, default_value = activate::TAB)]
+        tab: PathBuf,
+    },
+    /// The systemd generator (dmremap-generator): one dmremap@<name>.service per
+    /// /etc/dmremaptab line without noauto, wanted by local-fs-pre.target.
+    Generator {
+        /// The generator's output directory (systemd passes normal, early and late).
+        dir: PathBuf,
+        #[arg(hide = true)]
+        more: Vec<PathBuf>,
+        #[arg(long, default_value = activate::TAB)]
+        tab: PathBuf,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -356,7 +382,9 @@ fn run(cli: Cli) -> Result<i32, Fail> {
         Cmd::AlertThreshold { name, value } => msgs::simple(&name, &format!("alert_threshold {value}")),
         Cmd::ClearStats { name } => msgs::simple(&name, "clear_stats"),
         Cmd::Activate { name, tab, .. } => activate::activate(&tab, name.as_deref()),
-        Cmd::Deactivate { name, tab, .. } => activate::deactivate(&tab, name.as_deref()),
+        Cmd::Deactivate { name, tab, lvm, .. } => activate::deactivate(&tab, name.as_deref(), lvm),
+        Cmd::UdevMember { devnode, links, tab } => Ok(udev::run(&devnode, &links, &tab)),
+        Cmd::Generator { dir, tab, .. } => systemd::generate(&tab, &dir),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "dmremap", &mut std::io::stdout());
             Ok(0)

@@ -54,6 +54,11 @@ impl Cpio {
         self.entry(name, S_IFDIR | 0o755, (0, 0), &[]);
     }
 
+    /// Adds a directory with its permission bits.
+    pub fn dir_mode(&mut self, name: &str, perm: u32) {
+        self.entry(name, S_IFDIR | perm, (0, 0), &[]);
+    }
+
     /// Adds a regular file.
     pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
         self.entry(name, S_IFREG | perm, (0, 0), data);

@@ -59,6 +59,17 @@ pub fn test(paths: &Paths, filter: Option<&str>, kernels: &[Flavor]) -> Result<i
                 s.spawn(move || {
                     let mut t = Tally::default();
                     vm_tests(paths, filter, &suite, &mut t);
+                    if suite.flavor == Flavor::Debian72 {
+                        // Debian's kernel's own tests, in its thread (beside the other
+                        // kernel's longer suite): the packages, then the systemd boot.
+                        package_tests(paths, filter, &mut t);
+                        if filter.is_none_or(|f| BOOT_TEST.contains(f)) {
+                            if let Err(e) = boot_test(paths, &suite, &mut t) {
+                                t.failed += 1;
+                                t.failures.push(format!("{BOOT_TEST}: {e:#}"));
+                            }
+                        }
+                    }
                     t
                 })
             })
@@ -73,10 +84,6 @@ pub fn test(paths: &Paths, filter: Option<&str>, kernels: &[Flavor]) -> Result<i
         t.failed += kt.failed;
         t.skipped += kt.skipped;
         t.failures.extend(kt.failures);
-    }
-    // The packages are for Debian's kernel: tested when its suite runs.
-    if kernels.contains(&Flavor::Debian72) {
-        package_tests(paths, filter, &mut t);
     }
     if !t.failures.is_empty() {
         println!("\nfailures:");
@@ -254,6 +261,36 @@ fn vm_tests_inner(paths: &Paths, filter: Option<&str>, suite: &Suite, t: &mut Ta
     }
     if filter.map_or(true, |f| "powercut".contains(f) || f.contains("powercut")) {
         powercut(paths, suite, t)?;
+    }
+    Ok(())
+}
+
+/// The systemd boot test's name for `--filter`.
+const BOOT_TEST: &str = "boot_systemd";
+
+/// The systemd boot test (xtask/src/boottest.rs), always on Debian's stock kernel: its
+/// guest prints PASS/FAIL lines; the shutdown after each check boot is judged here.
+fn boot_test(paths: &Paths, suite: &Suite, t: &mut Tally) -> Result<()> {
+    step("boot test: Debian trixie with systemd, udev and lvm2 on Debian's kernel");
+    let dmremap = suite.runner.iter().find(|(g, _)| g == "usr/bin/dmremap").map(|(_, h)| h.clone()).context("no dmremap built")?;
+    for phase in crate::boottest::run(paths, &suite.kernel, &suite.module, &dmremap)? {
+        let before = t.failures.len();
+        count_vm_results(&phase.result, t);
+        if phase.name != "setup" {
+            match crate::boottest::shutdown_problem(&phase.result.console) {
+                None => {
+                    println!("{}boot_shutdown_{}", crate::protocol::PASS, phase.name);
+                    t.passed += 1;
+                }
+                Some(why) => {
+                    t.failed += 1;
+                    t.failures.push(format!("vm: boot_shutdown_{}: {why}", phase.name));
+                }
+            }
+        }
+        for f in &mut t.failures[before..] {
+            *f = format!("{BOOT_TEST} [{}] {f}", phase.name);
+        }
     }
     Ok(())
 }

@@ -54,6 +54,10 @@ pub struct VmOptions {
     /// A name for boots that run beside others: their files go to target/vm/<label>/ and
     /// their console lines are prefixed with `[label] `.
     pub label: Option<String>,
+    /// An initramfs built elsewhere (the boot test's systemd root) instead of the test one.
+    pub initrd: Option<PathBuf>,
+    /// More QEMU arguments (the boot test's disks), after `disk`.
+    pub qemu_args: Vec<String>,
 }
 
 impl VmOptions {
@@ -61,7 +65,20 @@ impl VmOptions {
     /// shell) for at most `timeout` seconds; no icount, no extra command line, no disk, no
     /// kill. The builder methods below change those.
     pub fn new(kernel: crate::kernel::Boot, module: PathBuf, extra: Vec<(String, PathBuf)>, cmd: Option<String>, timeout: u64) -> Self {
-        Self { kernel, module, extra, cmd, timeout, icount: false, append: String::new(), disk: None, kill_on: None, label: None }
+        Self {
+            kernel,
+            module,
+            extra,
+            cmd,
+            timeout,
+            icount: false,
+            append: String::new(),
+            disk: None,
+            kill_on: None,
+            label: None,
+            initrd: None,
+            qemu_args: Vec::new(),
+        }
     }
 
     /// Instruction counting (benchmarks).
@@ -86,6 +103,22 @@ impl VmOptions {
             Some(l) => d.join(l),
             None => d,
         }
+    }
+
+    /// Boot this initramfs instead of building the test one.
+    pub fn initrd(self, initrd: PathBuf) -> Self {
+        Self { initrd: Some(initrd), ..self }
+    }
+
+    /// Extra kernel command line.
+    pub fn append(self, append: String) -> Self {
+        Self { append, ..self }
+    }
+
+    /// More QEMU arguments (a disk image must be inside the repository or the cache).
+    pub fn qemu_args(mut self, args: &[String]) -> Self {
+        self.qemu_args.extend_from_slice(args);
+        self
     }
 
     /// Kill QEMU this long after the console shows `text`, if any.
@@ -266,7 +299,10 @@ fn is_dynamic_elf(p: &Path) -> bool {
 
 /// Boots the VM and waits for the guest command.
 pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
-    let initrd = initramfs(paths, opts)?;
+    let initrd = match &opts.initrd {
+        Some(p) => p.clone(),
+        None => initramfs(paths, opts)?,
+    };
     let bzimage = &opts.kernel.image;
     let log_path = opts.dir(paths).join("console.log");
     let prefix = opts.label.as_ref().map(|l| format!("[{l}] ")).unwrap_or_default();
@@ -306,6 +342,7 @@ pub fn run(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
         }
         c.arg("-drive").arg(format!("file={},format=raw,if=virtio", d.display()));
     }
+    c.args(&opts.qemu_args);
     if opts.icount {
         // Guest time counts instructions: fio's figures repeat to ~0.1% (needs one vCPU).
         c.args(["-smp", "1", "-icount", "shift=0,sleep=off", "-cpu", "max"]);
