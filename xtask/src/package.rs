@@ -272,8 +272,10 @@ fn build_deb(paths: &Paths, tree: &Path, pkg: &str, arch: &str, fields: &str) ->
     Ok(deb)
 }
 
-/// The `dmremap` package: the tool (built on the host, stripped), its manual pages and its
-/// bash, zsh and fish completions.
+/// The `dmremap` package: the tool (built on the host, stripped) in /usr/sbin, where the udev
+/// rules and the systemd units run it (docs/boot.md), its manual pages, its bash, zsh and
+/// fish completions, the udev rules that guard member disks, and the systemd generator and
+/// template unit that activate /etc/dmremaptab at boot.
 fn tool_deb(paths: &Paths) -> Result<PathBuf> {
     let pkg = "dmremap";
     step("building dmremap (release)");
@@ -285,7 +287,7 @@ fn tool_deb(paths: &Paths) -> Result<PathBuf> {
     anyhow::ensure!(status.success(), "building dmremap failed");
     let bin = paths.target().join("release/dmremap");
     let tree = fresh_tree(paths, pkg)?;
-    let dst = tree.join("usr/bin/dmremap");
+    let dst = tree.join("usr/sbin/dmremap");
     std::fs::create_dir_all(dst.parent().context("no parent")?)?;
     in_root(paths, Path::new("/"), "strip", &["--strip-unneeded", "--remove-section=.comment", "--remove-section=.note", "-o", &dst.display().to_string(), &bin.display().to_string()])?;
     set_mode(&dst, 0o755)?;
@@ -310,6 +312,18 @@ fn tool_deb(paths: &Paths) -> Result<PathBuf> {
         let out = crate::env::output(Command::new(&bin).args(["completions", shell]))?;
         put(&tree, path, out.as_bytes(), 0o644)?;
     }
+    for (src, path, mode) in [
+        ("udev/61-dm-remap.rules", "usr/lib/udev/rules.d/61-dm-remap.rules", 0o644),
+        ("systemd/dmremap@.service", "usr/lib/systemd/system/dmremap@.service", 0o644),
+        ("systemd/dmremap-generator", "usr/lib/systemd/system-generators/dmremap-generator", 0o755),
+    ] {
+        put(&tree, path, &std::fs::read(paths.repo.join(src))?, mode)?;
+    }
+    // New rules and a new generator take effect without a reboot.
+    let postinst = "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n\
+                    \tif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n\
+                    \tif command -v udevadm >/dev/null; then udevadm control --reload-rules || true; fi\nfi\n";
+    put(&tree, "DEBIAN/postinst", postinst.as_bytes(), 0o755)?;
     docs(
         paths,
         &tree,
