@@ -241,6 +241,10 @@ fn checkpoint_resumes() -> Result<()> {
         reloaded.position >= moved.position && reloaded.position < blocks && reloaded.passes == 0,
         "after a reload the scrub is at {reloaded:?}, it was at {moved:?}"
     );
+    println!(
+        "    positions: {} before remove, {} checkpointed, {} after create, {} before reload, {} after it",
+        before.position, c.position, after.position, moved.position, reloaded.position
+    );
     drop(dm);
     Ok(())
 }
