@@ -198,6 +198,24 @@ pub(crate) struct ScanState {
     pub(crate) meter: RateMeter,
     /// Blocks found slow once (see `scan::block`).
     pub(crate) suspects: Suspects,
+    /// Where the scrub checkpoint goes (`scan::checkpoint`); none until the first resume
+    /// read it, and none for a spare without checkpoint slots.
+    pub(crate) ckpt: Option<CkptState>,
+}
+
+/// The scrub checkpoint's slots on the spare and the durable version (docs/format.md).
+#[derive(Clone, Copy)]
+pub(crate) struct CkptState {
+    /// Sector of slot 0 (slot 1 follows it).
+    pub(crate) sector: u64,
+    /// The spare's uuid, which every slot carries.
+    pub(crate) uuid: [u8; 16],
+    /// `seq` of the durable version (0: none yet).
+    pub(crate) seq: u64,
+    /// The slot holding it; the next write goes to the other.
+    pub(crate) slot: u32,
+    /// When it was written (ns), for the interval.
+    pub(crate) written_ns: u64,
 }
 
 impl ScanState {
@@ -210,6 +228,7 @@ impl ScanState {
             pacer: Pacer::default(),
             meter: RateMeter::default(),
             suspects: Suspects::default(),
+            ckpt: None,
         })
     }
 }

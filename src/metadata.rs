@@ -122,7 +122,7 @@ fn new_superblock(spare: &Dev, block_size: u32, main_sectors: u64, main_id: Main
     let mut uuid = [0u8; 16];
     random_bytes(&mut uuid);
     // The table's `main_id`, if any, binds the new spare to its main device.
-    let sb = Superblock::new(1, uuid, main_sectors, geometry, main_id);
+    let sb = Superblock::new(1, uuid, main_sectors, geometry, main_id).with_records(spare.sectors() * 512);
     let mut tail = meta_buf(META_BLOCK)?;
     if let Some(b) = as_block_mut(tail.as_mut_slice()) {
         log_init(b, &sb.uuid, 0);

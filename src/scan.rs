@@ -17,8 +17,10 @@
 
 use crate::commit::{self, Batch, Weak};
 use crate::dm::{now_ns, IoKind};
-use crate::engine::{Engine, ScanState, Stat, State, WorkerState};
+use crate::engine::{CkptState, Engine, ScanState, Stat, State, WorkerState};
 use crate::health;
+use crate::logic::format::{ckpt_encode, Checkpoint, META_BLOCK, META_SECTORS};
+use crate::logic::loader;
 use crate::logic::remaps::{self, Entry, Route, PENDING};
 use crate::logic::scrub::Pacer;
 use crate::migrate;
@@ -50,13 +52,76 @@ pub(crate) fn start(e: &Engine, now: bool) {
 }
 
 /// Stops the scan for a suspend: no step runs after this returns, and none is scheduled
-/// until [`unsuspend`].
+/// until [`unsuspend`]. Then checkpoints the position, so a reload, a remove/create or a
+/// reboot goes on from here.
 pub(crate) fn suspend(e: &Engine) {
     {
         let _g = e.sched.lock();
         e.suspended.store(true, Ordering::Relaxed);
     }
     e.worker.cancel_scan();
+    let mut st = e.scan.lock();
+    checkpoint(e, &mut st);
+}
+
+/// Longest time between checkpoints while the scan runs (docs/format.md: at least every
+/// minute).
+const CKPT_NS: u64 = 30_000_000_000;
+
+/// Reads the scrub checkpoint (`logic::loader::checkpoint`) at the first resume, after the
+/// log (a previous table on this spare has written its last one at its suspend), and puts
+/// the scan there. A spare without checkpoint slots, or without a valid one, starts at 0.
+pub(crate) fn restore(e: &Engine) {
+    let sb = e.meta.lock().log.sb;
+    let (Some(s0), Some(s1)) = (sb.checkpoint_sector(0), sb.checkpoint_sector(1)) else { return };
+    let mut guard = e.scan.lock();
+    let st = &mut *guard;
+    // The slots lie inside the spare: the loader checked the record area's bounds.
+    let slot = |sector: u64, buf: &mut [u8]| e.config.spare.rw_sync(sector, buf, IoKind::Read).is_ok();
+    let mut found = None;
+    let ok = {
+        let buf = st.buf.as_mut_slice();
+        buf.len() >= 2 * META_BLOCK && {
+            let (a, b) = buf.split_at_mut(META_BLOCK);
+            let (a, b) = (&mut a[..META_BLOCK], &mut b[..META_BLOCK]);
+            let ok = slot(s0, a) && slot(s1, b);
+            if let (true, Ok(a), Ok(b)) = (ok, <&[u8; META_BLOCK]>::try_from(&*a), <&[u8; META_BLOCK]>::try_from(&*b)) {
+                found = loader::checkpoint(&sb, a, b, e.config.main_blocks);
+            }
+            ok
+        }
+    };
+    if !ok {
+        pr_warn!("{}: cannot read the scrub checkpoint: the scrub starts at block 0\n", e.dev_name());
+    }
+    let (c, durable) = found.unwrap_or((Checkpoint::default(), 1));
+    st.pos = c.position;
+    e.figures.scan_pos.store(c.position, Ordering::Relaxed);
+    e.figures.scanned.store(c.position, Ordering::Relaxed);
+    e.figures.scan_passes.store(c.passes, Ordering::Relaxed);
+    // With no valid slot, the first write goes to slot 0 (`slot` is the durable one).
+    st.ckpt = Some(CkptState { sector: s0, uuid: sb.uuid, seq: c.seq, slot: durable, written_ns: now_ns() });
+}
+
+/// Writes the scan position and passes to the checkpoint slot not holding the durable
+/// version, with FUA. A failed write leaves the durable one (the next try goes to the same
+/// slot); the scrub only restarts from an older position.
+fn checkpoint(e: &Engine, st: &mut ScanState) {
+    let Some(mut c) = st.ckpt else { return };
+    let Some(seq) = c.seq.checked_add(1) else { return };
+    let rec = Checkpoint { seq, position: st.pos, passes: e.figures.scan_passes.load(Ordering::Relaxed) };
+    let slot = 1 - (c.slot & 1);
+    let Some(b) = st.buf.as_mut_slice().get_mut(..META_BLOCK).and_then(|b| <&mut [u8; META_BLOCK]>::try_from(b).ok()) else {
+        return;
+    };
+    ckpt_encode(b, &c.uuid, &rec);
+    let sector = c.sector.saturating_add(u64::from(slot) * META_SECTORS);
+    c.written_ns = now_ns();
+    if e.config.spare.rw_sync(sector, b, IoKind::WriteFua).is_ok() {
+        c.seq = seq;
+        c.slot = slot;
+    }
+    st.ckpt = Some(c);
 }
 
 /// Lets the scan run again (resume, or a cancelled suspend) and schedules it.
@@ -179,6 +244,9 @@ pub(crate) fn step(e: &Engine) {
             next = Next::Rest;
             break;
         }
+    }
+    if matches!(next, Next::Rest) || st.ckpt.is_some_and(|c| now_ns().saturating_sub(c.written_ns) >= CKPT_NS) {
+        checkpoint(e, st);
     }
     if !matches!(next, Next::Wait(_)) && (stopped(e) || matches!(next, Next::Rest)) {
         // Not reading until the next start: no rate to show, none to carry over.

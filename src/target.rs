@@ -295,6 +295,7 @@ impl Target for Remap {
         // swap). Replay it whole now that the old table is suspended. Marked done only on
         // success: a failed resume must read it again next time.
         commit::reload(&self.e)?;
+        scan::restore(&self.e);
         self.e.resumed.store(true, Ordering::Release);
         Ok(())
     }

@@ -115,7 +115,7 @@ pub fn format(spare: &Path, main_bytes: u64, block_size: u32, main_id: MainId, f
     File::open("/dev/urandom")
         .and_then(|mut r| std::io::Read::read_exact(&mut r, &mut uuid))
         .map_err(|e| Fail::new(Kind::Io, format!("cannot read /dev/urandom: {e}")))?;
-    let sb = Superblock::new(1, uuid, main_bytes / 512, geometry, main_id);
+    let sb = Superblock::new(1, uuid, main_bytes / 512, geometry, main_id).with_records(spare_bytes);
     write_superblocks(&f, spare, &sb)?;
     Ok(sb)
 }
@@ -482,13 +482,13 @@ mod tests {
         let sb = format(&spare, 16 << 20, 4096, MainId::NONE, false).unwrap();
         assert_eq!(sb.main_sectors, 32768);
         let r = inspect(&spare).unwrap();
-        assert_eq!((r.metadata, r.pool_blocks, r.pool_free, r.remaps.len()), ("valid", Some(1012), Some(1012), 0));
+        assert_eq!((r.metadata, r.pool_blocks, r.pool_free, r.remaps.len()), ("valid", Some(1008), Some(1008), 0));
         for c in &r.superblocks {
             assert_eq!((c.verdict, &c.stored_crc), ("valid", &c.computed_crc));
         }
         add_log(&spare, &sb, &[(10, 0), (20, 1)]);
         let r = inspect(&spare).unwrap();
-        assert_eq!((r.remaps.clone(), r.pool_free, r.metadata_seq), (vec![(10, 0), (20, 1)], Some(1010), Some(1)));
+        assert_eq!((r.remaps.clone(), r.pool_free, r.metadata_seq), (vec![(10, 0), (20, 1)], Some(1006), Some(1)));
         assert!(render(&r).contains("main block 20 -> pool block 1"));
         // Valid metadata is never overwritten without --force.
         let e = format(&spare, 16 << 20, 4096, MainId::NONE, false).unwrap_err();

@@ -51,7 +51,9 @@ fuzz_target!(|data: &[u8]| {
     let pool_end = base.pool_start + base.pool_blocks * u64::from(base.block_size / 512);
     let sb = Superblock {
         version: [VERSION, VERSION_V1, 0, 3][(c.u64() % 4) as usize],
-        compat: if main_id.is_none() { 0 } else { COMPAT_MAIN_ID } | if c.u64() % 4 == 0 { c.u64() } else { 0 },
+        compat: if main_id.is_none() { 0 } else { COMPAT_MAIN_ID }
+            | if c.u64() % 2 == 0 { COMPAT_SCRUB_CHECKPOINT } else { 0 }
+            | if c.u64() % 4 == 0 { c.u64() } else { 0 },
         incompat: if c.u64() % 4 == 0 { c.u64() } else { 0 },
         main_id,
         records_start: if c.u64() % 2 == 0 { 0 } else { c.pick(pool_end) },
@@ -114,6 +116,20 @@ fuzz_target!(|data: &[u8]| {
             s[(c.u64() % META_BLOCK as u64) as usize] ^= 0x80; // torn
         }
     }
+    // The two scrub checkpoint slots: crafted seq and position, some of another format,
+    // some torn, some never written.
+    let mut ckpt = [[0u8; META_BLOCK]; 2];
+    for s in ckpt.iter_mut() {
+        if c.u64() % 4 == 0 {
+            continue;
+        }
+        let uuid = if c.u64() % 8 == 0 { [c.u64() as u8; 16] } else { sb.uuid };
+        let rec = Checkpoint { seq: c.pick(SEQ_LIMIT), position: c.pick(main_sectors / 8), passes: c.u64() };
+        ckpt_encode(s, &uuid, &rec);
+        if c.u64() % 8 == 0 {
+            s[(c.u64() % META_BLOCK as u64) as usize] ^= 0x80; // torn
+        }
+    }
 
     let Ok(sb) = loader::superblock(&a, &b, &want) else { return };
     // Accepted: the layout fits the devices, so these are exact and cannot overflow.
@@ -129,6 +145,16 @@ fuzz_target!(|data: &[u8]| {
     if sb.records_sectors != 0 {
         assert!(sb.records_start >= g.pool_sector(g.pool_blocks));
         assert!(sb.records_start.checked_add(sb.records_sectors).is_some_and(|e| e <= want.spare_sectors));
+    }
+    // The checkpoint: its slots inside the record area; what it resumes from is inside the
+    // main device, and the next seq cannot overflow.
+    let main_blocks = sb.main_sectors / bs_sectors;
+    if let (Some(s0), Some(s1)) = (sb.checkpoint_sector(0), sb.checkpoint_sector(1)) {
+        assert!(s0 >= sb.records_start && s1 + META_SECTORS <= sb.records_start + sb.records_sectors);
+        assert!(s1 + META_SECTORS <= want.spare_sectors);
+    }
+    if let Some((r, slot)) = loader::checkpoint(&sb, &ckpt[0], &ckpt[1], main_blocks) {
+        assert!(slot <= 1 && r.seq < SEQ_LIMIT && (r.position < main_blocks || r.position == 0));
     }
     let mut entries = Vec::new();
     let mut buf = vec![0u8; 2 * META_BLOCK];
@@ -149,7 +175,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(end.seq < SEQ_LIMIT && end.next_free <= g.pool_blocks);
-    let main_blocks = sb.main_sectors / bs_sectors;
     for e in &entries {
         assert!(e.main < main_blocks && e.spare < end.next_free);
     }

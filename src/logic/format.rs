@@ -32,9 +32,12 @@ pub const VERSION_V1: u32 = 1;
 /// Compatible feature: the superblock records the main device's id. A reader that does not
 /// know it can still use the spare correctly (it only cannot check the binding).
 pub const COMPAT_MAIN_ID: u64 = 1 << 0;
+/// Compatible feature: the record area starts with the two scrub checkpoint slots. A reader
+/// that does not know it only restarts the scrub at block 0.
+pub const COMPAT_SCRUB_CHECKPOINT: u64 = 1 << 1;
 /// Compatible features this code knows. Unknown compatible bits are ignored.
 #[allow(dead_code)] // documents the set; the host tests use it
-pub const COMPAT_KNOWN: u64 = COMPAT_MAIN_ID;
+pub const COMPAT_KNOWN: u64 = COMPAT_MAIN_ID | COMPAT_SCRUB_CHECKPOINT;
 /// Incompatible features this code knows (none yet). A spare with any other incompatible bit
 /// is refused as "unsupported feature": using it without understanding it could lose data.
 pub const INCOMPAT_KNOWN: u64 = 0;
@@ -48,6 +51,13 @@ pub const LOG_START: u64 = 2 * META_BLOCK as u64;
 pub const LOG_HEADER: usize = 48;
 /// Remap entries in one log block.
 pub const ENTRIES_PER_BLOCK: usize = (CRC_OFFSET - LOG_HEADER) / 16;
+/// Bytes of the record area a new spare gets: two checkpoint slots, then two slots kept for
+/// the bad-block list.
+pub const RECORDS_BYTES: u64 = 4 * META_BLOCK as u64;
+/// Checkpoint slot magic.
+pub const CKPT_MAGIC: [u8; 8] = *b"DMRCKPT\0";
+/// The record kind of a scrub checkpoint slot.
+pub const RECORD_SCRUB_CHECKPOINT: u32 = 1;
 /// Smallest and largest relocation block sizes.
 pub const MIN_BLOCK_SIZE: u32 = 512;
 /// See [`MIN_BLOCK_SIZE`].
@@ -82,9 +92,26 @@ impl Geometry {
         })
     }
 
-    /// Lays out a spare of `spare_bytes` bytes with the largest pool that fits, or `None` if
-    /// it cannot hold one pool block.
+    /// Lays out a spare of `spare_bytes` bytes with the largest pool that fits, leaving
+    /// [`RECORDS_BYTES`] (4 KiB-aligned) at the end for the record area
+    /// ([`Geometry::records`]); a spare too small for that gets the pool alone. `None` if it
+    /// cannot hold one pool block.
     pub fn compute(spare_bytes: u64, block_size: u32) -> Option<Geometry> {
+        let room = spare_bytes.saturating_sub(RECORDS_BYTES) & !(META_BLOCK as u64 - 1);
+        Self::compute_in(room, block_size).or_else(|| Self::compute_in(spare_bytes, block_size))
+    }
+
+    /// The record area for this layout on a spare of `spare_bytes`: (first sector, sectors),
+    /// 4 KiB-aligned after the pool, if [`RECORDS_BYTES`] fit.
+    pub fn records(&self, spare_bytes: u64) -> Option<(u64, u64)> {
+        let unit = META_BLOCK as u64;
+        let start = self.end_bytes().checked_add(unit - 1)? / unit * unit;
+        let end = start.checked_add(RECORDS_BYTES)?;
+        (end <= spare_bytes).then_some((start / 512, RECORDS_BYTES / 512))
+    }
+
+    /// The largest pool that fits in `spare_bytes` with its log.
+    fn compute_in(spare_bytes: u64, block_size: u32) -> Option<Geometry> {
         if !valid_block_size(block_size) {
             return None;
         }
@@ -123,7 +150,6 @@ impl Geometry {
 
     /// Bytes of the spare this geometry uses (saturating, like `pool_sector`: a value read
     /// from a hostile spare may be anything).
-    #[allow(dead_code)] // the host tools use it; the kernel asks `loader::check_geometry`
     pub fn end_bytes(&self) -> u64 {
         self.pool_start.saturating_mul(512).saturating_add(self.pool_blocks.saturating_mul(u64::from(self.block_size)))
     }
@@ -145,8 +171,8 @@ pub struct Superblock {
     pub incompat: u64,
     /// The main device this spare belongs to (v2 with [`COMPAT_MAIN_ID`]; else none).
     pub main_id: MainId,
-    /// First sector of the record area (v2; 0 = none). Reserved for fixed-size records in
-    /// double-buffered slots (docs/format.md); this version writes none.
+    /// First sector of the record area (v2; 0 = none): fixed-size records in double-buffered
+    /// slots (docs/format.md), today the scrub checkpoint.
     pub records_start: u64,
     /// Sectors of the record area (0 = none).
     pub records_sectors: u64,
@@ -222,6 +248,27 @@ impl Superblock {
             main_sectors,
             geometry,
         }
+    }
+
+    /// With the record area and its checkpoint slots, if the spare (`spare_bytes`) has room
+    /// after the pool (a new v2 spare, laid out by [`Geometry::compute`]).
+    pub fn with_records(mut self, spare_bytes: u64) -> Superblock {
+        if let (VERSION, Some((start, sectors))) = (self.version, self.geometry.records(spare_bytes)) {
+            self.records_start = start;
+            self.records_sectors = sectors;
+            self.compat |= COMPAT_SCRUB_CHECKPOINT;
+        }
+        self
+    }
+
+    /// Sector of scrub checkpoint slot `slot` (0 or 1), if this spare has them: the
+    /// `SCRUB_CHECKPOINT` feature and a record area of at least two slots.
+    pub fn checkpoint_sector(&self, slot: u32) -> Option<u64> {
+        let has = self.version == VERSION
+            && self.compat & COMPAT_SCRUB_CHECKPOINT != 0
+            && self.records_start != 0
+            && self.records_sectors >= 2 * META_SECTORS;
+        has.then(|| self.records_start.checked_add(u64::from(slot & 1) * META_SECTORS)).flatten()
     }
 
     /// Encodes into a 4 KiB unit, as version `self.version` (v1 has no v2 fields).
@@ -332,6 +379,43 @@ pub fn choose_superblock(a: &[u8; META_BLOCK], b: &[u8; META_BLOCK]) -> Superblo
         (Err(DecodeError::NoMagic), Err(DecodeError::NoMagic)) => SuperblockChoice::Blank,
         _ => SuperblockChoice::Corrupt,
     }
+}
+
+/// A scrub checkpoint: where the scrub goes on after a reload, reboot or power cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Generation; the valid slot with the higher one wins.
+    pub seq: u64,
+    /// Next main block to read (relocation blocks, target-relative).
+    pub position: u64,
+    /// Passes completed.
+    pub passes: u64,
+}
+
+/// Encodes a checkpoint slot of the spare formatted as `uuid`.
+pub fn ckpt_encode(b: &mut [u8; META_BLOCK], uuid: &[u8; 16], c: &Checkpoint) {
+    b.fill(0);
+    b[..8].copy_from_slice(&CKPT_MAGIC);
+    b[8..24].copy_from_slice(uuid);
+    put_u32(b, 24, RECORD_SCRUB_CHECKPOINT);
+    put_u64(b, 32, c.seq);
+    put_u64(b, 40, c.position);
+    put_u64(b, 48, c.passes);
+    seal(b);
+}
+
+/// Decodes a checkpoint slot of the spare formatted as `uuid` (magic, CRC, uuid, kind and
+/// the reserved bytes checked; the position is judged by the loader).
+pub fn ckpt_decode(b: &[u8; META_BLOCK], uuid: &[u8; 16]) -> Result<Checkpoint, DecodeError> {
+    check(b, &CKPT_MAGIC)?;
+    if b[8..24] != *uuid {
+        // Left over from an earlier format of this spare.
+        return Err(DecodeError::NoMagic);
+    }
+    if get_u32(b, 24) != RECORD_SCRUB_CHECKPOINT || get_u32(b, 28) != 0 || b[56..CRC_OFFSET].iter().any(|&x| x != 0) {
+        return Err(DecodeError::BadField);
+    }
+    Ok(Checkpoint { seq: get_u64(b, 32), position: get_u64(b, 40), passes: get_u64(b, 48) })
 }
 
 /// One remap: main block `main` lives at pool block `spare`.
@@ -490,8 +574,10 @@ mod tests {
                 assert!(u64::from(g.log_blocks) * ENTRIES_PER_BLOCK as u64 >= g.pool_blocks);
                 assert!(g.pool_start >= Geometry::log_slot_sector(g.log_blocks, 0));
                 assert_eq!((g.pool_start * 512) % u64::from(bs), 0);
-                // One more block would not fit.
-                assert_eq!(Geometry::for_pool(g.pool_blocks + 1, bs, spare), None);
+                // One more block would not fit (with the record area, where there is one).
+                let room = if g.records(spare).is_some() { (spare - RECORDS_BYTES) & !4095 } else { spare };
+                assert_eq!(Geometry::for_pool(g.pool_blocks + 1, bs, room), None);
+                assert!(g.records(spare).is_some() || spare < (1 << 20));
             }
         }
         assert_eq!(Geometry::compute(8192 + 8192 + 4095, 4096), None);
@@ -503,8 +589,63 @@ mod tests {
     fn documented_example() {
         // docs/format.md: a 4 MiB spare with 4 KiB blocks.
         let g = Geometry::compute(4 << 20, 4096).unwrap();
-        assert_eq!((g.pool_blocks, g.log_blocks, g.pool_start * 512), (1012, 5, 49152));
+        assert_eq!((g.pool_blocks, g.log_blocks, g.pool_start * 512), (1008, 4, 40960));
         assert_eq!(ENTRIES_PER_BLOCK, 252);
+        // The record area: 16 KiB right after the pool, 8 KiB of slack after it.
+        assert_eq!(g.records(4 << 20), Some((4169728 / 512, 32)));
+        let sb = Superblock::new(1, [7; 16], 32768, g, MainId::NONE).with_records(4 << 20);
+        assert_eq!((sb.records_start, sb.records_sectors, sb.compat), (8144, 32, COMPAT_SCRUB_CHECKPOINT));
+        assert_eq!((sb.checkpoint_sector(0), sb.checkpoint_sector(1)), (Some(8144), Some(8152)));
+    }
+
+    #[test]
+    fn record_area_fits_or_is_left_out() {
+        for spare in [24576u64, 40960, 65536, 65536 + 512, 1 << 20, (4 << 20) + 4095, 1 << 30] {
+            for bs in [512u32, 4096, 65536] {
+                let Some(g) = Geometry::compute(spare, bs) else { continue };
+                assert!(g.end_bytes() <= spare);
+                if let Some((start, sectors)) = g.records(spare) {
+                    assert_eq!(start % META_SECTORS, 0);
+                    assert!(start * 512 >= g.end_bytes() && (start + sectors) * 512 <= spare, "{spare} {bs}");
+                } else {
+                    // Only spares too small to give up 16 KiB of pool are left without one.
+                    assert!(Geometry::compute_in(spare.saturating_sub(RECORDS_BYTES) & !4095, bs).is_none(), "{spare} {bs}");
+                }
+            }
+        }
+        // A v1 superblock never gets an area; no area, no checkpoint.
+        let g = Geometry::compute(1 << 20, 4096).unwrap();
+        let v1 = Superblock { version: VERSION_V1, ..Superblock::new(1, [7; 16], 8, g, MainId::NONE) };
+        assert_eq!(v1.with_records(1 << 20).records_start, 0);
+        assert_eq!(Superblock::new(1, [7; 16], 8, g, MainId::NONE).checkpoint_sector(0), None);
+        // The area written survives encode/decode.
+        let sb = Superblock::new(1, [7; 16], 8, g, MainId::NONE).with_records(1 << 20);
+        let mut b = [0u8; META_BLOCK];
+        sb.encode(&mut b);
+        assert_eq!(Superblock::decode(&b), Ok(sb));
+    }
+
+    #[test]
+    fn checkpoint_slot_round_trip_and_damage() {
+        let c = Checkpoint { seq: 5, position: 1234, passes: 2 };
+        let mut b = [0u8; META_BLOCK];
+        ckpt_encode(&mut b, &[1; 16], &c);
+        assert_eq!(&b[..8], b"DMRCKPT\0");
+        assert_eq!((get_u32(&b, 24), get_u64(&b, 32), get_u64(&b, 40), get_u64(&b, 48)), (1, 5, 1234, 2));
+        assert_eq!(ckpt_decode(&b, &[1; 16]), Ok(c));
+        assert_eq!(ckpt_decode(&b, &[2; 16]), Err(DecodeError::NoMagic));
+        let mut torn = b;
+        torn[40] ^= 1;
+        assert_eq!(ckpt_decode(&torn, &[1; 16]), Err(DecodeError::BadCrc));
+        let mut kind = b;
+        put_u32(&mut kind, 24, 2);
+        seal(&mut kind);
+        assert_eq!(ckpt_decode(&kind, &[1; 16]), Err(DecodeError::BadField));
+        let mut junk = b;
+        junk[100] = 1;
+        seal(&mut junk);
+        assert_eq!(ckpt_decode(&junk, &[1; 16]), Err(DecodeError::BadField));
+        assert_eq!(ckpt_decode(&[0; META_BLOCK], &[1; 16]), Err(DecodeError::NoMagic));
     }
 
     #[test]

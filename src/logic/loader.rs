@@ -9,7 +9,7 @@
 //! a [`LoadError`], never trusted.
 
 use super::format::{
-    choose_log_slot, choose_superblock, log_decode, log_entry, DecodeError, Geometry, Remap, Replay, Superblock,
+    choose_log_slot, ckpt_decode, Checkpoint, choose_superblock, log_decode, log_entry, DecodeError, Geometry, Remap, Replay, Superblock,
     SuperblockChoice, ENTRIES_PER_BLOCK, META_BLOCK,
 };
 use super::mainid::MainId;
@@ -251,6 +251,30 @@ pub fn replay_observed(
         end = LogEnd { seq: r.seq, next_free: r.next_free, tail_index: index, tail_slot: slot, tail_written: true };
     }
     Ok(end)
+}
+
+/// The scrub checkpoint to resume from, given checkpoint slots 0 and 1 of `sb`'s spare
+/// ([`Superblock::checkpoint_sector`]): the valid slot with the higher `seq` and which slot it
+/// is (the next write goes to the other). Invalid slots are ignored, never an error: a torn
+/// write leaves the other one, and without any the scrub restarts at 0. A position at or
+/// past the end of the main device (`main_blocks`: a pass that ended) restarts at 0; a
+/// `seq` at the limit is ignored, so the next `seq + 1` cannot overflow.
+pub fn checkpoint(sb: &Superblock, s0: &[u8; META_BLOCK], s1: &[u8; META_BLOCK], main_blocks: u64) -> Option<(Checkpoint, u32)> {
+    let ok = |s: &[u8; META_BLOCK]| ckpt_decode(s, &sb.uuid).ok().filter(|c| c.seq < SEQ_LIMIT);
+    let (c, slot) = match (ok(s0), ok(s1)) {
+        (Some(a), Some(b)) => {
+            if b.seq > a.seq {
+                (b, 1)
+            } else {
+                (a, 0)
+            }
+        }
+        (Some(a), None) => (a, 0),
+        (None, Some(b)) => (b, 1),
+        (None, None) => return None,
+    };
+    let position = if c.position < main_blocks { c.position } else { 0 };
+    Some((Checkpoint { position, ..c }, slot))
 }
 
 /// Sorts the replayed remaps by main block and refuses a block remapped twice.
@@ -548,5 +572,40 @@ mod tests {
         assert_eq!(blank_ranges(3 << 19), [(0, 1 << 20), (1 << 20, 1 << 19)]);
         assert_eq!(blank_ranges(0), [(0, 0), (0, 0)]);
         assert!(is_zero(&[0; 9]) && !is_zero(&[0, 1]));
+    }
+
+    #[test]
+    fn checkpoint_choice() {
+        use crate::format::{ckpt_encode, Checkpoint};
+        let sb = sb_for(4 << 20).with_records(4 << 20);
+        let slot = |seq, position, passes| {
+            let mut b = [0u8; META_BLOCK];
+            ckpt_encode(&mut b, &sb.uuid, &Checkpoint { seq, position, passes });
+            b
+        };
+        let blank = [0u8; META_BLOCK];
+        let mb = MAIN / 8;
+        let c = |seq, position, passes| Checkpoint { seq, position, passes };
+        // The higher seq wins, in either slot.
+        assert_eq!(checkpoint(&sb, &slot(3, 100, 1), &slot(4, 200, 1), mb), Some((c(4, 200, 1), 1)));
+        assert_eq!(checkpoint(&sb, &slot(9, 100, 2), &slot(4, 200, 1), mb), Some((c(9, 100, 2), 0)));
+        // A torn or blank slot is ignored; both: none.
+        let mut torn = slot(5, 300, 1);
+        torn[41] ^= 0xff;
+        assert_eq!(checkpoint(&sb, &slot(3, 100, 1), &torn, mb), Some((c(3, 100, 1), 0)));
+        assert_eq!(checkpoint(&sb, &blank, &slot(3, 100, 1), mb), Some((c(3, 100, 1), 1)));
+        assert_eq!(checkpoint(&sb, &blank, &torn, mb), None);
+        // Another format's slot (uuid) is not ours.
+        let mut other = [0u8; META_BLOCK];
+        ckpt_encode(&mut other, &[9; 16], &c(50, 7, 0));
+        assert_eq!(checkpoint(&sb, &other, &slot(2, 8, 0), mb), Some((c(2, 8, 0), 1)));
+        // At or past the end of the main device: a new pass from 0; the last block is kept.
+        assert_eq!(checkpoint(&sb, &slot(3, mb, 4), &blank, mb), Some((c(3, 0, 4), 0)));
+        assert_eq!(checkpoint(&sb, &slot(3, u64::MAX, 4), &blank, mb), Some((c(3, 0, 4), 0)));
+        assert_eq!(checkpoint(&sb, &slot(3, mb - 1, 4), &blank, mb), Some((c(3, mb - 1, 4), 0)));
+        assert_eq!(checkpoint(&sb, &slot(3, 5, 0), &blank, 0), Some((c(3, 0, 0), 0)));
+        // A seq at the limit is ignored (its successor would overflow).
+        assert_eq!(checkpoint(&sb, &slot(u64::MAX, 5, 0), &slot(1, 6, 0), mb), Some((c(1, 6, 0), 1)));
+        assert_eq!(checkpoint(&sb, &slot(SEQ_LIMIT, 5, 0), &blank, mb), None);
     }
 }

@@ -135,7 +135,8 @@ fn read_error_pending() -> Result<()> {
 /// spare_full, and an event was raised.
 fn spare_full() -> Result<()> {
     let g = Geometry::for_pool(10, 4096, u64::MAX).context("layout")?;
-    let spare_bytes = g.end_bytes();
+    // The pool, then the record area a new spare gets after it (docs/format.md).
+    let spare_bytes = g.end_bytes() + dm_remap_logic::format::RECORDS_BYTES;
     expect_eq("pool of the sized spare", geometry(spare_bytes)?.pool_blocks, 10)?;
     let bad = BadMain::new("full", 16 * MIB, &[(100, 12)])?;
     let spare = LoopDev::new("full-spare", spare_bytes)?;

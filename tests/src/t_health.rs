@@ -68,7 +68,7 @@ fn status_fields_workload() -> Result<()> {
     expect_eq("field 10 (free)", status_of(&dm.name, |s| s.free)?, g.pool_blocks - 3)?;
     expect_eq("field 14 (commits)", status_of(&dm.name, |s| s.commits)?, 3)?;
     expect_eq("field 22 (hotspots: 100-101 and 300)", status_of(&dm.name, |s| s.hotspots)?, 2)?;
-    // 3 recent errors, 2 in the largest cluster, 3 of 1012 blocks used (0 points).
+    // 3 recent errors, 2 in the largest cluster, 3 of 1008 blocks used (0 points).
     expect_eq("field 20 (health)", status_of(&dm.name, |s| u64::from(s.health))?, 100 - 3 - 1)?;
     ensure!(status_of(&dm.name, |s| s.eta_secs)? > 0, "field 21 (time to exhaustion) shows no trend after 3 remaps");
     Ok(())

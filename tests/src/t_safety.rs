@@ -77,9 +77,20 @@ fn hostile_spares() -> Result<()> {
         ),
         (
             "pool one block past the device",
-            image(Some(&with(&|s| s.geometry.pool_start += 8)), None, None),
+            // The pool no longer fills the spare (the record area follows it): moved so that
+            // it ends one block past the device.
+            image(Some(&with(&|s| s.geometry.pool_start = SPARE / 512 - s.geometry.pool_blocks * 8 + 8)), None, None),
             "Spare device is smaller than its metadata says",
         ),
+        (
+            "record area one sector past the device",
+            image(Some(&with(&|s| {
+                s.records_start = g.pool_sector(g.pool_blocks);
+                s.records_sectors = SPARE / 512 - s.records_start + 1;
+            })), None, None),
+            "Spare device is smaller than its metadata says",
+        ),
+
         (
             "pool overlapping the log",
             image(Some(&with(&|s| s.geometry.pool_start = LOG_START / 512)), None, None),

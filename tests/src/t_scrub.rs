@@ -12,6 +12,7 @@ pub const TESTS: &[crate::Test] = &[
     ("scrub_pass_over_1gib_at_defaults_with_progress", pass_1gib),
     ("scrub_limiter_ceiling_idle_floor_under_fio", limiter),
     ("scrub_speed_message_and_table_line", speed_settings),
+    ("scrub_checkpoint_resumes_after_remove_create_and_reload", checkpoint_resumes),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -191,6 +192,60 @@ fn speed_settings() -> Result<()> {
     let bad = remap_table(64 * MIB / 512, LineSpec::new(&dm_devno_of_main(n)?, "7:0").scrub_speed(9, 8));
     let out = cmd_fails("dmsetup", &["reload", n, "--table", &bad])?;
     ensure!(out.contains("Invalid argument"), "a table line with min > max: {out:?}");
+    Ok(())
+}
+
+/// The scrub checkpoint on the spare at `path` (not in use), read with the kernel's loader.
+fn spare_checkpoint(path: &str, main_blocks: u64) -> Result<dm_remap_logic::format::Checkpoint> {
+    use dm_remap_logic::format::META_BLOCK;
+    use dm_remap_logic::loader;
+    let arr = |v: Vec<u8>| -> Result<[u8; META_BLOCK]> { v.try_into().map_err(|_| anyhow::anyhow!("short read")) };
+    let a = arr(read_at(path, 0, META_BLOCK)?)?;
+    let b = arr(read_at(path, META_BLOCK as u64, META_BLOCK)?)?;
+    let sb = loader::superblock_alone(&a, &b, 4 * MIB / 512).map_err(|e| anyhow::anyhow!("{:?}", e))?;
+    let s0 = sb.checkpoint_sector(0).context("the new spare has no checkpoint slots")?;
+    let s1 = sb.checkpoint_sector(1).context("slot 1")?;
+    let c0 = arr(read_at(path, s0 * 512, META_BLOCK)?)?;
+    let c1 = arr(read_at(path, s1 * 512, META_BLOCK)?)?;
+    Ok(loader::checkpoint(&sb, &c0, &c1, main_blocks).context("no valid checkpoint slot")?.0)
+}
+
+/// The scrub checkpoint: part-way through a pass over 1 GiB, `dmsetup remove` writes it at
+/// suspend; the spare then holds that position (read back with the loader), and the same
+/// table created again starts `scan_status` there, not at 0. A table reload (load, resume)
+/// goes on from where the old table stopped too.
+fn checkpoint_resumes() -> Result<()> {
+    let mib = 1024;
+    let blocks = mib * MIB / 4096;
+    let main = NullB::new("nbsk", mib, false)?;
+    let spare = LoopDev::new("sk-spare", 4 * MIB)?;
+    let name = "t-sk";
+    let table = remap_table(mib * MIB / 512, LineSpec::new(&main.path, &spare.path).format());
+    let dm = DmDev::create(name, &table)?;
+    wait_for(60, "the scrub to read 32 MiB", || Ok(scan_status(name)?.position >= 8192))?;
+    let before = scan_status(name)?;
+    ensure!(before.passes == 0 && before.position < blocks, "the pass ended too soon: {before:?}");
+    drop(dm);
+    let c = spare_checkpoint(&spare.path, blocks)?;
+    ensure!(c.position >= before.position && c.position < blocks && c.passes == 0, "checkpoint {c:?} after {before:?}");
+    let dm = DmDev::create(name, &table)?;
+    let after = scan_status(name)?;
+    // Read before the scrub's first step (10 s after resume): exactly the checkpoint.
+    expect_eq("position after remove/create", (after.position, after.passes, after.blocks), (c.position, 0, blocks))?;
+    wait_for(60, "the scrub to go on", || Ok(scan_status(name)?.position > c.position + 1024))?;
+    let moved = scan_status(name)?;
+    dmsetup(&["load", name, "--table", &table])?;
+    dmsetup(&["resume", name])?;
+    let reloaded = scan_status(name)?;
+    ensure!(
+        reloaded.position >= moved.position && reloaded.position < blocks && reloaded.passes == 0,
+        "after a reload the scrub is at {reloaded:?}, it was at {moved:?}"
+    );
+    println!(
+        "    positions: {} before remove, {} checkpointed, {} after create, {} before reload, {} after it",
+        before.position, c.position, after.position, moved.position, reloaded.position
+    );
+    drop(dm);
     Ok(())
 }
 
