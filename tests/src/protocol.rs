@@ -20,6 +20,9 @@ pub const BENCH: &str = "BENCH";
 pub const BENCHINFO: &str = "BENCHINFO";
 /// Printed once a power-cut storm runs: xtask kills QEMU a set time after it.
 pub const POWERCUT_RUNNING: &str = "powercut: storm running";
+/// The first thing tests/vm/init prints: a boot that dies without it died in the kernel's
+/// own start-up, before dm-remap was loaded (xtask boots it again, once).
+pub const INIT: &str = "@@DMREMAP-INIT@@";
 /// `@@DMREMAP-EXIT <status>@@`, printed by tests/vm/init (a shell script, which cannot use
 /// this file; xtask's unit test checks that it prints this text).
 pub const EXIT: &str = "@@DMREMAP-EXIT ";

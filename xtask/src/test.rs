@@ -410,6 +410,8 @@ mod tests {
     fn init_prints_the_exit_marker() {
         let init = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vm/init")).unwrap();
         assert!(init.contains(&format!("echo \"{}$rc@@\"", crate::protocol::EXIT)), "tests/vm/init does not print {:?}", crate::protocol::EXIT);
+        let first = init.lines().find(|l| l.starts_with("echo ") || l.starts_with("mount ")).unwrap_or("");
+        assert_eq!(first, format!("echo \"{}\"", crate::protocol::INIT), "tests/vm/init's first command must print the INIT marker");
     }
 
     #[test]
