@@ -87,6 +87,15 @@ fn pass_1gib() -> Result<()> {
     Ok(())
 }
 
+/// The scrub's rate (MiB/s) over the next `secs` seconds, from two `scan_status` replies, and
+/// the second reply.
+fn rate_over(n: &str, secs: u64) -> Result<(f64, ScanReply)> {
+    let (t0, a) = (Instant::now(), scan_status(n)?);
+    std::thread::sleep(Duration::from_secs(secs));
+    let (t1, b) = (Instant::now(), scan_status(n)?);
+    Ok((read_between(&a, &b) as f64 / (t1 - t0).as_secs_f64() / MIB as f64, b))
+}
+
 /// The limiter: idle, the rate measured from `scan_status` positions is at most the ceiling
 /// + 10%; within 10 s of a foreground fio starting it is at most 1.5 x the floor, and
 /// `busy=1`; once fio ends it climbs back.
@@ -95,10 +104,7 @@ fn limiter() -> Result<()> {
     let n = dm.name.as_str();
     wait_for(30, "the scrub to start", || Ok(scan_status(n)?.position > 0))?;
     std::thread::sleep(Duration::from_secs(1));
-    let (t0, a) = (Instant::now(), scan_status(n)?);
-    std::thread::sleep(Duration::from_secs(8));
-    let (t1, b) = (Instant::now(), scan_status(n)?);
-    let idle = read_between(&a, &b) as f64 / (t1 - t0).as_secs_f64() / MIB as f64;
+    let (idle, b) = rate_over(n, 8)?;
     println!("    idle: {idle:.1} MiB/s (ceiling 32)");
     ensure!(idle <= 32.0 * 1.1, "idle rate {idle:.1} MiB/s above the ceiling + 10%");
     ensure!(idle >= 8.0, "idle rate {idle:.1} MiB/s: the scrub hardly ran");
@@ -132,10 +138,7 @@ fn limiter() -> Result<()> {
     let st = wait_child(&mut fio, 30, "fio")?;
     ensure!(st.success(), "fio failed: {st}");
     std::thread::sleep(Duration::from_secs(2));
-    let (t4, e) = (Instant::now(), scan_status(n)?);
-    std::thread::sleep(Duration::from_secs(4));
-    let (t5, f) = (Instant::now(), scan_status(n)?);
-    let after = read_between(&e, &f) as f64 / (t5 - t4).as_secs_f64() / MIB as f64;
+    let (after, f) = rate_over(n, 4)?;
     println!("    after fio: {after:.1} MiB/s");
     ensure!(!f.busy && after > 4.0, "the scrub did not speed up again after fio: {after:.1} MiB/s, {f:?}");
     Ok(())

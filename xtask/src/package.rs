@@ -181,28 +181,21 @@ fn put(tree: &Path, path: &str, data: &[u8], mode: u32) -> Result<()> {
     set_mode(&p, mode)
 }
 
+/// `git log -1 --format=<fmt>` of the repository, if git answers with something.
+fn last_commit(paths: &Paths, fmt: &str) -> Option<String> {
+    let o = Command::new("git").current_dir(&paths.repo).args(["log", "-1", &format!("--format={fmt}")]).output().ok()?;
+    Some(String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|s| !s.is_empty())
+}
+
 /// The time the packages say they were made: the commit's, so that the same commit gives
 /// the same changelog.
 fn commit_date(paths: &Paths) -> String {
-    Command::new("git")
-        .current_dir(&paths.repo)
-        .args(["log", "-1", "--format=%aD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "Thu, 01 Jan 2026 00:00:00 +0000".into())
+    last_commit(paths, "%aD").unwrap_or_else(|| "Thu, 01 Jan 2026 00:00:00 +0000".into())
 }
 
 /// The commit's time, seconds since the epoch.
 fn commit_time(paths: &Paths) -> u64 {
-    Command::new("git")
-        .current_dir(&paths.repo)
-        .args(["log", "-1", "--format=%ct"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(1_767_225_600)
+    last_commit(paths, "%ct").and_then(|s| s.parse().ok()).unwrap_or(1_767_225_600)
 }
 
 /// gzip -9n, in the build root.
