@@ -38,9 +38,12 @@ pub const COMPAT_SCRUB_CHECKPOINT: u64 = 1 << 1;
 /// Compatible features this code knows. Unknown compatible bits are ignored.
 #[allow(dead_code)] // documents the set; the host tests use it
 pub const COMPAT_KNOWN: u64 = COMPAT_MAIN_ID | COMPAT_SCRUB_CHECKPOINT;
-/// Incompatible features this code knows (none yet). A spare with any other incompatible bit
-/// is refused as "unsupported feature": using it without understanding it could lose data.
-pub const INCOMPAT_KNOWN: u64 = 0;
+/// Incompatible feature: the record area holds the persistent bad-block list after the
+/// checkpoint slots. A reader that ignored it would serve blocks known to be lost as good.
+pub const INCOMPAT_BADBLOCKS: u64 = 1 << 0;
+/// Incompatible features this code knows. A spare with any other incompatible bit is refused
+/// as "unsupported feature": using it without understanding it could lose data.
+pub const INCOMPAT_KNOWN: u64 = INCOMPAT_BADBLOCKS;
 /// Superblock magic.
 pub const SB_MAGIC: [u8; 8] = *b"DMREMAP\0";
 /// Log slot magic.
@@ -58,6 +61,19 @@ pub const RECORDS_BYTES: u64 = 4 * META_BLOCK as u64;
 pub const CKPT_MAGIC: [u8; 8] = *b"DMRCKPT\0";
 /// The record kind of a scrub checkpoint slot.
 pub const RECORD_SCRUB_CHECKPOINT: u32 = 1;
+/// Bad-block list slot magic.
+pub const BADB_MAGIC: [u8; 8] = *b"DMRBADB\0";
+/// The record kind of a bad-block list slot.
+pub const RECORD_BAD_BLOCKS: u32 = 2;
+/// Bytes of a bad-block list slot before its entries.
+pub const BADB_HEADER: usize = 48;
+/// Blocks a bad-block list slot holds (md keeps 512 in 4 KiB; here each is a whole u64).
+pub const BADB_CAPACITY: usize = (CRC_OFFSET - BADB_HEADER) / 8;
+/// Bad-block list flag: more blocks were unreadable than the list holds since it was last
+/// empty; those beyond it are known in memory only and forgotten by a reload.
+pub const BADB_OVERFLOW: u32 = 1 << 0;
+/// Byte offset of the bad-block list's slots in the record area (after the checkpoint's).
+pub const BADB_RECORDS_OFFSET: u64 = 2 * META_BLOCK as u64;
 /// Smallest and largest relocation block sizes.
 pub const MIN_BLOCK_SIZE: u32 = 512;
 /// See [`MIN_BLOCK_SIZE`].
@@ -257,8 +273,17 @@ impl Superblock {
             self.records_start = start;
             self.records_sectors = sectors;
             self.compat |= COMPAT_SCRUB_CHECKPOINT;
+            self.incompat |= INCOMPAT_BADBLOCKS;
         }
         self
+    }
+
+    /// Sector of bad-block list slot `slot` (0 or 1), if this spare has one: the `BADBLOCKS`
+    /// feature (which `decode` accepts only with a record area of four slots).
+    pub fn bad_blocks_sector(&self, slot: u32) -> Option<u64> {
+        let has = self.version == VERSION && self.incompat & INCOMPAT_BADBLOCKS != 0 && self.records_sectors >= 4 * META_SECTORS;
+        let off = (BADB_RECORDS_OFFSET / 512).checked_add(u64::from(slot & 1) * META_SECTORS)?;
+        has.then(|| self.records_start.checked_add(off)).flatten()
     }
 
     /// Sector of scrub checkpoint slot `slot` (0 or 1), if this spare has them: the
@@ -321,6 +346,10 @@ impl Superblock {
             records_start = get_u64(b, 160);
             records_sectors = get_u64(b, 168);
             if (records_start == 0) != (records_sectors == 0) {
+                return Err(DecodeError::BadField);
+            }
+            // The list lives in slots 2 and 3 of the area: without them the bit is a lie.
+            if incompat & INCOMPAT_BADBLOCKS != 0 && (records_start == 0 || records_sectors < 4 * META_SECTORS) {
                 return Err(DecodeError::BadField);
             }
         }
@@ -416,6 +445,77 @@ pub fn ckpt_decode(b: &[u8; META_BLOCK], uuid: &[u8; 16]) -> Result<Checkpoint, 
         return Err(DecodeError::BadField);
     }
     Ok(Checkpoint { seq: get_u64(b, 32), position: get_u64(b, 40), passes: get_u64(b, 48) })
+}
+
+/// The header of a bad-block list slot; its entries are read with [`badb_entry`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BadBlocksHeader {
+    /// Generation; the valid slot with the higher one wins.
+    pub seq: u64,
+    /// Entries in the slot, at most [`BADB_CAPACITY`].
+    pub count: u32,
+    /// [`BADB_OVERFLOW`] or 0.
+    pub flags: u32,
+}
+
+/// Encodes a bad-block list slot of the spare formatted as `uuid`: `blocks` (main blocks,
+/// strictly increasing; at most [`BADB_CAPACITY`] are taken, the rest set the overflow flag).
+pub fn badb_encode(b: &mut [u8; META_BLOCK], uuid: &[u8; 16], seq: u64, flags: u32, blocks: impl Iterator<Item = u64>) -> u32 {
+    b.fill(0);
+    b[..8].copy_from_slice(&BADB_MAGIC);
+    b[8..24].copy_from_slice(uuid);
+    put_u32(b, 24, RECORD_BAD_BLOCKS);
+    put_u64(b, 32, seq);
+    let mut n = 0usize;
+    let mut flags = flags & BADB_OVERFLOW;
+    for x in blocks {
+        if n == BADB_CAPACITY {
+            flags |= BADB_OVERFLOW;
+            break;
+        }
+        let off = BADB_HEADER + 8 * n;
+        put_u64(b, off, x);
+        n += 1;
+    }
+    put_u32(b, 28, n as u32);
+    put_u32(b, 40, flags);
+    seal(b);
+    n as u32
+}
+
+/// Decodes a bad-block list slot of the spare formatted as `uuid`: magic, CRC, uuid, kind,
+/// count, flags, zero tail, and entries strictly increasing and below `main_blocks`.
+pub fn badb_decode(b: &[u8; META_BLOCK], uuid: &[u8; 16], main_blocks: u64) -> Result<BadBlocksHeader, DecodeError> {
+    check(b, &BADB_MAGIC)?;
+    if b[8..24] != *uuid {
+        return Err(DecodeError::NoMagic);
+    }
+    let count = get_u32(b, 28);
+    let flags = get_u32(b, 40);
+    if get_u32(b, 24) != RECORD_BAD_BLOCKS || count as usize > BADB_CAPACITY || flags & !BADB_OVERFLOW != 0 || get_u32(b, 44) != 0 {
+        return Err(DecodeError::BadField);
+    }
+    let end = BADB_HEADER + 8 * count as usize;
+    if b[end..CRC_OFFSET].iter().any(|&x| x != 0) {
+        return Err(DecodeError::BadField);
+    }
+    let mut prev: Option<u64> = None;
+    for i in 0..count as usize {
+        let x = get_u64(b, BADB_HEADER + 8 * i);
+        if x >= main_blocks || prev.is_some_and(|p| x <= p) {
+            return Err(DecodeError::BadField);
+        }
+        prev = Some(x);
+    }
+    Ok(BadBlocksHeader { seq: get_u64(b, 32), count, flags })
+}
+
+/// Entry `i` of a slot [`badb_decode`] accepted (0 past the end).
+pub fn badb_entry(b: &[u8; META_BLOCK], i: u32) -> u64 {
+    if i as usize >= BADB_CAPACITY {
+        return 0;
+    }
+    get_u64(b, BADB_HEADER + 8 * i as usize)
 }
 
 /// One remap: main block `main` lives at pool block `spare`.
@@ -646,6 +746,76 @@ mod tests {
         seal(&mut junk);
         assert_eq!(ckpt_decode(&junk, &[1; 16]), Err(DecodeError::BadField));
         assert_eq!(ckpt_decode(&[0; META_BLOCK], &[1; 16]), Err(DecodeError::NoMagic));
+    }
+
+    #[test]
+    fn bad_blocks_slot_round_trip_and_damage() {
+        let mut b = [0u8; META_BLOCK];
+        assert_eq!(badb_encode(&mut b, &[1; 16], 7, 0, [3u64, 9, 4000].into_iter()), 3);
+        assert_eq!(&b[..8], b"DMRBADB\0");
+        assert_eq!((get_u32(&b, 24), get_u32(&b, 28), get_u64(&b, 32), get_u32(&b, 40)), (2, 3, 7, 0));
+        assert_eq!((get_u64(&b, 48), get_u64(&b, 56), get_u64(&b, 64)), (3, 9, 4000));
+        assert_eq!(badb_decode(&b, &[1; 16], 4001), Ok(BadBlocksHeader { seq: 7, count: 3, flags: 0 }));
+        assert_eq!((badb_entry(&b, 0), badb_entry(&b, 2), badb_entry(&b, 9999)), (3, 4000, 0));
+        // An entry past the main device, another spare's slot, a torn write, junk after the
+        // entries, an unsorted list, a count past the capacity, an unknown flag: refused.
+        assert_eq!(badb_decode(&b, &[1; 16], 4000), Err(DecodeError::BadField));
+        assert_eq!(badb_decode(&b, &[2; 16], 4001), Err(DecodeError::NoMagic));
+        let mut torn = b;
+        torn[50] ^= 1;
+        assert_eq!(badb_decode(&torn, &[1; 16], 4001), Err(DecodeError::BadCrc));
+        let mut junk = b;
+        junk[72] = 1;
+        seal(&mut junk);
+        assert_eq!(badb_decode(&junk, &[1; 16], 4001), Err(DecodeError::BadField));
+        let mut unsorted = b;
+        put_u64(&mut unsorted, 56, 3);
+        seal(&mut unsorted);
+        assert_eq!(badb_decode(&unsorted, &[1; 16], 4001), Err(DecodeError::BadField));
+        let mut big = b;
+        put_u32(&mut big, 28, BADB_CAPACITY as u32 + 1);
+        seal(&mut big);
+        assert_eq!(badb_decode(&big, &[1; 16], 4001), Err(DecodeError::BadField));
+        let mut flag = b;
+        put_u32(&mut flag, 40, 2);
+        seal(&mut flag);
+        assert_eq!(badb_decode(&flag, &[1; 16], 4001), Err(DecodeError::BadField));
+        assert_eq!(badb_decode(&[0; META_BLOCK], &[1; 16], 4001), Err(DecodeError::NoMagic));
+    }
+
+    #[test]
+    fn bad_blocks_list_full_sets_overflow() {
+        assert_eq!(BADB_CAPACITY, 505);
+        let mut b = [0u8; META_BLOCK];
+        assert_eq!(badb_encode(&mut b, &[1; 16], 1, 0, 0..1000), 505);
+        let h = badb_decode(&b, &[1; 16], 1000).unwrap();
+        assert_eq!((h.count, h.flags), (505, BADB_OVERFLOW));
+        assert_eq!(badb_entry(&b, 504), 504);
+        // Exactly full is not an overflow; the flag given is kept.
+        assert_eq!(badb_encode(&mut b, &[1; 16], 2, 0, 0..505), 505);
+        assert_eq!(badb_decode(&b, &[1; 16], 1000).unwrap().flags, 0);
+        badb_encode(&mut b, &[1; 16], 3, BADB_OVERFLOW, 0..2);
+        assert_eq!(badb_decode(&b, &[1; 16], 1000).unwrap(), BadBlocksHeader { seq: 3, count: 2, flags: BADB_OVERFLOW });
+    }
+
+    #[test]
+    fn bad_blocks_feature_needs_its_slots() {
+        let g = Geometry::compute(4 << 20, 4096).unwrap();
+        let sb = Superblock::new(1, [7; 16], 32768, g, MainId::NONE).with_records(4 << 20);
+        assert_eq!(sb.incompat, INCOMPAT_BADBLOCKS);
+        assert_eq!((sb.bad_blocks_sector(0), sb.bad_blocks_sector(1)), (Some(8160), Some(8168)));
+        let mut b = [0u8; META_BLOCK];
+        sb.encode(&mut b);
+        assert_eq!(Superblock::decode(&b), Ok(sb));
+        // The bit with an area too small for the list's slots is not a valid superblock.
+        let small = Superblock { records_sectors: 16, ..sb };
+        small.encode(&mut b);
+        assert_eq!(Superblock::decode(&b), Err(DecodeError::BadField));
+        let none = Superblock { records_start: 0, records_sectors: 0, compat: 0, ..sb };
+        none.encode(&mut b);
+        assert_eq!(Superblock::decode(&b), Err(DecodeError::BadField));
+        // Without the bit there is no list, whatever the area.
+        assert_eq!(Superblock { incompat: 0, ..sb }.bad_blocks_sector(0), None);
     }
 
     #[test]

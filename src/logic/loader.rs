@@ -9,7 +9,7 @@
 //! a [`LoadError`], never trusted.
 
 use super::format::{
-    choose_log_slot, ckpt_decode, Checkpoint, choose_superblock, log_decode, log_entry, DecodeError, Geometry, Remap, Replay, Superblock,
+    badb_decode, choose_log_slot, ckpt_decode, BadBlocksHeader, Checkpoint, choose_superblock, log_decode, log_entry, DecodeError, Geometry, Remap, Replay, Superblock,
     SuperblockChoice, ENTRIES_PER_BLOCK, META_BLOCK,
 };
 use super::mainid::MainId;
@@ -275,6 +275,24 @@ pub fn checkpoint(sb: &Superblock, s0: &[u8; META_BLOCK], s1: &[u8; META_BLOCK],
     };
     let position = if c.position < main_blocks { c.position } else { 0 };
     Some((Checkpoint { position, ..c }, slot))
+}
+
+/// The bad-block list to load, given list slots 0 and 1 of `sb`'s spare
+/// ([`Superblock::bad_blocks_sector`]): the valid slot with the higher `seq`, and which slot
+/// it is (the next write goes to the other; read its entries from that slot with
+/// [`super::format::badb_entry`]). Invalid slots are ignored: a torn write leaves the other
+/// one, the previous durable list; with neither the list is empty (a new spare). A `seq` at
+/// the limit is ignored, so the next `seq + 1` cannot overflow. Entries are checked against
+/// `main_blocks` by the decoder; a block also in the log is dropped by the caller (a crash
+/// between the remap's commit and the list's rewrite leaves both, and the remap wins).
+pub fn bad_blocks(sb: &Superblock, s0: &[u8; META_BLOCK], s1: &[u8; META_BLOCK], main_blocks: u64) -> Option<(BadBlocksHeader, u32)> {
+    let ok = |s: &[u8; META_BLOCK]| badb_decode(s, &sb.uuid, main_blocks).ok().filter(|h| h.seq < SEQ_LIMIT);
+    match (ok(s0), ok(s1)) {
+        (Some(a), Some(b)) if b.seq > a.seq => Some((b, 1)),
+        (Some(a), _) => Some((a, 0)),
+        (None, Some(b)) => Some((b, 1)),
+        (None, None) => None,
+    }
 }
 
 /// Sorts the replayed remaps by main block and refuses a block remapped twice.
@@ -607,5 +625,36 @@ mod tests {
         // A seq at the limit is ignored (its successor would overflow).
         assert_eq!(checkpoint(&sb, &slot(u64::MAX, 5, 0), &slot(1, 6, 0), mb), Some((c(1, 6, 0), 1)));
         assert_eq!(checkpoint(&sb, &slot(SEQ_LIMIT, 5, 0), &blank, mb), None);
+    }
+
+    #[test]
+    fn bad_blocks_choice() {
+        use crate::format::{badb_encode, badb_entry};
+        let sb = sb_for(4 << 20).with_records(4 << 20);
+        let mb = MAIN / 8;
+        let slot = |seq, blocks: &[u64]| {
+            let mut b = [0u8; META_BLOCK];
+            badb_encode(&mut b, &sb.uuid, seq, 0, blocks.iter().copied());
+            b
+        };
+        let blank = [0u8; META_BLOCK];
+        let h = |seq, count| BadBlocksHeader { seq, count, flags: 0 };
+        let (a, b) = (slot(3, &[1, 5]), slot(4, &[1]));
+        assert_eq!(bad_blocks(&sb, &a, &b, mb), Some((h(4, 1), 1)));
+        assert_eq!(bad_blocks(&sb, &b, &a, mb), Some((h(4, 1), 0)));
+        assert_eq!(badb_entry(&a, 1), 5);
+        // A torn newer slot leaves the older list; a blank pair is an empty list (none).
+        let mut torn = b;
+        torn[48] ^= 1;
+        assert_eq!(bad_blocks(&sb, &a, &torn, mb), Some((h(3, 2), 0)));
+        assert_eq!(bad_blocks(&sb, &blank, &blank, mb), None);
+        // An entry past the main device makes its slot invalid, not the load.
+        assert_eq!(bad_blocks(&sb, &slot(9, &[mb]), &a, mb), Some((h(3, 2), 1)));
+        // A seq at the limit is ignored.
+        assert_eq!(bad_blocks(&sb, &slot(SEQ_LIMIT, &[2]), &a, mb), Some((h(3, 2), 1)));
+        // Another format's slot is not ours.
+        let mut other = [0u8; META_BLOCK];
+        badb_encode(&mut other, &[9; 16], 50, 0, [1u64].into_iter());
+        assert_eq!(bad_blocks(&sb, &other, &blank, mb), None);
     }
 }
