@@ -8,10 +8,11 @@
 #![forbid(unsafe_code)]
 
 use crate::dm::{now_ns, CtrError, IoKind, RcuWriter};
-use crate::engine::{Engine, Stat, State, WorkerState};
+use crate::engine::{BadList, CkptState, Engine, Stat, State, WorkerState};
 use crate::health;
-use crate::logic::format::Remap;
-use crate::logic::remaps::{self, Entry};
+use crate::logic::format::{badb_encode, badb_entry, Remap, Superblock, BADB_OVERFLOW, META_BLOCK, META_SECTORS};
+use crate::logic::loader;
+use crate::logic::remaps::{self, Entry, PENDING};
 use crate::metadata::{self, Log};
 use crate::table::Table;
 use core::sync::atomic::Ordering;
@@ -106,6 +107,10 @@ pub(crate) fn place(e: &Engine, log: &mut Log, w: &RcuWriter, batch: &mut Batch,
 pub(crate) fn commit_publish(e: &Engine, meta: &mut WorkerState, batch: Batch) -> bool {
     let Batch { remaps, pending, .. } = batch;
     let mut committed = remaps.is_empty();
+    // The bad-block list changes when a block becomes pending or a pending block is
+    // relocated (its write is its rewrite); otherwise it is not rewritten.
+    let old = e.table.get(&meta.table_w).entries.as_slice();
+    let list_changes = !pending.is_empty() || remaps.iter().any(|r| remaps::find(old, r.main).is_some_and(|en| en.is_pending()));
     if !remaps.is_empty() || !pending.is_empty() {
         match build_table(e, &meta.table_w, remaps.as_slice(), pending.as_slice()) {
             Err(_) => {
@@ -130,11 +135,89 @@ pub(crate) fn commit_publish(e: &Engine, meta: &mut WorkerState, batch: Batch) -
             },
         }
     }
+    if list_changes && committed {
+        // After the log commit: a crash between the two leaves a relocated block in both, and
+        // the load lets the remap win.
+        save_bad_blocks(e, meta);
+    }
     if meta.log.free_blocks() == 0 {
         e.set_state(State::SpareFull);
     }
     e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
     committed
+}
+
+/// Writes the table's pending blocks as the bad-block list, with FUA, to the slot not holding
+/// the durable version (docs/format.md). Called in the worker pass that found or relocated
+/// them, before its bios complete, so a failed read returns after its block is listed. A
+/// failed write leaves the durable version (the next try goes to the same slot) and stops
+/// relocation like any failed metadata write.
+pub(crate) fn save_bad_blocks(e: &Engine, meta: &mut WorkerState) {
+    let WorkerState { bad, table_w, .. } = meta;
+    let Some(mut at) = bad.at else { return };
+    let Some(seq) = at.seq.checked_add(1) else { return };
+    let Some(b) = bad.buf.as_mut_slice().get_mut(..META_BLOCK).and_then(|b| <&mut [u8; META_BLOCK]>::try_from(b).ok()) else {
+        return;
+    };
+    let entries = e.table.get(table_w).entries.as_slice();
+    let count = entries.iter().filter(|en| en.is_pending()).count() as u64;
+    let flags = if bad.overflow && count > 0 { BADB_OVERFLOW } else { 0 };
+    let n = u64::from(badb_encode(b, &at.uuid, seq, flags, entries.iter().filter(|en| en.is_pending()).map(|en| en.main)));
+    let overflow = flags != 0 || n < count;
+    let slot = 1 - (at.slot & 1);
+    let sector = at.sector.saturating_add(u64::from(slot) * META_SECTORS);
+    e.stats.add(Stat::SpareIos, 1);
+    if e.config.spare.rw_sync(sector, b, IoKind::WriteFua).is_err() {
+        pr_err!("{}: writing the bad-block list failed; relocation stopped (degraded)\n", e.dev_name());
+        e.set_state(State::Degraded);
+        return;
+    }
+    if overflow && !bad.overflow {
+        pr_warn!("{}: bad-block list full ({} blocks); {} more kept in memory only until rewritten\n", e.dev_name(), n, count - n);
+    }
+    at.seq = seq;
+    at.slot = slot;
+    bad.at = Some(at);
+    bad.on_spare = n;
+    bad.overflow = overflow;
+}
+
+/// Reads the bad-block list (`logic::loader::bad_blocks`) at the first resume and returns its
+/// blocks, minus those `log` (sorted) remaps, as pending entries, sorted. A spare without the
+/// feature has none. A list that cannot be read is left as it is on the spare and not
+/// rewritten by this instance.
+fn load_bad_blocks(e: &Engine, bad: &mut BadList, sb: &Superblock, log: &[Entry]) -> Result<KVVec<Entry>> {
+    let mut out = KVVec::new();
+    bad.at = None;
+    let (Some(s0), Some(_)) = (sb.bad_blocks_sector(0), sb.bad_blocks_sector(1)) else { return Ok(out) };
+    let buf = bad.buf.as_mut_slice();
+    // The slots are consecutive and inside the spare: the loader checked the area's bounds.
+    if buf.len() < 2 * META_BLOCK || e.config.spare.rw_sync(s0, &mut buf[..2 * META_BLOCK], IoKind::Read).is_err() {
+        pr_err!("{}: cannot read the bad-block list; it is kept on the spare but not updated\n", e.dev_name());
+        return Ok(out);
+    }
+    let (a, b) = buf.split_at(META_BLOCK);
+    let (Ok(a), Ok(b)) = (<&[u8; META_BLOCK]>::try_from(a), <&[u8; META_BLOCK]>::try_from(&b[..META_BLOCK])) else { return Ok(out) };
+    let (head, slot) = match loader::bad_blocks(sb, a, b, e.config.main_blocks) {
+        Some((h, slot)) => (h, slot),
+        // No valid slot: a new spare. The first write goes to slot 0.
+        None => (Default::default(), 1),
+    };
+    let src = if slot == 0 { a } else { b };
+    out.reserve(head.count as usize, GFP_KERNEL)?;
+    for i in 0..head.count {
+        let main = badb_entry(src, i);
+        if remaps::find(log, main).is_none() {
+            out.push(Entry { main, spare: PENDING }, GFP_KERNEL)?;
+        }
+    }
+    bad.at = Some(CkptState { sector: s0, uuid: sb.uuid, seq: head.seq, slot, written_ns: now_ns() });
+    bad.on_spare = u64::from(head.count);
+    bad.overflow = head.flags & BADB_OVERFLOW != 0;
+    if head.count > 0 {
+        pr_info!("{}: bad-block list: {} unreadable blocks not yet rewritten\n", e.dev_name(), out.len());
+    }
+    Ok(out)
 }
 
 /// A new table version: the current one with `add` remaps and `pending` blocks merged in.
@@ -174,8 +257,16 @@ pub(crate) fn reload(e: &Engine) -> Result {
         pr_err!("{}: reloading the remap log failed: {}\n", e.dev_name(), msg.to_str().unwrap_or("?"));
         code
     })?;
-    let table = Table::build(loaded.entries, e.config.main_blocks, e.config.line.cache_size)?;
     let meta = &mut *meta;
+    let bad = load_bad_blocks(e, &mut meta.bad, &sb, loaded.entries.as_slice())?;
+    let entries = if bad.is_empty() {
+        loaded.entries
+    } else {
+        let mut all: KVVec<Entry> = KVVec::from_elem(Entry::default(), loaded.entries.len() + bad.len(), GFP_KERNEL)?;
+        remaps::merge(loaded.entries.as_slice(), bad.as_slice(), all.as_mut_slice());
+        all
+    };
+    let table = Table::build(entries, e.config.main_blocks, e.config.line.cache_size)?;
     meta.log = loaded.log;
     e.table.replace(&mut meta.table_w, table);
     e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);

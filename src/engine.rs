@@ -13,7 +13,7 @@ use crate::dm::{
 use crate::logic::{
     self,
     args::TableLine,
-    format::Geometry,
+    format::{Geometry, META_BLOCK},
     health::{Hotspots, RecentCount, Suspects},
     remaps::Entry,
     scrub::{Pacer, RateMeter},
@@ -169,6 +169,29 @@ pub(crate) struct WorkerState {
     pub(crate) recent_errors: RecentCount,
     pub(crate) recent_remaps: RecentCount,
     pub(crate) alerts: Alerts,
+    /// The persistent bad-block list (`commit::save_bad_blocks`).
+    pub(crate) bad: BadList,
+}
+
+/// The persistent bad-block list's place on the spare and what its durable version says
+/// (docs/format.md).
+pub(crate) struct BadList {
+    /// Its slots and durable version; none before the first resume read it, for a spare
+    /// without the `BADBLOCKS` feature, or when it could not be read (the durable list is
+    /// then kept as it is: never rewritten from an incomplete memory).
+    pub(crate) at: Option<CkptState>,
+    /// Two 4 KiB slots: read both at load, write one.
+    pub(crate) buf: KVVec<u8>,
+    /// Entries in the durable version.
+    pub(crate) on_spare: u64,
+    /// The durable version's overflow flag (sticky until the list empties).
+    pub(crate) overflow: bool,
+}
+
+impl BadList {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self { at: None, buf: KVVec::from_elem(0u8, 2 * META_BLOCK, GFP_KERNEL)?, on_spare: 0, overflow: false })
+    }
 }
 
 /// Bytes the scan reads at once.

@@ -8,7 +8,7 @@
 use crate::dm::{ratelimit, Args, StatusWriter};
 use crate::engine::{Engine, Stat, State};
 use crate::health::check_alerts;
-use crate::logic::message::{BlockReply, HotspotLine, LatencyReply, Location, Message, RemapLine, ScanReport, ScrubState, HELP};
+use crate::logic::message::{BadBlocksReply, BlockReply, HotspotLine, LatencyReply, Location, Message, RemapLine, ScanReport, ScrubState, HELP};
 use crate::logic::remaps;
 use crate::migrate;
 use crate::scan;
@@ -136,6 +136,23 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
                 for en in t.entries.iter().filter(|en| !en.is_pending()).skip(first as usize).take(count as usize) {
                     let _ = write!(out, "{sep}{}", RemapLine(en.main, en.spare));
                     sep = "\n";
+                }
+            });
+            Ok(true)
+        }
+        Message::BadBlocks { first, count } => {
+            let (on_spare, list, overflow) = {
+                let meta = e.meta.lock();
+                (meta.bad.on_spare, meta.bad.at.is_some(), meta.bad.overflow)
+            };
+            let bs = e.config.bs_sectors;
+            e.table.read(|t| {
+                let pending = || t.entries.iter().filter(|en| en.is_pending());
+                let head = BadBlocksReply { blocks: pending().count() as u64, on_spare, list, overflow };
+                let _ = write!(out, "{head}");
+                // In sectors of the device, so debugfs icheck or xfs_db can name the file.
+                for en in pending().skip(first as usize).take(count as usize) {
+                    let _ = write!(out, "\n{}", RemapLine(en.main.saturating_mul(bs), bs));
                 }
             });
             Ok(true)

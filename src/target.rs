@@ -18,7 +18,7 @@ use crate::dm::{
     Op, RcuBox, StatusType, StatusWriter, Target, WorkHandler, Worker, WriteGate,
 };
 use crate::engine::{
-    Alerts, Config, Counters, Engine, Figures, PerBio, ScanState, Stage, Stat, State, Tunables, WorkerState,
+    Alerts, BadList, Config, Counters, Engine, Figures, PerBio, ScanState, Stage, Stat, State, Tunables, WorkerState,
     NOT_MIGRATING,
 };
 use crate::health;
@@ -98,6 +98,7 @@ impl Target for Remap {
         let nomem_e = |_: Error| CtrError { code: ENOMEM, msg: c"Cannot allocate target state" };
         let (table, table_w) = RcuBox::new(Table::build(loaded.entries, main_blocks, line.cache_size).map_err(nomem_e)?);
         let scan = ScanState::new(line.block_size).map_err(nomem_e)?;
+        let bad = BadList::new().map_err(nomem_e)?;
         let stats = Counters::new().map_err(nomem_e)?;
         let gate = WriteGate::new().map_err(nomem_e)?;
         let parked = BioQueue::new().map_err(nomem_e)?;
@@ -119,6 +120,7 @@ impl Target for Remap {
                         recent_errors: RecentCount::default(),
                         recent_remaps: RecentCount::default(),
                         alerts: Alerts::default(),
+                        bad,
                     },
                     "dm_remap_meta"
                 ),

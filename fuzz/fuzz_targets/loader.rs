@@ -54,7 +54,11 @@ fuzz_target!(|data: &[u8]| {
         compat: if main_id.is_none() { 0 } else { COMPAT_MAIN_ID }
             | if c.u64() % 2 == 0 { COMPAT_SCRUB_CHECKPOINT } else { 0 }
             | if c.u64() % 4 == 0 { c.u64() } else { 0 },
-        incompat: if c.u64() % 4 == 0 { c.u64() } else { 0 },
+        incompat: match c.u64() % 4 {
+            0 => c.u64(),
+            1 => INCOMPAT_BADBLOCKS,
+            _ => 0,
+        },
         main_id,
         records_start: if c.u64() % 2 == 0 { 0 } else { c.pick(pool_end) },
         records_sectors: if c.u64() % 2 == 0 { 0 } else { c.pick(spare_bytes / 512 - pool_end) },
@@ -130,6 +134,30 @@ fuzz_target!(|data: &[u8]| {
             s[(c.u64() % META_BLOCK as u64) as usize] ^= 0x80; // torn
         }
     }
+    // The two bad-block list slots: crafted seq, count, flags and entries (any order, any
+    // value), some of another format, some torn, some never written; resealed, so they get
+    // past the CRC into the checks.
+    let mut badb = [[0u8; META_BLOCK]; 2];
+    for s in badb.iter_mut() {
+        if c.u64() % 4 == 0 {
+            continue;
+        }
+        let uuid = if c.u64() % 8 == 0 { [c.u64() as u8; 16] } else { sb.uuid };
+        let n = (c.u64() % 8) as usize;
+        let start = c.pick(main_sectors / 8);
+        let step = c.u64() % 3;
+        badb_encode(s, &uuid, c.pick(SEQ_LIMIT), c.u32(), (0..n as u64).map(|i| start.wrapping_add(i.wrapping_mul(step))));
+        if c.u64() % 4 == 0 {
+            // Raw count, flags, reserved word or an entry, resealed.
+            let off = [28usize, 40, 44, 48, 56, 48 + 8 * BADB_CAPACITY - 8][(c.u64() % 6) as usize];
+            s[off..off + 4].copy_from_slice(&(c.pick(BADB_CAPACITY as u64) as u32).to_le_bytes());
+            let crc = dm_remap_logic::crc32::crc32(&s[..CRC_OFFSET]);
+            s[CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        }
+        if c.u64() % 8 == 0 {
+            s[(c.u64() % META_BLOCK as u64) as usize] ^= 0x80; // torn
+        }
+    }
 
     let Ok(sb) = loader::superblock(&a, &b, &want) else { return };
     // Accepted: the layout fits the devices, so these are exact and cannot overflow.
@@ -155,6 +183,20 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some((r, slot)) = loader::checkpoint(&sb, &ckpt[0], &ckpt[1], main_blocks) {
         assert!(slot <= 1 && r.seq < SEQ_LIMIT && (r.position < main_blocks || r.position == 0));
+    }
+    // The bad-block list: its slots after the checkpoint's, inside the area; what it loads
+    // is inside the main device, sorted, within the capacity, and its next seq cannot
+    // overflow.
+    if let (Some(s0), Some(s1)) = (sb.bad_blocks_sector(0), sb.bad_blocks_sector(1)) {
+        assert!(sb.incompat & INCOMPAT_BADBLOCKS != 0);
+        assert!(s0 >= sb.records_start + 2 * META_SECTORS && s1 + META_SECTORS <= sb.records_start + sb.records_sectors);
+        assert!(s1 + META_SECTORS <= want.spare_sectors);
+    }
+    if let Some((h, slot)) = loader::bad_blocks(&sb, &badb[0], &badb[1], main_blocks) {
+        assert!(slot <= 1 && h.seq < SEQ_LIMIT && h.count as usize <= BADB_CAPACITY && h.flags & !BADB_OVERFLOW == 0);
+        let src = &badb[slot as usize];
+        let list: Vec<u64> = (0..h.count).map(|i| badb_entry(src, i)).collect();
+        assert!(list.iter().all(|&x| x < main_blocks) && list.windows(2).all(|w| w[0] < w[1]));
     }
     let mut entries = Vec::new();
     let mut buf = vec![0u8; 2 * META_BLOCK];

@@ -52,6 +52,14 @@ pub enum Message {
     Sync,
     /// `latency`: the main device's I/O latency as a sum and a count ([`LatencyReply`]).
     Latency,
+    /// `bad_blocks [<first> <count>]`: the unreadable blocks not yet rewritten, from the
+    /// `first`-th, at most `count`, in sectors of the device ([`BadBlocksReply`]).
+    BadBlocks {
+        /// Index of the first block listed.
+        first: u64,
+        /// How many, at most [`MAX_LIST`].
+        count: u32,
+    },
 }
 
 /// Why a message was refused.
@@ -87,7 +95,7 @@ impl MessageError {
 /// The reply to `help`.
 pub const HELP: &str = "help | maintenance on|off | alert_threshold <0-100> | scan start|stop | \
 scan_interval <1-86400 s> | scrub_speed <min MiB/s> <max MiB/s> | scan_status | remap <sector> | query <sector> | \
-list_remaps [<first> <count 1-64>] | hotspots | clear_stats | sync | latency";
+list_remaps [<first> <count 1-64>] | bad_blocks [<first> <count 1-64>] | hotspots | clear_stats | sync | latency";
 
 fn on_off(s: &[u8], on: &[u8], off: &[u8]) -> Result<bool, MessageError> {
     if s == on {
@@ -164,6 +172,14 @@ impl Message {
             b"list_remaps" => match n {
                 0 => Message::ListRemaps { first: 0, count: MAX_LIST },
                 2 => Message::ListRemaps {
+                    first: parse_u64(args[0]).ok_or(MessageError::BadValue)?,
+                    count: ranged(args[1], 1, MAX_LIST)?,
+                },
+                _ => return Err(MessageError::ArgCount),
+            },
+            b"bad_blocks" => match n {
+                0 => Message::BadBlocks { first: 0, count: MAX_LIST },
+                2 => Message::BadBlocks {
                     first: parse_u64(args[0]).ok_or(MessageError::BadValue)?,
                     count: ranged(args[1], 1, MAX_LIST)?,
                 },
@@ -478,9 +494,70 @@ impl LatencyReply {
     }
 }
 
+/// The first line of a `bad_blocks` reply (docs/messages.md); one line per block follows,
+/// `<sector> <sectors>` ([`parse_remap_line`] reads it).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct BadBlocksReply {
+    /// Unreadable blocks not yet rewritten (status field 11).
+    pub blocks: u64,
+    /// Of them, in the durable list on the spare.
+    pub on_spare: u64,
+    /// Whether the spare keeps a list (format v2 with `BADBLOCKS`).
+    pub list: bool,
+    /// More blocks were unreadable than the list holds since it was last empty.
+    pub overflow: bool,
+}
+
+impl core::fmt::Display for BadBlocksReply {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let list = if self.list { "on" } else { "off" };
+        write!(f, "blocks={} on_spare={} list={} overflow={}", self.blocks, self.on_spare, list, u8::from(self.overflow))
+    }
+}
+
+#[allow(dead_code)] // the host's parser
+impl BadBlocksReply {
+    /// Parses the first line of a `bad_blocks` reply; `None` unless every word is there, in
+    /// order, and nothing else.
+    pub fn parse(s: &str) -> Option<BadBlocksReply> {
+        let mut w = s.split_ascii_whitespace();
+        let mut val = |key: &str| -> Option<&str> { w.next()?.strip_prefix(key)?.strip_prefix('=') };
+        let blocks = parse_u64(val("blocks")?.as_bytes())?;
+        let on_spare = parse_u64(val("on_spare")?.as_bytes())?;
+        let list = match val("list")? {
+            "on" => true,
+            "off" => false,
+            _ => return None,
+        };
+        let overflow = match val("overflow")? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        w.next().is_none().then_some(BadBlocksReply { blocks, on_spare, list, overflow })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_blocks_reply_round_trip() {
+        let r = BadBlocksReply { blocks: 3, on_spare: 2, list: true, overflow: false };
+        let s = r.to_string();
+        assert_eq!(s, "blocks=3 on_spare=2 list=on overflow=0");
+        assert_eq!(BadBlocksReply::parse(&s), Some(r));
+        assert_eq!(BadBlocksReply::parse("blocks=3 on_spare=2 list=off overflow=1"), Some(BadBlocksReply { list: false, overflow: true, ..r }));
+        assert_eq!(BadBlocksReply::parse("blocks=3 on_spare=2 list=on"), None);
+        assert_eq!(BadBlocksReply::parse("blocks=3 on_spare=2 list=maybe overflow=0"), None);
+        assert_eq!(BadBlocksReply::parse("blocks=3 on_spare=2 list=on overflow=0 x"), None);
+        assert_eq!(p("bad_blocks"), Ok(Message::BadBlocks { first: 0, count: 64 }));
+        assert_eq!(p("bad_blocks 5 10"), Ok(Message::BadBlocks { first: 5, count: 10 }));
+        assert_eq!(p("bad_blocks 5"), Err(MessageError::ArgCount));
+        assert_eq!(p("bad_blocks 0 65"), Err(MessageError::BadValue));
+        assert_eq!(p("bad_blocks x 1"), Err(MessageError::BadValue));
+    }
 
     fn p(s: &str) -> Result<Message, MessageError> {
         Message::parse(s.split_whitespace().map(str::as_bytes))

@@ -18,6 +18,7 @@ mod demo;
 mod harness;
 mod prep;
 mod protocol;
+mod t_badblocks;
 mod t_engine;
 mod t_faults;
 mod t_foundation;
@@ -70,6 +71,7 @@ fn all_tests() -> Vec<Test> {
     v.extend_from_slice(t_safety::TESTS);
     v.extend_from_slice(t_health::TESTS);
     v.extend_from_slice(t_scrub::TESTS);
+    v.extend_from_slice(t_badblocks::TESTS);
     v.extend_from_slice(t_tool::TESTS);
     v.extend_from_slice(t_reliability::TESTS);
     v.extend_from_slice(t_crash::TESTS);
@@ -130,7 +132,7 @@ fn main() {
     if !after_reboot {
         tests.extend(all_tests().into_iter().map(|(n, f)| (n.to_string(), f)));
     }
-    for (n, before, after) in t_engine::REBOOT_TESTS {
+    for (n, before, after) in t_engine::REBOOT_TESTS.iter().chain(t_badblocks::REBOOT_TESTS) {
         let (phase, f) = if after_reboot { ("after reboot", *after) } else { ("before reboot", *before) };
         tests.push((format!("{n} ({phase})"), f));
     }

@@ -3,12 +3,10 @@
 //! is rebuilt from the log and checked.
 
 use crate::harness::*;
-use crate::logwrites::{self, Entry, FLUSH, FUA};
+use crate::logwrites::{self, FLUSH, FUA};
 use anyhow::{ensure, Context, Result};
 use dm_remap_logic::mainid::MainId;
-use dm_remap_logic::format::{
-    Geometry, Superblock, META_BLOCK,
-};
+use dm_remap_logic::format::{badb_entry, Geometry, Superblock, META_BLOCK};
 use std::collections::{HashMap, HashSet};
 
 pub const TESTS: &[crate::Test] = &[("crash_consistency_by_log_replay", crash_replay)];
@@ -33,8 +31,13 @@ fn bad_writes() -> u64 {
 /// Writes in flight together; one mark after each batch is acknowledged.
 const BATCH: usize = 16;
 
-/// What the spare image says after a crash: the remaps, or why it is refused.
-type Loaded = Result<(Superblock, HashMap<u64, u64>), String>;
+/// Bad blocks read (and found unreadable) before the storm, so the storm's writes rewrite
+/// blocks of the bad-block list.
+const UNREAD: usize = 24;
+
+/// What the spare image says after a crash: the remaps and the listed bad blocks (those not
+/// remapped, as the kernel loads them), or why it is refused.
+type Loaded = Result<(Superblock, HashMap<u64, u64>, HashSet<u64>), String>;
 
 /// Loads a spare image with the kernel's own loader (`logic::loader`, which the ctr calls
 /// with its reads): newest valid superblock checked against the devices, then the log.
@@ -65,7 +68,16 @@ fn load(img: &[u8]) -> Loaded {
     })
     .map_err(why)?;
     loader::finish(&mut entries).map_err(why)?;
-    Ok((sb, entries.iter().map(|e| (e.main, e.spare)).collect::<HashMap<u64, u64>>()))
+    let remaps = entries.iter().map(|e| (e.main, e.spare)).collect::<HashMap<u64, u64>>();
+    let mut listed = HashSet::new();
+    if let (Some(s0), Some(s1)) = (sb.bad_blocks_sector(0), sb.bad_blocks_sector(1)) {
+        let (a, b) = (block(s0 * 512), block(s1 * 512));
+        if let Some((h, slot)) = loader::bad_blocks(&sb, a, b, MAIN_BYTES / BLOCK) {
+            let src = if slot == 0 { a } else { b };
+            listed.extend((0..h.count).map(|i| badb_entry(src, i)).filter(|x| !remaps.contains_key(x)));
+        }
+    }
+    Ok((sb, remaps, listed))
 }
 
 /// Tallies of the states checked.
@@ -87,6 +99,9 @@ struct Promises {
     bad: Vec<u64>,
     /// Each bad block's data.
     patterns: HashMap<u64, Vec<u8>>,
+    /// (entry index of the mark logged after its read returned EIO, block): from then on
+    /// the block must be listed or remapped.
+    unread: Vec<(usize, u64)>,
 }
 
 impl Promises {
@@ -101,7 +116,7 @@ impl Promises {
 /// every acknowledged relocation is there with its data, and every remap present is one the
 /// storm made, with its data (no unacknowledged garbage).
 fn check(img: &[u8], cut: usize, p: &Promises, bad: &HashSet<u64>, what: &str, t: &mut Tally) {
-    let (sb, remaps) = match load(img) {
+    let (sb, remaps, listed) = match load(img) {
         Ok(x) => x,
         Err(_) if cut <= p.formatted => {
             t.refused_before_format += 1;
@@ -132,6 +147,18 @@ fn check(img: &[u8], cut: usize, p: &Promises, bad: &HashSet<u64>, what: &str, t
             t.violations.push(format!("{what}: remap of block {main} -> {s} is garbage"));
         }
     }
+    // The bad-block list: a read that returned EIO left its block listed (or, rewritten
+    // since, remapped); nothing else is ever listed.
+    for &(at, b) in p.unread.iter().filter(|(at, _)| *at < cut) {
+        if !listed.contains(&b) && !remaps.contains_key(&b) {
+            t.violations.push(format!("{what}: block {b} read as unreadable (mark {at}) is neither listed nor remapped"));
+        }
+    }
+    for &b in &listed {
+        if !p.unread.iter().any(|&(_, u)| u == b) {
+            t.violations.push(format!("{what}: block {b} listed as bad but never found unreadable"));
+        }
+    }
 }
 
 fn crash_replay() -> Result<()> {
@@ -146,6 +173,11 @@ fn crash_replay() -> Result<()> {
     let mark = |m: &str| dmsetup(&["message", "t-cr-lw", "0", "mark", m]);
     let dm = DmDev::create("t-cr", &remap_table(MAIN_BYTES / 512, LineSpec::new(&main.path, &lw.path).format()))?;
     mark("formatted")?;
+    // Some bad blocks are read first: each read fails and lists its block before returning.
+    for (k, &b) in bad.iter().take(UNREAD).enumerate() {
+        ensure!(read_at(&dm.path, b * BLOCK, BLOCK as usize).is_err(), "block {b} read through a failing main device");
+        mark(&format!("read-{k}"))?;
+    }
     // The storm: batches of concurrent writes to bad blocks, each acknowledged (fsynced)
     // before the batch's mark is logged.
     let path = dm.path.as_str();
@@ -181,9 +213,13 @@ fn crash_replay() -> Result<()> {
         let at = pos(&format!("ack-{n}")).with_context(|| format!("mark ack-{n} missing"))?;
         acks.push((at, ((n + 1) * BATCH).min(bad.len())));
     }
+    let mut unread = Vec::new();
+    for (k, &b) in bad.iter().take(UNREAD).enumerate() {
+        unread.push((pos(&format!("read-{k}")).with_context(|| format!("mark read-{k} missing"))?, b));
+    }
     let bad_set: HashSet<u64> = bad.iter().copied().collect();
     let patterns = bad.iter().map(|&b| (b, pattern(b, BLOCK as usize))).collect();
-    let p = Promises { formatted, acks, bad, patterns };
+    let p = Promises { formatted, acks, bad, patterns, unread };
     let mut t = Tally::default();
     let mut rng = Rng(0xc4a5_4000_0000_0001);
     // `img` is the spare after every entry before `cut`. Instead of copying it for each
@@ -206,15 +242,15 @@ fn crash_replay() -> Result<()> {
             samples.push((cut, img.clone()));
         }
         // Reordered: since the last flush, the disk's cache kept any subset of the plain
-        // writes, in any order (FUA writes are durable once complete).
+        // writes (FUA writes are durable once complete). The subset is applied in log order:
+        // for writes that do not overlap the order makes no difference, and of two writes to
+        // the same sectors a disk never lets the older one overwrite the newer (the older
+        // one surviving alone is the subset without the newer). A shuffle would also let an
+        // older FUA write land over a newer one issued after it completed, which no disk does.
         if cut > epoch_start + 1 {
             let epoch = &entries[epoch_start..cut];
             rewind(&mut img, &undo);
-            let mut order: Vec<&Entry> = epoch.iter().collect();
-            for i in (1..order.len()).rev() {
-                order.swap(i, rng.below(i + 1));
-            }
-            for e in order {
+            for e in epoch {
                 if e.flags & FUA != 0 || rng.next() % 2 == 0 {
                     logwrites::apply(&mut img, e)?;
                 }
@@ -267,6 +303,9 @@ fn crash_replay() -> Result<()> {
         let kernel = match DmDev::create("t-cr-load", &table) {
             Ok(d) => {
                 let n = status_of(&d.name, |s| s.remaps)? as usize;
+                let pending = status_of(&d.name, |s| s.pending)? as usize;
+                let listed = mine.as_ref().ok().map(|(_, _, l)| l.len());
+                ensure!(Some(pending) == listed, "state {cut}: the kernel loaded {pending} pending blocks, the checker {listed:?}");
                 for &b in p.acked_before(*cut).iter().step_by(25) {
                     expect_eq(&format!("block {b} read through the target at {cut}"), read_at(&d.path, b * BLOCK, BLOCK as usize)?, pattern(b, BLOCK as usize))?;
                 }
@@ -277,7 +316,7 @@ fn crash_replay() -> Result<()> {
         let inspect = std::process::Command::new("dmremap").args(["inspect", "--json", &img_dev.path]).output()?;
         let json: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap_or_default();
         let inspected = json["remaps"].as_array().map(|a| a.len());
-        let mine_n = mine.as_ref().ok().map(|(_, r)| r.len());
+        let mine_n = mine.as_ref().ok().map(|(_, r, _)| r.len());
         ensure!(kernel == mine_n, "state {cut}: the kernel loaded {kernel:?} remaps, the checker {mine_n:?}");
         if mine_n.is_some() {
             ensure!(inspected == mine_n, "state {cut}: dmremap inspect saw {inspected:?} remaps, the checker {mine_n:?}");
