@@ -28,7 +28,7 @@ fn metrics(s: &Status) -> Vec<(&'static str, &'static str, &'static str, f64)> {
         ("dmremap_remaps", "gauge", "Blocks relocated to the spare.", f(s.remaps)),
         ("dmremap_spare_blocks", "gauge", "Spare blocks in the pool.", f(s.spare_blocks)),
         ("dmremap_spare_free_blocks", "gauge", "Spare blocks not used yet.", f(s.spare_free)),
-        ("dmremap_pending_blocks", "gauge", "Unreadable blocks not rewritten yet.", f(s.pending)),
+        ("dmremap_pending_blocks", "gauge", "Unreadable blocks not rewritten yet (the bad-block list; `dmremap badblocks` lists them).", f(s.pending)),
         ("dmremap_write_relocations_total", "counter", "Relocations after write errors.", f(s.write_relocations)),
         ("dmremap_proactive_relocations_total", "counter", "Weak blocks relocated before failing.", f(s.proactive_relocations)),
         ("dmremap_metadata_commits_total", "counter", "Metadata commits.", f(s.metadata_commits)),

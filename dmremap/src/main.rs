@@ -136,6 +136,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The unreadable blocks not yet rewritten (status field 11), in 512-byte sectors of the
+    /// device, from the spare's persistent bad-block list.
+    Badblocks {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The clusters of media errors.
     Hotspots {
         name: String,
@@ -374,6 +381,7 @@ fn run(cli: Cli) -> Result<i32, Fail> {
         Cmd::Remap { name, sector, json } => msgs::block(&name, "remap", sector, json),
         Cmd::List { name, json } => msgs::list(&name, json),
         Cmd::Hotspots { name, json } => msgs::hotspots(&name, json),
+        Cmd::Badblocks { name, json } => msgs::bad_blocks(&name, json),
         Cmd::Maintenance { name, mode } => msgs::simple(&name, &format!("maintenance {mode}")),
         Cmd::Scan { name, action } => msgs::simple(&name, &format!("scan {action}")),
         Cmd::Sync { name } => msgs::simple(&name, "sync"),

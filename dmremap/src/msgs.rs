@@ -2,7 +2,7 @@
 //! `dm::message`, and the replies read with the parsers in `dm_remap_logic::message`.
 
 use crate::{dm, Fail, Kind};
-use dm_remap_logic::message::{parse_hotspot_line, parse_remap_line, BlockReply, Location, ScanReply, ScrubState, MAX_LIST};
+use dm_remap_logic::message::{parse_hotspot_line, parse_remap_line, BadBlocksReply, BlockReply, Location, ScanReply, ScrubState, MAX_LIST};
 use serde_json::json;
 
 fn bad_reply(what: &str, reply: &str) -> Fail {
@@ -68,6 +68,45 @@ pub fn list(name: &str, json: bool) -> Result<i32, Fail> {
         all.iter().map(|(m, p)| format!("main block {m} -> pool block {p}")).collect::<Vec<_>>().join("\n")
     };
     print(json, json!(all), text);
+    Ok(0)
+}
+
+/// The unreadable blocks not yet rewritten, paging through `bad_blocks` (64 per message), in
+/// sectors of the device: what `debugfs icheck` or `xfs_db` need to name the files that lost
+/// data.
+pub fn bad_blocks(name: &str, json: bool) -> Result<i32, Fail> {
+    let mut all: Vec<(u64, u64)> = Vec::new();
+    let head = loop {
+        let reply = dm::message(name, &format!("bad_blocks {} {MAX_LIST}", all.len()))?;
+        let mut lines = reply.lines().filter(|l| !l.trim().is_empty());
+        let head = lines.next().and_then(BadBlocksReply::parse).ok_or_else(|| bad_reply("bad_blocks", &reply))?;
+        let page: Vec<(u64, u64)> = lines.map(|l| parse_remap_line(l).ok_or_else(|| bad_reply("bad_blocks", &reply))).collect::<Result<_, _>>()?;
+        let n = page.len();
+        all.extend(page);
+        // The list may change between pages: stop at a short page or at its current size.
+        if n < MAX_LIST as usize || all.len() as u64 >= head.blocks {
+            break head;
+        }
+    };
+    let j = json!({
+        "blocks": head.blocks, "on_spare": head.on_spare, "persistent": head.list, "overflow": head.overflow,
+        "sectors": all.iter().map(|&(s, n)| json!({"sector": s, "sectors": n})).collect::<Vec<_>>(),
+    });
+    let mut text = if all.is_empty() {
+        format!("{name}: no unreadable blocks waiting for a rewrite")
+    } else {
+        let mut t = format!("{name}: {} unreadable blocks waiting for a rewrite (sector, sectors):", head.blocks);
+        for (s, n) in &all {
+            t.push_str(&format!("\n{s} {n}"));
+        }
+        t
+    };
+    if !head.list {
+        text.push_str("\nthe spare keeps no bad-block list: these are known in memory only (lost at a reload)");
+    } else if head.overflow {
+        text.push_str(&format!("\nthe list on the spare is full: {} of them survive a reload", head.on_spare));
+    }
+    print(json, j, text);
     Ok(0)
 }
 

@@ -200,6 +200,27 @@ pub struct LogBlockReport {
     pub entries: u32,
 }
 
+/// The scrub checkpoint (docs/format.md).
+#[derive(Serialize, Debug)]
+pub struct CheckpointReport {
+    pub slot: u32,
+    pub seq: u64,
+    /// Next main block the scrub reads.
+    pub position: u64,
+    pub passes: u64,
+}
+
+/// The bad-block list (docs/format.md).
+#[derive(Serialize, Debug)]
+pub struct BadBlocksReport {
+    /// The slot holding the durable version (none: neither is valid, an empty list).
+    pub slot: Option<u32>,
+    pub seq: u64,
+    /// Main blocks (block_size units) listed; the kernel drops those the log remaps.
+    pub blocks: Vec<u64>,
+    pub overflow: bool,
+}
+
 /// The whole inspection, stable for scripts (`--json`).
 #[derive(Serialize, Debug)]
 pub struct Report {
@@ -224,6 +245,10 @@ pub struct Report {
     pub log: Vec<LogBlockReport>,
     /// (main block, pool block), in log order.
     pub remaps: Vec<(u64, u64)>,
+    /// The scrub checkpoint the kernel would resume from (none: no slots, or none valid).
+    pub scrub_checkpoint: Option<CheckpointReport>,
+    /// The persistent bad-block list as the kernel would load it (none: the spare has none).
+    pub bad_blocks: Option<BadBlocksReport>,
     /// Problems found (empty if healthy).
     pub problems: Vec<String>,
 }
@@ -290,6 +315,8 @@ pub fn inspect(spare: &Path) -> Result<Report, Fail> {
         metadata_seq: None,
         log: Vec::new(),
         remaps: Vec::new(),
+        scrub_checkpoint: None,
+        bad_blocks: None,
         problems: Vec::new(),
     };
     for (i, c) in rep.superblocks.iter().enumerate() {
@@ -318,6 +345,7 @@ pub fn inspect(spare: &Path) -> Result<Report, Fail> {
         }
     }
     describe(&mut rep, &sb);
+    records(&f, spare, &sb, &mut rep)?;
     let mut buf = vec![0u8; 2 * META_BLOCK];
     let mut tail = [0u8; META_BLOCK];
     let mut log: Vec<LogBlockReport> = Vec::new();
@@ -387,6 +415,38 @@ pub fn inspect(spare: &Path) -> Result<Report, Fail> {
     Ok(rep)
 }
 
+/// The record area's checkpoint and bad-block list, through the kernel's loader.
+fn records(f: &File, spare: &Path, sb: &Superblock, rep: &mut Report) -> Result<(), Fail> {
+    let main_blocks = sb.main_sectors / u64::from(sb.geometry.block_size / 512).max(1);
+    let mut two = vec![0u8; 2 * META_BLOCK];
+    let mut pair = |sector: u64| -> Result<([u8; META_BLOCK], [u8; META_BLOCK]), Fail> {
+        read_at(f, sector * 512, &mut two, spare)?;
+        let (a, b) = two.split_at(META_BLOCK);
+        Ok((a.try_into().unwrap_or([0; META_BLOCK]), b.try_into().unwrap_or([0; META_BLOCK])))
+    };
+    if let Some(s0) = sb.checkpoint_sector(0) {
+        let (a, b) = pair(s0)?;
+        rep.scrub_checkpoint = loader::checkpoint(sb, &a, &b, main_blocks)
+            .map(|(c, slot)| CheckpointReport { slot, seq: c.seq, position: c.position, passes: c.passes });
+    }
+    if let Some(s0) = sb.bad_blocks_sector(0) {
+        let (a, b) = pair(s0)?;
+        rep.bad_blocks = Some(match loader::bad_blocks(sb, &a, &b, main_blocks) {
+            Some((h, slot)) => {
+                let src = if slot == 0 { &a } else { &b };
+                BadBlocksReport {
+                    slot: Some(slot),
+                    seq: h.seq,
+                    blocks: (0..h.count).map(|i| dm_remap_logic::format::badb_entry(src, i)).collect(),
+                    overflow: h.flags & dm_remap_logic::format::BADB_OVERFLOW != 0,
+                }
+            }
+            None => BadBlocksReport { slot: None, seq: 0, blocks: Vec::new(), overflow: false },
+        });
+    }
+    Ok(())
+}
+
 /// The superblock's fields in the report.
 fn describe(rep: &mut Report, sb: &Superblock) {
     rep.version = Some(sb.version);
@@ -446,6 +506,20 @@ pub fn render(r: &Report) -> String {
     for (m, p) in &r.remaps {
         s += &format!("    main block {m} -> pool block {p}\n");
     }
+    if let Some(c) = &r.scrub_checkpoint {
+        s += &format!("  scrub checkpoint: block {}, {} passes done (slot {}, seq {})\n", c.position, c.passes, c.slot, c.seq);
+    }
+    if let Some(b) = &r.bad_blocks {
+        s += &format!(
+            "  bad-block list: {} blocks{}{}\n",
+            b.blocks.len(),
+            if b.overflow { " (overflowed: more were unreadable)" } else { "" },
+            b.slot.map(|k| format!(" (slot {k}, seq {})", b.seq)).unwrap_or_default()
+        );
+        for x in &b.blocks {
+            s += &format!("    main block {x}\n");
+        }
+    }
     for p in &r.problems {
         s += &format!("  PROBLEM: {p}\n");
     }
@@ -496,6 +570,32 @@ mod tests {
         assert!(e.msg.contains("dm-remap metadata"));
         assert!(format(&spare, 16 << 20, 4096, MainId::NONE, true).is_ok());
         assert_eq!(inspect(&spare).unwrap().remaps.len(), 0);
+        std::fs::remove_file(spare).unwrap();
+    }
+
+    #[test]
+    fn inspect_shows_checkpoint_and_bad_blocks() {
+        use dm_remap_logic::format::{badb_encode, ckpt_encode, Checkpoint};
+        let spare = temp("records", 4 << 20);
+        let sb = format(&spare, 16 << 20, 4096, MainId::NONE, false).unwrap();
+        let r = inspect(&spare).unwrap();
+        assert!(r.scrub_checkpoint.is_none());
+        let b = r.bad_blocks.as_ref().unwrap();
+        assert_eq!((b.slot, b.blocks.len(), b.overflow), (None, 0, false));
+        let f = OpenOptions::new().write(true).open(&spare).unwrap();
+        let mut slot = [0u8; META_BLOCK];
+        ckpt_encode(&mut slot, &sb.uuid, &Checkpoint { seq: 3, position: 1500, passes: 2 });
+        f.write_all_at(&slot, sb.checkpoint_sector(1).unwrap() * 512).unwrap();
+        badb_encode(&mut slot, &sb.uuid, 4, 0, [5u64, 9].into_iter());
+        f.write_all_at(&slot, sb.bad_blocks_sector(0).unwrap() * 512).unwrap();
+        let r = inspect(&spare).unwrap();
+        let c = r.scrub_checkpoint.as_ref().unwrap();
+        assert_eq!((c.slot, c.seq, c.position, c.passes), (1, 3, 1500, 2));
+        let b = r.bad_blocks.as_ref().unwrap();
+        assert_eq!((b.slot, b.seq, b.blocks.clone(), b.overflow), (Some(0), 4, vec![5, 9], false));
+        let text = render(&r);
+        assert!(text.contains("  scrub checkpoint: block 1500, 2 passes done (slot 1, seq 3)\n"), "{text}");
+        assert!(text.contains("  bad-block list: 2 blocks (slot 0, seq 4)\n    main block 5\n    main block 9\n"), "{text}");
         std::fs::remove_file(spare).unwrap();
     }
 

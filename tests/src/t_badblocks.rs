@@ -86,6 +86,19 @@ fn persists() -> Result<()> {
     expect_eq("past the end", msg(&dm.name, &["bad_blocks", "5", "64"])?, "blocks=2 on_spare=2 list=on overflow=0".into())?;
     // Durable when the reads returned: the loader finds both on the spare.
     expect_eq("list on the spare", list_on_spare(&spare.path, main_blocks)?.0, vec![20, 33])?;
+    // The operator's tool says the same, as text and JSON.
+    expect_eq(
+        "dmremap badblocks",
+        cmd("dmremap", &["badblocks", &dm.name])?,
+        "t-bb: 2 unreadable blocks waiting for a rewrite (sector, sectors):\n160 8\n264 8\n".into(),
+    )?;
+    let j: serde_json::Value = serde_json::from_str(&cmd("dmremap", &["badblocks", "--json", &dm.name])?)?;
+    expect_eq(
+        "dmremap badblocks --json",
+        j,
+        serde_json::json!({"blocks": 2, "on_spare": 2, "persistent": true, "overflow": false,
+            "sectors": [{"sector": 160, "sectors": 8}, {"sector": 264, "sectors": 8}]}),
+    )?;
     drop(dm);
     let dm = DmDev::create("t-bb", &table)?;
     expect_eq("field 11 after remove/create", status_of(&dm.name, |s| s.pending)?, 2)?;
