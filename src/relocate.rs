@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 use crate::commit::{self, Batch, Weak, BATCH_BIOS};
-use crate::dm::{BlkStatus, HeldBio, IoKind};
+use crate::dm::{ratelimit, BlkStatus, HeldBio, IoKind};
 use crate::engine::{Engine, PerBio, Stage, WorkerState};
 use crate::health;
 use crate::logic::remaps::{self, Entry, PENDING};
@@ -110,6 +110,11 @@ fn relocate_write(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &m
         }
         if batch.remaps.len() > before {
             e.figures.write_relocations.fetch_add(1, Ordering::Relaxed);
+            if ratelimit() {
+                let why = if pb.stage == Stage::FailedWrite { "the write failed on the main device" } else { "a write to a block that could not be read" };
+                let pool = batch.remapped(block).unwrap_or(0);
+                pr_info!("{}: block {} relocated to pool block {}: {}\n", e.dev_name(), block, pool, why);
+            }
         }
     }
     BlkStatus::OK
@@ -149,6 +154,9 @@ fn retry_read(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &mut H
             || batch.remapped(block).is_some();
         if !known && batch.pending.push(Entry { main: block, spare: PENDING }, GFP_KERNEL).is_err() {
             break;
+        }
+        if !known && ratelimit() {
+            pr_warn!("{}: block {} unreadable after {} tries: listed as bad until written\n", e.dev_name(), block, tries);
         }
     }
     status

@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 use crate::commit::{self, Batch, Weak};
-use crate::dm::{now_ns, IoKind};
+use crate::dm::{now_ns, ratelimit, IoKind};
 use crate::engine::{CkptState, Engine, ScanState, Stat, State, WorkerState};
 use crate::health;
 use crate::logic::format::{ckpt_encode, Checkpoint, META_BLOCK, META_SECTORS};
@@ -292,6 +292,9 @@ fn record(e: &Engine, meta: &mut WorkerState, batch: &mut Batch) {
     }
     batch.pending = pending;
     for p in batch.pending.iter() {
+        if ratelimit() {
+            pr_warn!("{}: block {} unreadable (found by the scrub): listed as bad until written\n", e.dev_name(), p.main);
+        }
         e.stats.add(Stat::MediaErrors, 1);
         meta.hotspots.add(p.main);
         meta.recent_errors.add(now_ns() / 1_000_000_000, 1);

@@ -78,8 +78,19 @@ fn persists() -> Result<()> {
     let main_blocks = 16 * MIB / BS;
     let dm = DmDev::create("t-bb", &format)?;
     expect_eq("a new spare's list", msg(&dm.name, &["bad_blocks"])?, "blocks=0 on_spare=0 list=on overflow=0".into())?;
+    let dev = cmd("dmsetup", &["info", "-c", "--noheadings", "-o", "major,minor", &dm.name])?.trim().to_string();
+    let mut kmsg = Kmsg::open()?;
+    kmsg.drain();
     read_fails(&dm.path, 33)?;
     read_fails(&dm.path, 20)?;
+    // Each finding is logged with the device (major:minor), the block and the reason.
+    let said: Vec<String> = kmsg.drain().into_iter().filter(|l| l.contains("unreadable")).collect();
+    ensure!(
+        said.len() == 2
+            && said[0].contains(&format!("dm_remap: {dev}: block 33 unreadable after 1 tries: listed as bad until written"))
+            && said[1].contains(&format!("dm_remap: {dev}: block 20 unreadable after 1 tries")),
+        "kernel log about unreadable blocks on {dev}: {said:?}"
+    );
     let two = "blocks=2 on_spare=2 list=on overflow=0\n160 8\n264 8".to_string();
     expect_eq("list after two read errors", msg(&dm.name, &["bad_blocks"])?, two.clone())?;
     expect_eq("the second page of one", msg(&dm.name, &["bad_blocks", "1", "1"])?, "blocks=2 on_spare=2 list=on overflow=0\n264 8".into())?;
@@ -106,7 +117,13 @@ fn persists() -> Result<()> {
     expect_eq("query", msg(&dm.name, &["query", "160"])?, "block=20 location=pending".into())?;
     // A rewrite relocates the block and takes it off the list.
     let a = pattern(20, BS as usize);
+    kmsg.drain();
     write_at(&dm.path, 20 * BS, &a)?;
+    let said: Vec<String> = kmsg.drain().into_iter().filter(|l| l.contains("relocated")).collect();
+    ensure!(
+        said.len() == 1 && said[0].contains("block 20 relocated to pool block 0: a write to a block that could not be read"),
+        "kernel log about the relocation: {said:?}"
+    );
     expect_eq("list after rewriting block 20", msg(&dm.name, &["bad_blocks"])?, "blocks=1 on_spare=1 list=on overflow=0\n264 8".into())?;
     expect_eq("list on the spare after the rewrite", list_on_spare(&spare.path, main_blocks)?.0, vec![33])?;
     drop(dm);
