@@ -155,7 +155,7 @@ fn export() -> Result<()> {
     expect_eq("latency count exported", as_f64(&count.value), Some(l.main_count as f64))?;
     let exported_ns = as_f64(&sum.value).context("latency sum value")? * 1e9;
     ensure!((exported_ns - l.main_sum_ns as f64).abs() <= 1.0 + l.main_sum_ns as f64 * 1e-9, "latency sum exported {exported_ns} ns, message {} ns", l.main_sum_ns);
-    for m in ["dmremap_scrub_running", "dmremap_scrub_progress_ratio", "dmremap_scrub_rate_bytes_per_second", "dmremap_scrub_passes"] {
+    for m in ["dmremap_scrub_running", "dmremap_scrub_progress_ratio", "dmremap_scrub_rate_bytes_per_second", "dmremap_scrub_passes", "dmremap_pending_blocks"] {
         ensure!(text.contains(&format!("{m}{{device=\"t-te\"}} ")), "no {m} sample:\n{text}");
     }
     Ok(())
