@@ -10,16 +10,16 @@ use std::time::Instant;
 
 const MIB: u64 = 1 << 20;
 /// Blocks of the I/O region (64 MiB): all workloads run on it.
-const REGION_BLOCKS: u64 = 16384;
+pub(crate) const REGION_BLOCKS: u64 = 16384;
 /// Main device: 8 GiB of null_blk that stores nothing.
-const MAIN_MB: u64 = 8192;
+pub(crate) const MAIN_MB: u64 = 8192;
 
 /// A workload: name and fio arguments.
-struct Workload(&'static str, &'static [&'static str]);
+pub(crate) struct Workload(pub(crate) &'static str, pub(crate) &'static [&'static str]);
 
 // 4 KiB random I/O lands on even blocks only (`blockalign=8k`), the same for every config:
 // the interleaved-remaps config puts its remaps on the odd blocks.
-const WORKLOADS: &[Workload] = &[
+pub(crate) const WORKLOADS: &[Workload] = &[
     Workload("randread-4k-qd1", &["--rw=randread", "--bs=4k", "--blockalign=8k", "--iodepth=1"]),
     Workload("randread-4k-qd32", &["--rw=randread", "--bs=4k", "--blockalign=8k", "--iodepth=32"]),
     Workload("randwrite-4k-qd1", &["--rw=randwrite", "--bs=4k", "--blockalign=8k", "--iodepth=1"]),
@@ -27,7 +27,7 @@ const WORKLOADS: &[Workload] = &[
     Workload("seqread-1m-qd8", &["--rw=read", "--bs=1M", "--iodepth=8"]),
 ];
 
-fn fio(dev: &str, extra: &[&str], runtime: &str) -> Result<serde_json::Value> {
+pub(crate) fn fio(dev: &str, extra: &[&str], runtime: &str) -> Result<serde_json::Value> {
     let mut args = vec![
         "--name=bench".to_string(),
         format!("--filename={dev}"),
@@ -46,7 +46,7 @@ fn fio(dev: &str, extra: &[&str], runtime: &str) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&cmd("fio", &a)?)?)
 }
 
-fn iops(v: &serde_json::Value) -> f64 {
+pub(crate) fn iops(v: &serde_json::Value) -> f64 {
     let job = &v["jobs"][0];
     job["read"]["iops"].as_f64().unwrap_or(0.0) + job["write"]["iops"].as_f64().unwrap_or(0.0)
 }

@@ -17,6 +17,7 @@ mod bench;
 mod demo;
 mod harness;
 mod prep;
+mod profile;
 mod protocol;
 mod t_badblocks;
 mod t_engine;
@@ -86,6 +87,13 @@ fn main() {
         let runtime = args.get(2).cloned().unwrap_or_else(|| "1".into());
         if let Err(e) = bench::run(reps, &runtime) {
             println!("bench failed: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("profile") {
+        if let Err(e) = profile::run(&args[1..]) {
+            println!("profile failed: {e:#}");
             std::process::exit(1);
         }
         return;

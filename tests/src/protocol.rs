@@ -26,3 +26,7 @@ pub const INIT: &str = "@@DMREMAP-INIT@@";
 /// `@@DMREMAP-EXIT <status>@@`, printed by tests/vm/init (a shell script, which cannot use
 /// this file; xtask's unit test checks that it prints this text).
 pub const EXIT: &str = "@@DMREMAP-EXIT ";
+/// `@@PROFILE@@ <config> ios=<n> iops=<x>`: a profiled fio run (`vmtest profile`).
+pub const PROFILE: &str = "@@PROFILE@@ ";
+/// `@@PROFSYM@@ <addr> <type> <name> [module]`: a line of the guest's /proc/kallsyms.
+pub const PROFSYM: &str = "@@PROFSYM@@ ";

@@ -12,6 +12,7 @@ mod kernel;
 mod layers;
 mod module;
 mod package;
+mod profile;
 // The console protocol with the VM test runner, defined once in the tests crate.
 #[path = "../../tests/src/protocol.rs"]
 mod protocol;
@@ -105,6 +106,30 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Where the guest kernel spends its instructions: a workload on dm-linear and on a
+    /// dm-remap configuration, side by side, counted exactly in the benchmark's icount VM by
+    /// a QEMU plugin (target/PROFILE-<kernel>-<config>-<workload>.md).
+    Profile {
+        /// The dm-remap configuration: remap-0 (no remaps), remap-1k, remap-allhit.
+        #[arg(default_value = "remap-0")]
+        config: String,
+        /// The fio workload, as in the benchmark: randread-4k-qd32, randwrite-4k-qd32, ...
+        #[arg(default_value = "randread-4k-qd32")]
+        workload: String,
+        /// fio runtime per run, seconds of virtual time.
+        #[arg(long, default_value = "1")]
+        runtime: String,
+        /// Symbols listed.
+        #[arg(long, default_value_t = 25)]
+        top: usize,
+        /// The experiment of docs/BENCHMARKS.md: set every slab cache's min_partial (empty
+        /// slabs kept instead of freed) before the runs.
+        #[arg(long, value_name = "N")]
+        slab_min_partial: Option<u32>,
+        /// The kernel: 6.12 (default), debian-7.2, 6.12-debug.
+        #[arg(long, value_name = "NAME", default_value = "6.12")]
+        kernel: String,
+    },
     /// Benchmark against dm-linear and null_blk in one instruction-counting VM boot;
     /// writes docs/BENCHMARKS.md.
     Bench {
@@ -185,6 +210,9 @@ fn real_main() -> Result<i32> {
             bench::bench(&paths, reps, &runtime, from_log.as_deref(), Flavor::parse(&kernel)?)
         }
         Cmd::Package => package::package(&paths).map(|_| 0),
+        Cmd::Profile { config, workload, runtime, top, slab_min_partial, kernel } => {
+            profile::profile(&paths, &config, &workload, &runtime, top, slab_min_partial, Flavor::parse(&kernel)?)
+        }
         Cmd::Test { filter, kernel, debug_kernel } => {
             let kernels = match (kernel, debug_kernel) {
                 (None, false) => vec![Flavor::Test, Flavor::Debian72],

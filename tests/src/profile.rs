@@ -1,0 +1,74 @@
+//! `vmtest profile <config> <workload> <runtime>`, the guest half of `cargo xtask profile`:
+//! the workload on dm-linear and on a dm-remap configuration, each run bracketed by the
+//! marker instruction the host's QEMU plugin (xtask/profile/insn_profile.c) writes a window
+//! at; then the kernel's text symbols, for the host to attribute the instructions.
+
+use crate::bench::{fio, iops, MAIN_MB, REGION_BLOCKS, WORKLOADS};
+use crate::harness::*;
+use crate::prep::write_spare;
+use crate::protocol::{BENCHINFO, PROFILE, PROFSYM};
+use anyhow::{bail, Context, Result};
+
+const MIB: u64 = 1 << 20;
+
+/// The plugin's window marker, `xchg %bx,%bx` (66 87 db): exchanges a register with itself,
+/// which nothing else in the guest runs.
+fn mark() {
+    // SAFETY: swaps bx with itself: no register, memory or flag changes.
+    unsafe { core::arch::asm!(".byte 0x66, 0x87, 0xdb", options(nomem, nostack, preserves_flags)) }
+}
+
+fn total_ios(v: &serde_json::Value) -> u64 {
+    let job = &v["jobs"][0];
+    job["read"]["total_ios"].as_u64().unwrap_or(0) + job["write"]["total_ios"].as_u64().unwrap_or(0)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let config = args.first().map_or("remap-0", String::as_str);
+    let workload = args.get(1).map_or("randread-4k-qd32", String::as_str);
+    let runtime = args.get(2).map_or("1", String::as_str);
+    // The experiment of docs/BENCHMARKS.md: keep up to N empty slabs per cache instead of
+    // giving their pages back (SLUB's min_partial), so no cache churns pages.
+    if let Some(n) = args.get(3).and_then(|a| a.strip_prefix("min_partial=")) {
+        let mut set = 0;
+        for e in std::fs::read_dir("/sys/kernel/slab")? {
+            let p = e?.path().join("min_partial");
+            if std::fs::write(&p, n).is_ok() {
+                set += 1;
+            }
+        }
+        println!("{BENCHINFO} min_partial {n} on {set} slab caches");
+    }
+    let w = WORKLOADS.iter().find(|w| w.0 == workload).with_context(|| format!("unknown workload {workload}"))?;
+    let main = NullB::new("pmain", MAIN_MB, false)?;
+    let main_sectors = MAIN_MB * MIB / 512;
+    let lin = DmDev::create("p-linear", &format!("0 {main_sectors} linear {} 0", main.path))?;
+    let spare_mb = 256u64;
+    let spare = NullB::new("pspare", spare_mb, true)?;
+    let (n, at): (u64, fn(u64) -> u64) = match config {
+        "remap-0" => (0, |i| i),
+        "remap-1k" => (1000, |i| 100_000 + 13 * i),
+        "remap-allhit" => (REGION_BLOCKS, |i| i),
+        other => bail!("unknown configuration {other} (remap-0, remap-1k, remap-allhit)"),
+    };
+    write_spare(&spare.path, spare_mb * MIB, main_sectors, n, at)?;
+    let remap = DmDev::create("p-remap", &format!("0 {main_sectors} remap {} {}", main.path, spare.path))?;
+    // The scan would read the main device in the background: off, as in the benchmark.
+    dmsetup(&["message", &remap.name, "0", "scan", "stop"])?;
+    println!("{BENCHINFO} kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim());
+    for (name, dev) in [("dm-linear", lin.path.as_str()), (config, remap.path.as_str())] {
+        fio(dev, w.1, "1")?; // warm-up, outside the window
+        mark();
+        let v = fio(dev, w.1, runtime)?;
+        mark();
+        println!("{PROFILE}{name} ios={} iops={:.1}", total_ios(&v), iops(&v));
+    }
+    drop((remap, lin));
+    // Addresses are shown to root only with kptr_restrict 0.
+    std::fs::write("/proc/sys/kernel/kptr_restrict", "0")?;
+    let syms = std::fs::read_to_string("/proc/kallsyms")?;
+    for l in syms.lines().filter(|l| matches!(l.split_whitespace().nth(1), Some("t" | "T"))) {
+        println!("{PROFSYM}{l}");
+    }
+    Ok(())
+}
