@@ -23,22 +23,54 @@ fn total_ios(v: &serde_json::Value) -> u64 {
     job["read"]["total_ios"].as_u64().unwrap_or(0) + job["write"]["total_ios"].as_u64().unwrap_or(0)
 }
 
+/// Idle and total jiffies of the (one) CPU, from /proc/stat.
+fn cpu_jiffies() -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu: Vec<u64> = stat.lines().next().context("/proc/stat")?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    Ok((cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0), cpu.iter().sum()))
+}
+
+/// The benchmark's remap storm (4096 writes to bad blocks, 32 in flight) in one window:
+/// instructions per remap, and how much of the virtual time the CPU was idle.
+fn storm() -> Result<()> {
+    let main = NullB::new("pmain", MAIN_MB, false)?;
+    let main_sectors = MAIN_MB * MIB / 512;
+    let (bad_first, bad_n) = (1_000_000u64, 4096u64);
+    let table = format!(
+        "0 {a} linear {p} 0\n{a} {b} error\n{c} {d} linear {p} {c}",
+        a = bad_first * 8,
+        b = bad_n * 8,
+        c = (bad_first + bad_n) * 8,
+        d = main_sectors - (bad_first + bad_n) * 8,
+        p = main.path
+    );
+    let bad = DmDev::create("p-storm-main", &table)?;
+    let spare = NullB::new("pspare", 256, true)?;
+    write_spare(&spare.path, 256 * MIB, main_sectors, 0, |i| i)?;
+    let dm = DmDev::create("p-storm", &remap_table(main_sectors, LineSpec::new(&bad.path, &spare.path)))?;
+    dmsetup(&["message", &dm.name, "0", "scan", "stop"])?;
+    println!("{BENCHINFO} kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim());
+    let (i0, t0) = cpu_jiffies()?;
+    mark();
+    let v = fio(&dm.path, &["--rw=randwrite", "--bs=4k", "--iodepth=32", &format!("--offset={}", bad_first * 4096), "--size=16M"], "")?;
+    mark();
+    let (i1, t1) = cpu_jiffies()?;
+    let ms = v["jobs"][0]["job_runtime"].as_u64().unwrap_or(0);
+    let remaps = status_of(&dm.name, |s| s.remaps)?;
+    println!("{BENCHINFO} idle {} of {} jiffies", i1 - i0, t1 - t0);
+    println!("{PROFILE}storm ios={remaps} iops={:.1}", remaps as f64 * 1000.0 / ms.max(1) as f64);
+    drop((dm, bad));
+    Ok(())
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let config = args.first().map_or("remap-0", String::as_str);
+    if config == "storm" {
+        storm()?;
+        return print_symbols();
+    }
     let workload = args.get(1).map_or("randread-4k-qd32", String::as_str);
     let runtime = args.get(2).map_or("1", String::as_str);
-    // The experiment of docs/BENCHMARKS.md: keep up to N empty slabs per cache instead of
-    // giving their pages back (SLUB's min_partial), so no cache churns pages.
-    if let Some(n) = args.get(3).and_then(|a| a.strip_prefix("min_partial=")) {
-        let mut set = 0;
-        for e in std::fs::read_dir("/sys/kernel/slab")? {
-            let p = e?.path().join("min_partial");
-            if std::fs::write(&p, n).is_ok() {
-                set += 1;
-            }
-        }
-        println!("{BENCHINFO} min_partial {n} on {set} slab caches");
-    }
     let w = WORKLOADS.iter().find(|w| w.0 == workload).with_context(|| format!("unknown workload {workload}"))?;
     let main = NullB::new("pmain", MAIN_MB, false)?;
     let main_sectors = MAIN_MB * MIB / 512;
@@ -64,6 +96,10 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("{PROFILE}{name} ios={} iops={:.1}", total_ios(&v), iops(&v));
     }
     drop((remap, lin));
+    print_symbols()
+}
+
+fn print_symbols() -> Result<()> {
     // Addresses are shown to root only with kptr_restrict 0.
     std::fs::write("/proc/sys/kernel/kptr_restrict", "0")?;
     let syms = std::fs::read_to_string("/proc/kallsyms")?;

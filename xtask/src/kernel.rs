@@ -19,11 +19,14 @@ pub enum Flavor {
     /// `debian-7.2`: Debian's own, unmodified 7.2 kernel from trixie-backports
     /// (xtask/src/debian.rs).
     Debian72,
+    /// `6.12-slub`: the test kernel with the full SLUB allocator instead of SLUB_TINY (the
+    /// profile experiment of docs/BENCHMARKS.md).
+    Slub,
 }
 
 impl Flavor {
     /// Every kernel, by the name `--kernel` takes.
-    pub const ALL: [Flavor; 3] = [Flavor::Test, Flavor::Debug, Flavor::Debian72];
+    pub const ALL: [Flavor; 4] = [Flavor::Test, Flavor::Debug, Flavor::Debian72, Flavor::Slub];
 
     /// The name `--kernel` takes.
     pub fn kernel_name(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Flavor {
             Flavor::Test => "6.12",
             Flavor::Debug => "6.12-debug",
             Flavor::Debian72 => "debian-7.2",
+            Flavor::Slub => "6.12-slub",
         }
     }
 
@@ -51,6 +55,7 @@ impl Flavor {
             Flavor::Test => "test",
             Flavor::Debug => "debug",
             Flavor::Debian72 => "debian",
+            Flavor::Slub => "slub",
         }
     }
 
@@ -59,6 +64,7 @@ impl Flavor {
             Flavor::Test => &["scripts/kernel.config"],
             Flavor::Debug => &["scripts/kernel.config", "scripts/kernel-debug.config"],
             Flavor::Debian72 => &[],
+            Flavor::Slub => &["scripts/kernel.config", "scripts/kernel-slub.config"],
         }
     }
 }

@@ -122,11 +122,7 @@ enum Cmd {
         /// Symbols listed.
         #[arg(long, default_value_t = 25)]
         top: usize,
-        /// The experiment of docs/BENCHMARKS.md: set every slab cache's min_partial (empty
-        /// slabs kept instead of freed) before the runs.
-        #[arg(long, value_name = "N")]
-        slab_min_partial: Option<u32>,
-        /// The kernel: 6.12 (default), debian-7.2, 6.12-debug.
+        /// The kernel: 6.12 (default), debian-7.2, 6.12-slub (6.12 without SLUB_TINY).
         #[arg(long, value_name = "NAME", default_value = "6.12")]
         kernel: String,
     },
@@ -210,8 +206,8 @@ fn real_main() -> Result<i32> {
             bench::bench(&paths, reps, &runtime, from_log.as_deref(), Flavor::parse(&kernel)?)
         }
         Cmd::Package => package::package(&paths).map(|_| 0),
-        Cmd::Profile { config, workload, runtime, top, slab_min_partial, kernel } => {
-            profile::profile(&paths, &config, &workload, &runtime, top, slab_min_partial, Flavor::parse(&kernel)?)
+        Cmd::Profile { config, workload, runtime, top, kernel } => {
+            profile::profile(&paths, &config, &workload, &runtime, top, Flavor::parse(&kernel)?)
         }
         Cmd::Test { filter, kernel, debug_kernel } => {
             let kernels = match (kernel, debug_kernel) {

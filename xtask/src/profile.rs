@@ -153,7 +153,7 @@ fn runs(console: &str) -> Vec<Run> {
 /// Boots the icount VM with the plugin, runs the workload on dm-linear and on `config`, and
 /// prints and saves (target/PROFILE-<config>-<workload>.md) the top symbols side by side in
 /// instructions per I/O.
-pub fn profile(paths: &Paths, config: &str, workload: &str, runtime: &str, top: usize, min_partial: Option<u32>, flavor: Flavor) -> Result<i32> {
+pub fn profile(paths: &Paths, config: &str, workload: &str, runtime: &str, top: usize, flavor: Flavor) -> Result<i32> {
     let so = plugin(paths)?;
     let (kernel, module) = crate::prepare(paths, flavor)?;
     let runner = crate::test::build_vmtest(paths)?;
@@ -163,8 +163,7 @@ pub fn profile(paths: &Paths, config: &str, workload: &str, runtime: &str, top: 
     }
     std::fs::create_dir_all(&out_dir)?;
     let prefix = crate::env::absolute(&out_dir)?.join("window");
-    let experiment = min_partial.map(|n| format!(" min_partial={n}")).unwrap_or_default();
-    let opts = vm::VmOptions::new(kernel, module, runner, Some(format!("vmtest profile {config} {workload} {runtime}{experiment}")), 7200)
+    let opts = vm::VmOptions::new(kernel, module, runner, Some(format!("vmtest profile {config} {workload} {runtime}")), 7200)
         .icount()
         .qemu_args(&["-plugin".into(), format!("{},out={}", so.display(), prefix.display())]);
     step(format!("profiling {workload} on dm-linear and {config} ({runtime} s of virtual time each)"));
@@ -175,18 +174,49 @@ pub fn profile(paths: &Paths, config: &str, workload: &str, runtime: &str, top: 
     }
     let syms = Symbols::parse(&res.console);
     let runs = runs(&res.console);
-    if syms.0.is_empty() || runs.len() != 2 {
-        bail!("the guest printed {} symbols and {} runs (expected 2); console in target/profile/console.log", syms.0.len(), runs.len());
+    let want = if config == "storm" { 1 } else { 2 };
+    if syms.0.is_empty() || runs.len() != want {
+        bail!("the guest printed {} symbols and {} runs (expected {want}); console in target/profile/console.log", syms.0.len(), runs.len());
     }
     // Windows: 0 = boot to the first marker, 1 = first run, 2 = between, 3 = second run.
     let a = window(&out_dir.join("window.1"), &syms)?;
-    let b = window(&out_dir.join("window.3"), &syms)?;
-    let text = report(config, workload, runtime, &runs, &a, &b, top, &res.console);
+    let text = if config == "storm" {
+        storm_report(&runs[0], &a, top, &res.console)
+    } else {
+        let b = window(&out_dir.join("window.3"), &syms)?;
+        report(config, workload, runtime, &runs, &a, &b, top, &res.console)
+    };
     print!("{text}");
-    let file = paths.target().join(format!("PROFILE-{}-{config}-{workload}{}.md", flavor.kernel_name(), experiment.replace(' ', "-").replace('=', "")));
+    let file = paths.target().join(format!("PROFILE-{}-{config}-{workload}.md", flavor.kernel_name()));
     std::fs::write(&file, &text)?;
     step(format!("profile written to {}", file.display()));
     Ok(0)
+}
+
+/// The storm's profile: instructions per remap by symbol, and the share of virtual time the
+/// CPU spent idle (waiting, not computing).
+fn storm_report(run: &Run, a: &BTreeMap<String, u64>, top: usize, console: &str) -> String {
+    let info = |key: &str| console.lines().find_map(|l| l.split_once(&format!("BENCHINFO {key} ")).map(|(_, k)| k.trim().to_string())).unwrap_or_default();
+    let total: u64 = a.values().sum();
+    let mut out = String::new();
+    let _ = writeln!(out, "# Profile: the remap storm\n");
+    let _ = writeln!(
+        out,
+        "`cargo xtask profile storm`, kernel {}: 4096 writes to bad blocks, 32 in flight; {} remaps at {:.0} remaps/s (virtual time); \
+         {:.0} instructions per remap in all; CPU idle {} jiffies.\n",
+        info("kernel"),
+        run.ios,
+        run.iops,
+        total as f64 / run.ios.max(1) as f64,
+        info("idle")
+    );
+    let mut v: Vec<(&String, &u64)> = a.iter().collect();
+    v.sort_by(|x, y| y.1.cmp(x.1));
+    let _ = writeln!(out, "| symbol | instructions per remap |\n| --- | ---: |");
+    for (s, n) in v.iter().take(top) {
+        let _ = writeln!(out, "| `{s}` | {:.0} |", **n as f64 / run.ios.max(1) as f64);
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -197,11 +227,10 @@ fn report(config: &str, workload: &str, runtime: &str, runs: &[Run], a: &BTreeMa
     let kernel = console.lines().find_map(|l| l.split_once("BENCHINFO kernel ").map(|(_, k)| k.trim().to_string())).unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(out, "# Profile: {workload}, {} against {}\n", rb.name, ra.name);
-    let experiment = console.lines().find_map(|l| l.split_once("BENCHINFO min_partial ").map(|(_, k)| format!(" With min_partial {} (`--slab-min-partial`).", k.trim()))).unwrap_or_default();
     let _ = writeln!(
         out,
         "`cargo xtask profile {config} {workload} --runtime {runtime}`, kernel {kernel}: every guest instruction in each \
-         fio run, counted by a QEMU plugin and attributed to the kernel symbol it runs in (`-icount shift=0,sleep=off`).{experiment}\n"
+         fio run, counted by a QEMU plugin and attributed to the kernel symbol it runs in (`-icount shift=0,sleep=off`).\n"
     );
     let _ = writeln!(out, "| | {} | {} |\n| --- | ---: | ---: |", ra.name, rb.name);
     let _ = writeln!(out, "| I/Os | {} | {} |", ra.ios, rb.ios);
