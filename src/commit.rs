@@ -61,7 +61,7 @@ impl Batch {
 /// or a new one recorded in `batch` once its data is written. False if the pool is full
 /// or the spare failed. `fua`: the data must be durable when this returns (a FUA bio's
 /// data in a pool block that no commit will flush).
-pub(crate) fn place(e: &Engine, log: &mut Log, w: &RcuWriter, batch: &mut Batch, block: u64, data: &mut [u8], fua: bool) -> bool {
+pub(crate) fn place(e: &Engine, log: &mut Log, w: &RcuWriter<Table>, batch: &mut Batch, block: u64, data: &mut [u8], fua: bool) -> bool {
     if e.state() == State::Degraded {
         return false;
     }
@@ -221,7 +221,7 @@ fn load_bad_blocks(e: &Engine, bad: &mut BadList, sb: &Superblock, log: &[Entry]
 }
 
 /// A new table version: the current one with `add` remaps and `pending` blocks merged in.
-fn build_table(e: &Engine, w: &RcuWriter, add: &[Remap], pending: &[Entry]) -> Result<KBox<Table>> {
+fn build_table(e: &Engine, w: &RcuWriter<Table>, add: &[Remap], pending: &[Entry]) -> Result<KBox<Table>> {
     let mut new: KVVec<Entry> = KVVec::with_capacity(add.len() + pending.len(), GFP_KERNEL)?;
     new.extend_from_slice(pending, GFP_KERNEL)?;
     for r in add {
@@ -268,7 +268,8 @@ pub(crate) fn reload(e: &Engine) -> Result {
     };
     let table = Table::build(entries, e.config.main_blocks, e.config.line.cache_size)?;
     meta.log = loaded.log;
-    e.table.replace(&mut meta.table_w, table);
+    // The constructor's table (as large as this one) is freed now, not at the next commit.
+    e.table.replace_sync(&mut meta.table_w, table);
     e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
     if meta.log.free_blocks() == 0 {
         e.set_state(State::SpareFull);

@@ -162,7 +162,7 @@ pub(crate) struct Alerts {
 pub(crate) struct WorkerState {
     pub(crate) log: Log,
     /// The right to read the table without RCU and to replace it.
-    pub(crate) table_w: RcuWriter,
+    pub(crate) table_w: RcuWriter<Table>,
     /// One relocation block of data.
     pub(crate) data: KVVec<u8>,
     pub(crate) hotspots: Hotspots,

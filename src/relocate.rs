@@ -65,6 +65,8 @@ pub(crate) fn drain(e: &Engine) {
         for w in weak.iter() {
             let _ = migrate::migrate(e, &mut meta, w.block);
         }
+        // Tables replaced by earlier batches whose readers have all left.
+        meta.table_w.reap();
     }
 }
 

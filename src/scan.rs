@@ -259,6 +259,8 @@ pub(crate) fn step(e: &Engine) {
     record(e, &mut meta, &mut batch);
     let weak = core::mem::replace(&mut batch.weak, KVVec::new());
     commit::commit_publish(e, &mut meta, batch);
+    // Tables the worker replaced and no reader holds any more (a storm's last ones).
+    meta.table_w.reap();
     // Weak blocks move one by one, each quiesced (`migrate::migrate`).
     for w in weak.iter().filter(|_| e.config.line.proactive) {
         if migrate::migrate(e, &mut meta, w.block).is_ok() {

@@ -20,6 +20,15 @@ pub(crate) struct Table {
     cache: KVVec<AtomicU32>,
 }
 
+impl crate::dm::Footprint for Table {
+    fn footprint(&self) -> usize {
+        let size = |n: usize, each: usize| n.saturating_mul(each);
+        size(self.entries.capacity(), core::mem::size_of::<Entry>())
+            .saturating_add(size(self.bits.capacity(), 8))
+            .saturating_add(size(self.cache.capacity(), 4))
+    }
+}
+
 impl Table {
     /// A table version over `entries`, for a main device of `main_blocks` blocks.
     pub(crate) fn build(entries: KVVec<Entry>, main_blocks: u64, cache_size: u32) -> Result<KBox<Table>> {

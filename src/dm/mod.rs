@@ -63,7 +63,7 @@ pub(crate) use handle::TargetHandle;
 pub(crate) use io::{crc32_le, random_bytes, IoKind};
 pub(crate) use parked::BioQueue;
 pub(crate) use percpu::{now_ns, ratelimit, PerCpu};
-pub(crate) use rcu::{RcuBox, RcuWriter};
+pub(crate) use rcu::{Footprint, RcuBox, RcuWriter};
 pub(crate) use registration::Registration;
 pub(crate) use status::{StatusType, StatusWriter};
 pub(crate) use target::{DeviceIterator, EndIo, Limits, MapResult, Target, Token, FEATURE_NOWAIT};
