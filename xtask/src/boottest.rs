@@ -298,24 +298,38 @@ pub fn run(paths: &Paths, boot: &Boot, module: &Path) -> Result<Vec<Phase>> {
     Ok(phases)
 }
 
+/// What systemd-shutdown, the last stage, logs once no DM device is left (the guest shows
+/// kernel-log info lines on the console from its exit marker on).
+const ALL_DM_DETACHED: &str = "systemd-shutdown[1]: All DM devices detached.";
+
 /// The shutdown of a boot, from its console after the exit marker: the LV on the remap
-/// device went first, then the device, and nothing failed to detach. `None` if clean, else
-/// why not.
+/// device went first, then the device (dmremap@r1.service), nothing failed to detach, and
+/// systemd-shutdown found no DM device left. `None` if clean, else why not.
 pub fn shutdown_problem(console: &str) -> Option<String> {
     let Some(at) = console.find(crate::protocol::EXIT) else { return Some("no exit marker on the console".into()) };
     let tail = &console[at..];
     let lv = tail.find("r1: deactivated /dev/mapper/vgr-data");
     let dev = tail.find("deactivated r1\n");
-    for bad in ["Failed to detach", "Could not detach", "Failed to deactivate", "dmremap: ", "Failed with result"] {
+    let detached = tail.find(ALL_DM_DETACHED);
+    for bad in [
+        "Failed to detach",
+        "Could not detach",
+        "Not all DM devices detached",
+        "Failed to deactivate",
+        "Device or resource busy",
+        "dmremap: ",
+        "Failed with result",
+    ] {
         if let Some(line) = tail.lines().find(|l| l.contains(bad)) {
             return Some(format!("the shutdown says: {line}"));
         }
     }
-    match (lv, dev) {
-        (Some(a), Some(b)) if a < b => None,
-        (None, _) => Some("the LV on r1 was not deactivated by dmremap@r1.service".into()),
-        (_, None) => Some("r1 was not deactivated by dmremap@r1.service".into()),
-        _ => Some("r1 was deactivated before the LV on it".into()),
+    match (lv, dev, detached) {
+        (Some(a), Some(b), Some(c)) if a < b && b < c => None,
+        (None, _, _) => Some("the LV on r1 was not deactivated by dmremap@r1.service".into()),
+        (_, None, _) => Some("r1 was not deactivated by dmremap@r1.service".into()),
+        (Some(a), Some(b), _) if a > b => Some("r1 was deactivated before the LV on it".into()),
+        _ => Some(format!("no \"{ALL_DM_DETACHED}\" after r1 was deactivated")),
     }
 }
 
@@ -325,12 +339,31 @@ mod tests {
 
     #[test]
     fn judges_the_shutdown() {
-        let ok = "--- PASS x\n@@DMREMAP-EXIT 0@@\n r1: deactivated /dev/mapper/vgr-data\ndeactivated r1\n";
+        // As in a check boot's console (docs/boot.md).
+        let ok = "--- PASS x\n@@DMREMAP-EXIT 0@@\n r1: deactivated /dev/mapper/vgr-data\ndeactivated r1\n\
+                  [   43.715544] systemd-shutdown[1]: Detaching DM devices.\n\
+                  [   43.719478] systemd-shutdown[1]: All DM devices detached.\n";
         assert_eq!(shutdown_problem(ok), None);
-        assert!(shutdown_problem("deactivated r1\n").is_some());
-        let swapped = "@@DMREMAP-EXIT 0@@\ndeactivated r1\nr1: deactivated /dev/mapper/vgr-data\n";
+        assert_eq!(shutdown_problem("deactivated r1\n").as_deref(), Some("no exit marker on the console"));
+        let swapped = "@@DMREMAP-EXIT 0@@\ndeactivated r1\nr1: deactivated /dev/mapper/vgr-data\nsystemd-shutdown[1]: All DM devices detached.\n";
         assert_eq!(shutdown_problem(swapped).as_deref(), Some("r1 was deactivated before the LV on it"));
-        let bad = format!("{ok}[   10.1] systemd-shutdown[1]: Could not detach DM /dev/dm-0: Device or resource busy\n");
-        assert!(shutdown_problem(&bad).is_some_and(|w| w.contains("Could not detach DM")));
+        let early = "@@DMREMAP-EXIT 0@@\nsystemd-shutdown[1]: All DM devices detached.\nr1: deactivated /dev/mapper/vgr-data\ndeactivated r1\n";
+        assert_eq!(
+            shutdown_problem(early).as_deref(),
+            Some("no \"systemd-shutdown[1]: All DM devices detached.\" after r1 was deactivated")
+        );
+        let none = "@@DMREMAP-EXIT 0@@\nr1: deactivated /dev/mapper/vgr-data\ndeactivated r1\n";
+        assert_eq!(
+            shutdown_problem(none).as_deref(),
+            Some("no \"systemd-shutdown[1]: All DM devices detached.\" after r1 was deactivated")
+        );
+        let bad = ok.replace(
+            "[   43.719478] systemd-shutdown[1]: All DM devices detached.",
+            "[   43.7] systemd-shutdown[1]: Could not detach DM /dev/dm-0: Device or resource busy",
+        );
+        assert_eq!(
+            shutdown_problem(&bad).as_deref(),
+            Some("the shutdown says: [   43.7] systemd-shutdown[1]: Could not detach DM /dev/dm-0: Device or resource busy")
+        );
     }
 }
