@@ -7,9 +7,10 @@
 //! hash of its inputs, and booted as the initramfs itself (systemd runs from it as the real
 //! root: there is no /etc/initrd-release), so no disk driver is needed before systemd. The
 //! built packages (`dmremap` and the module package) are installed into a copy of it with
-//! dpkg ([`installed_root`], cached by the packages' contents). Three boots: `setup` prepares the disks; `check1` and `check2`
-//! check the outcomes (tests/boot/boottest), `check1` also relocates a block that `check2`
-//! must find. Each boot ends with a reboot, whose console shows the shutdown.
+//! dpkg ([`installed_root`], cached by the packages' contents). Three boots: `setup`
+//! prepares the disks; `check1` and `check2` check the outcomes (tests/boot/boottest),
+//! `check1` also relocates a block that `check2` must find and raises an alert for the
+//! watch unit. Each boot ends with a reboot, whose console shows the shutdown.
 
 use crate::cpio::Cpio;
 use crate::env::{step, Paths};
