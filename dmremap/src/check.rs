@@ -71,11 +71,88 @@ pub fn judge(s: &Status) -> (Code, String) {
     (code, text)
 }
 
-/// One Nagios line for a device: `DMREMAP <CODE>: <name> ... | perfdata`.
-fn line(name: &str, r: &Result<Status, Fail>) -> (Code, String) {
+/// Device paths on which LVM found a PV, from `lvm pvs --noheadings -o pv_name`: the PVs it
+/// lists (stdout) and the duplicates it read but set aside (stderr's `Not using device
+/// <dev> for PV <uuid>`). A member among them is a copy LVM could use instead of the remap
+/// device.
+pub fn lvm_pv_devices(stdout: &str, stderr: &str) -> Vec<String> {
+    let mut v: Vec<String> = stdout.lines().map(str::trim).filter(|l| l.starts_with('/')).map(str::to_string).collect();
+    for l in stderr.lines() {
+        if let Some(rest) = l.trim().strip_prefix("WARNING: Not using device ") {
+            if let Some(dev) = rest.split_whitespace().next() {
+                v.push(dev.to_string());
+            }
+        }
+    }
+    v
+}
+
+/// The warnings for `members` (role, kernel name) that LVM found PVs on: `pv_devices` from
+/// [`lvm_pv_devices`]; `kname` gives a path's kernel name and `disk` a partition's disk (the
+/// main disk's partitions are members too).
+pub fn lvm_warnings(
+    pv_devices: &[String],
+    members: &[(&str, String)],
+    kname: impl Fn(&str) -> Option<String>,
+    disk: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for dev in pv_devices {
+        let Some(k) = kname(dev) else { continue };
+        let whole = disk(&k);
+        for (role, m) in members {
+            if (k == *m || whole.as_deref() == Some(m.as_str())) && !out.iter().any(|w: &String| w.contains(&format!(" {dev} "))) {
+                out.push(format!(
+                    "LVM can see member {dev} ({role} disk{}): it could use it instead of the remap device; isolate it with LVM's devices file or a filter (docs/boot.md)",
+                    if k == *m { String::new() } else { format!(" {m}'s partition") }
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Asks LVM (if installed) which devices hold PVs; the warnings for the members of `s`.
+fn lvm_check(s: &Status) -> Vec<String> {
+    let members: Vec<(&str, String)> = [("main", &s.main_device), ("spare", &s.spare_device)]
+        .into_iter()
+        .filter_map(|(role, devno)| dm::kernel_name(devno).map(|k| (role, k)))
+        .collect();
+    // No lvm: nothing can use the members through LVM.
+    let Ok(o) = std::process::Command::new("lvm")
+        .args(["pvs", "--noheadings", "-o", "pv_name"])
+        // Descriptors inherited from a monitoring agent would make lvm warn on stderr.
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    let devs = lvm_pv_devices(&String::from_utf8_lossy(&o.stdout), &String::from_utf8_lossy(&o.stderr));
+    let kname = |p: &str| std::fs::canonicalize(p).ok().and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let disk = |k: &str| {
+        let sys = std::path::Path::new("/sys/class/block").join(k);
+        if !sys.join("partition").exists() {
+            return None;
+        }
+        let c = std::fs::canonicalize(&sys).ok()?;
+        Some(c.parent()?.file_name()?.to_string_lossy().into_owned())
+    };
+    lvm_warnings(&devs, &members, kname, disk)
+}
+
+/// One Nagios line for a device: `DMREMAP <CODE>: <name> ... | perfdata`; `extra` are
+/// warnings found outside the status (LVM seeing a member).
+fn line(name: &str, r: &Result<Status, Fail>, extra: &[String]) -> (Code, String) {
     match r {
         Ok(s) => {
-            let (code, text) = judge(s);
+            let (mut code, mut text) = judge(s);
+            if !extra.is_empty() {
+                if Code::Warning.rank() > code.rank() {
+                    code = Code::Warning;
+                }
+                text = format!("{}; {text}", extra.join("; "));
+            }
             let perf = format!(
                 "health={};{};;0;100 spare_free={};;;0;{} remaps={} pending={}",
                 s.health, s.alert_threshold, s.spare_free, s.spare_blocks, s.remaps, s.pending
@@ -106,7 +183,8 @@ pub fn check(name: Option<&str>) -> i32 {
     let mut worst = Code::Ok;
     for n in &names {
         let r = dm::status_line(n).and_then(|l| status::parse(&l));
-        let (code, text) = line(n, &r);
+        let extra = r.as_ref().map(lvm_check).unwrap_or_default();
+        let (code, text) = line(n, &r, &extra);
         println!("{text}");
         if code.rank() > worst.rank() {
             worst = code;
@@ -136,10 +214,47 @@ mod tests {
         assert_eq!(judge(&st("operational", 100, 0, 50)).0, Code::Ok, "at threshold");
         assert_eq!(judge(&st("spare_full", 0, 0, 100)).0, Code::Warning);
         assert_eq!(judge(&st("degraded", 100, 0, 100)).0, Code::Critical);
-        let (c, t) = line("x", &Err(Fail::new(Kind::NotRemap, "no device-mapper device x")));
+        let (c, t) = line("x", &Err(Fail::new(Kind::NotRemap, "no device-mapper device x")), &[]);
         assert_eq!((c, t.as_str()), (Code::Unknown, "DMREMAP UNKNOWN: x: no device-mapper device x"));
-        let (_, t) = line("failing", &Ok(st("degraded", 100, 0, 100)));
+        let (_, t) = line("failing", &Ok(st("degraded", 100, 0, 100)), &[]);
         assert!(t.starts_with("DMREMAP CRITICAL: failing the spare failed"), "{t}");
         assert!(t.ends_with("| health=100;50;;0;100 spare_free=100;;;0;100 remaps=0 pending=0"), "{t}");
+    }
+
+    /// What `lvm pvs --noheadings -o pv_name` printed in the boot test with Debian's default
+    /// lvm.conf (docs/boot.md), the raw main disk /dev/vda carrying the PV's copy.
+    const PVS_OUT: &str = "  /dev/mapper/r1\n";
+    const PVS_ERR: &str = "  WARNING: Not using device /dev/vda for PV St8lDf-kJXt-W97w-4NtC-U821-QwBN-bz9IWq.\n  \
+         WARNING: PV St8lDf-kJXt-W97w-4NtC-U821-QwBN-bz9IWq prefers device /dev/mapper/r1 because device is used by LV.\n";
+
+    #[test]
+    fn lvm_pv_devices_from_pvs() {
+        assert_eq!(lvm_pv_devices(PVS_OUT, PVS_ERR), ["/dev/mapper/r1", "/dev/vda"]);
+        assert_eq!(lvm_pv_devices("", ""), Vec::<String>::new());
+        // A PV on a partition of the main disk, listed as a PV (no remap device PV at all).
+        assert_eq!(lvm_pv_devices("  /dev/vda1\n  /dev/sdz\n", "  WARNING: something else\n"), ["/dev/vda1", "/dev/sdz"]);
+    }
+
+    #[test]
+    fn lvm_warnings_name_the_member() {
+        let members = [("main", "vda".to_string()), ("spare", "vdb".to_string())];
+        let kname = |p: &str| Some(p.rsplit('/').next().unwrap().replace("mapper/", "").replace("r1", "dm-0"));
+        let disk = |k: &str| k.strip_suffix('1').filter(|d| d.starts_with("vd")).map(str::to_string);
+        let devs = lvm_pv_devices(PVS_OUT, PVS_ERR);
+        assert_eq!(
+            lvm_warnings(&devs, &members, kname, disk),
+            ["LVM can see member /dev/vda (main disk): it could use it instead of the remap device; isolate it with LVM's devices file or a filter (docs/boot.md)"]
+        );
+        // Isolated (devices file or filter): LVM lists the remap device only.
+        assert_eq!(lvm_warnings(&lvm_pv_devices(PVS_OUT, ""), &members, kname, disk), Vec::<String>::new());
+        let part = vec!["/dev/vda1".to_string(), "/dev/vda1".to_string()];
+        assert_eq!(
+            lvm_warnings(&part, &members, kname, disk),
+            ["LVM can see member /dev/vda1 (main disk vda's partition): it could use it instead of the remap device; isolate it with LVM's devices file or a filter (docs/boot.md)"]
+        );
+        let (c, t) = line("r1", &Ok(st("operational", 100, 0, 100)), &lvm_warnings(&devs, &members, kname, disk));
+        assert_eq!(c, Code::Warning);
+        assert!(t.starts_with("DMREMAP WARNING: r1 LVM can see member /dev/vda (main disk): "), "{t}");
+        assert!(t.contains("(docs/boot.md); operational, health 100,"), "{t}");
     }
 }

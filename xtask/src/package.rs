@@ -65,15 +65,33 @@ pub fn package(paths: &Paths) -> Result<Packages> {
     std::fs::create_dir_all(&out)?;
     let src = stage_source(paths)?;
     let ko = build_module(paths, &src, &kdir)?;
-    let tool = tool_deb(paths)?;
-    let module = module_deb(paths, &ko)?;
-    let dkms = dkms_deb(paths, &src)?;
+    let tool = tool_deb(paths, &out)?;
+    let _ = TOOL_DEB.set(tool.clone());
+    let module = module_deb(paths, &ko, &out)?;
+    let dkms = dkms_deb(paths, &src, &out)?;
     let lintian = lintian(paths, &[&tool, &module, &dkms])?;
     for p in [&tool, &module, &dkms] {
         println!("{}", p.display());
     }
     step(format!("packages built in {:.0} s", start.elapsed().as_secs_f64()));
     Ok(Packages { module, dkms, lintian })
+}
+
+/// The `dmremap` package built by [`package`] in this process (the packaging test's), which
+/// the boot test then installs rather than building it again.
+static TOOL_DEB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The `dmremap` package and the module package (of `ko`, the module the VM tests load) for
+/// the boot test, in `out`: built as `package` builds them (the `dmremap` package is the
+/// packaging test's own if it ran in this process), without the DKMS package and lintian
+/// (the packaging test runs those).
+pub fn boot_debs(paths: &Paths, ko: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(out)?;
+    let tool = match TOOL_DEB.get() {
+        Some(t) => t.clone(),
+        None => tool_deb(paths, out)?,
+    };
+    Ok((tool, module_deb(paths, ko, out)?))
 }
 
 /// Writes `data` to `path` unless it already holds exactly that (so that make sees unchanged
@@ -230,7 +248,7 @@ fn docs(paths: &Paths, tree: &Path, pkg: &str, extra_license: &str) -> Result<()
 
 /// Writes DEBIAN/control (with Installed-Size) and DEBIAN/md5sums, then `dpkg-deb --build`;
 /// returns the `.deb`.
-fn build_deb(paths: &Paths, tree: &Path, pkg: &str, arch: &str, fields: &str) -> Result<PathBuf> {
+fn build_deb(paths: &Paths, tree: &Path, pkg: &str, arch: &str, fields: &str, out: &Path) -> Result<PathBuf> {
     let mut size = 0u64;
     let mut files = Vec::new();
     for f in files_under(tree)? {
@@ -257,7 +275,7 @@ fn build_deb(paths: &Paths, tree: &Path, pkg: &str, arch: &str, fields: &str) ->
             }
         }
     }
-    let deb = out_dir(paths).join(format!("{pkg}_{VERSION}_{arch}.deb"));
+    let deb = out.join(format!("{pkg}_{VERSION}_{arch}.deb"));
     // File times clamped to the commit's: the same files give the same .deb, so lintian and
     // the DKMS test can be skipped for an unchanged package.
     let epoch = format!("SOURCE_DATE_EPOCH={}", commit_time(paths));
@@ -269,7 +287,7 @@ fn build_deb(paths: &Paths, tree: &Path, pkg: &str, arch: &str, fields: &str) ->
 /// rules and the systemd units run it (docs/boot.md), its manual pages, its bash, zsh and
 /// fish completions, the udev rules that guard member disks, and the systemd generator and
 /// template unit that activate /etc/dmremaptab at boot.
-fn tool_deb(paths: &Paths) -> Result<PathBuf> {
+fn tool_deb(paths: &Paths, out: &Path) -> Result<PathBuf> {
     let pkg = "dmremap";
     step("building dmremap (release)");
     crate::setup::host_packages()?;
@@ -309,6 +327,12 @@ fn tool_deb(paths: &Paths) -> Result<PathBuf> {
         ("udev/61-dm-remap.rules", "usr/lib/udev/rules.d/61-dm-remap.rules", 0o644),
         ("systemd/dmremap@.service", "usr/lib/systemd/system/dmremap@.service", 0o644),
         ("systemd/dmremap-generator", "usr/lib/systemd/system-generators/dmremap-generator", 0o755),
+        ("systemd/dmremap-watch.service", "usr/lib/systemd/system/dmremap-watch.service", 0o644),
+        ("systemd/dmremap-export.service", "usr/lib/systemd/system/dmremap-export.service", 0o644),
+        ("systemd/dmremap-export.timer", "usr/lib/systemd/system/dmremap-export.timer", 0o644),
+        // What the units' Documentation= lines point at.
+        ("docs/boot.md", "usr/share/doc/dmremap/boot.md", 0o644),
+        ("docs/install.md", "usr/share/doc/dmremap/install.md", 0o644),
     ] {
         put(&tree, path, &std::fs::read(paths.repo.join(src))?, mode)?;
     }
@@ -331,7 +355,7 @@ fn tool_deb(paths: &Paths) -> Result<PathBuf> {
          watches their alerts and activates the devices of /etc/dmremaptab.\n",
         module_package()
     );
-    build_deb(paths, &tree, pkg, "amd64", &fields)
+    build_deb(paths, &tree, pkg, "amd64", &fields, out)
 }
 
 /// The shared-library Depends of an executable, by dpkg-shlibdeps in the build root.
@@ -348,7 +372,7 @@ fn shlib_depends(paths: &Paths, exe: &Path) -> Result<String> {
 }
 
 /// The binary module package for the pinned Debian kernel.
-fn module_deb(paths: &Paths, ko: &Path) -> Result<PathBuf> {
+fn module_deb(paths: &Paths, ko: &Path, out: &Path) -> Result<PathBuf> {
     let pkg = module_package();
     let rel = crate::debian::release();
     let tree = fresh_tree(paths, &pkg)?;
@@ -370,12 +394,12 @@ fn module_deb(paths: &Paths, ko: &Path) -> Result<PathBuf> {
          built for Debian's kernel {rel},\n \
          version {pin}. For other kernels use dm-remap-dkms.\n"
     );
-    build_deb(paths, &tree, &pkg, "amd64", &fields)
+    build_deb(paths, &tree, &pkg, "amd64", &fields, out)
 }
 
 /// The DKMS package: the staged source in /usr/src, registered with DKMS on configure the way
 /// dh_dkms does it (/usr/lib/dkms/common.postinst builds it for the installed kernels).
-fn dkms_deb(paths: &Paths, src: &Path) -> Result<PathBuf> {
+fn dkms_deb(paths: &Paths, src: &Path, out: &Path) -> Result<PathBuf> {
     let pkg = "dm-remap-dkms";
     let tree = fresh_tree(paths, pkg)?;
     let dst = format!("usr/src/{DKMS_NAME}-{VERSION}");
@@ -411,7 +435,7 @@ fn dkms_deb(paths: &Paths, src: &Path) -> Result<PathBuf> {
         DKMS_DEPENDS.join(", "),
         series()
     );
-    build_deb(paths, &tree, pkg, "all", &fields)
+    build_deb(paths, &tree, pkg, "all", &fields, out)
 }
 
 /// `7.2` of the pinned kernel.

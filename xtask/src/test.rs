@@ -272,8 +272,7 @@ const BOOT_TEST: &str = "boot_systemd";
 /// guest prints PASS/FAIL lines; the shutdown after each check boot is judged here.
 fn boot_test(paths: &Paths, suite: &Suite, t: &mut Tally) -> Result<()> {
     step("boot test: Debian trixie with systemd, udev and lvm2 on Debian's kernel");
-    let dmremap = suite.runner.iter().find(|(g, _)| g == "usr/bin/dmremap").map(|(_, h)| h.clone()).context("no dmremap built")?;
-    for phase in crate::boottest::run(paths, &suite.kernel, &suite.module, &dmremap)? {
+    for phase in crate::boottest::run(paths, &suite.kernel, &suite.module)? {
         let before = t.failures.len();
         count_vm_results(&phase.result, t);
         if phase.name != "setup" {
