@@ -14,6 +14,7 @@
 //! `vmtest demo` walks through the target at work for `cargo xtask demo`.
 
 mod bench;
+mod bench_more;
 mod demo;
 mod harness;
 mod prep;
@@ -86,6 +87,16 @@ fn main() {
         let reps = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
         let runtime = args.get(2).cloned().unwrap_or_else(|| "1".into());
         if let Err(e) = bench::run(reps, &runtime) {
+            println!("bench failed: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if let Some(which @ ("bench-smp" | "bench-fs")) = args.first().map(String::as_str) {
+        let reps = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
+        let runtime = args.get(2).cloned().unwrap_or_else(|| "1".into());
+        let r = if which == "bench-smp" { bench_more::smp(reps, &runtime) } else { bench_more::fs(reps, &runtime) };
+        if let Err(e) = r {
             println!("bench failed: {e:#}");
             std::process::exit(1);
         }

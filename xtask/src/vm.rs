@@ -42,8 +42,11 @@ pub struct VmOptions {
     pub cmd: Option<String>,
     /// Seconds before the VM is killed.
     pub timeout: u64,
-    /// Deterministic instruction-counting mode (one vCPU) for benchmarks.
+    /// Deterministic instruction-counting mode for benchmarks.
     pub icount: bool,
+    /// vCPUs in icount mode (1 unless set): QEMU then runs them round-robin on one thread,
+    /// which stays deterministic.
+    pub icount_vcpus: u32,
     /// Extra kernel command line.
     pub append: String,
     /// A raw disk image attached as /dev/vda (kept across boots).
@@ -72,6 +75,7 @@ impl VmOptions {
             cmd,
             timeout,
             icount: false,
+            icount_vcpus: 1,
             append: String::new(),
             disk: None,
             kill_on: None,
@@ -84,6 +88,11 @@ impl VmOptions {
     /// Instruction counting (benchmarks).
     pub fn icount(self) -> Self {
         Self { icount: true, ..self }
+    }
+
+    /// Instruction counting with `n` vCPUs.
+    pub fn icount_vcpus(self, n: u32) -> Self {
+        Self { icount: true, icount_vcpus: n.max(1), ..self }
     }
 
     /// A disk image as /dev/vda, if any.
@@ -371,7 +380,7 @@ fn run_once(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
     c.args(&opts.qemu_args);
     if opts.icount {
         // Guest time counts instructions: fio's figures repeat to ~0.1% (needs one vCPU).
-        c.args(["-smp", "1", "-icount", "shift=0,sleep=off", "-cpu", "max"]);
+        c.args(["-smp", &opts.icount_vcpus.to_string(), "-icount", "shift=0,sleep=off", "-cpu", "max"]);
     } else {
         c.args(["-smp", "2", "-cpu", "max"]);
     }
