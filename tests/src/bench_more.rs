@@ -34,8 +34,8 @@ pub fn smp(reps: u32, runtime: &str) -> Result<()> {
     let spare = NullB::new("sspare", 256, true)?;
     let (lin, remap) = pair("s", &main.path, main_sectors, &spare)?;
     let workloads: [(&str, &[&str]); 2] = [
-        ("smp4-randread-4k-qd32", &["--rw=randread", "--bs=4k", "--blockalign=8k", "--iodepth=32", "--numjobs=4", "--group_reporting"]),
-        ("smp4-randwrite-4k-qd32", &["--rw=randwrite", "--bs=4k", "--blockalign=8k", "--iodepth=32", "--numjobs=4", "--group_reporting"]),
+        ("randread-4k-qd32-4jobs", &["--rw=randread", "--bs=4k", "--blockalign=8k", "--iodepth=32", "--numjobs=4", "--group_reporting"]),
+        ("randwrite-4k-qd32-4jobs", &["--rw=randwrite", "--bs=4k", "--blockalign=8k", "--iodepth=32", "--numjobs=4", "--group_reporting"]),
     ];
     for rep in 0..reps {
         for (w, args) in &workloads {

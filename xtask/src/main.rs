@@ -1,6 +1,7 @@
 //! `cargo xtask`: build automation for dm-remap, as plain Rust.
 
 mod bench;
+mod bench_more;
 mod boottest;
 mod chart;
 mod cpio;
