@@ -217,21 +217,28 @@ pub enum DecodeError {
     BadField,
 }
 
+// Fixed-size array conversions compile to one load or store; a slice copy_from_slice
+// became a call to memcpy per field, which dominated decoding a long log. Offsets are
+// constants inside the 4 KiB unit; out of range reads as 0 and writes nothing.
+#[inline]
 fn put_u32(b: &mut [u8], off: usize, v: u32) {
-    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    if let Some(d) = b.get_mut(off..off.saturating_add(4)).and_then(|d| <&mut [u8; 4]>::try_from(d).ok()) {
+        *d = v.to_le_bytes();
+    }
 }
+#[inline]
 fn put_u64(b: &mut [u8], off: usize, v: u64) {
-    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    if let Some(d) = b.get_mut(off..off.saturating_add(8)).and_then(|d| <&mut [u8; 8]>::try_from(d).ok()) {
+        *d = v.to_le_bytes();
+    }
 }
+#[inline]
 fn get_u32(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(a)
+    b.get(off..off.saturating_add(4)).and_then(|s| <[u8; 4]>::try_from(s).ok()).map_or(0, u32::from_le_bytes)
 }
+#[inline]
 fn get_u64(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
+    b.get(off..off.saturating_add(8)).and_then(|s| <[u8; 8]>::try_from(s).ok()).map_or(0, u64::from_le_bytes)
 }
 
 fn seal(b: &mut [u8; META_BLOCK]) {

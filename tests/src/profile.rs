@@ -63,10 +63,35 @@ fn storm() -> Result<()> {
     Ok(())
 }
 
+/// `dmsetup create` of a target whose spare holds 1M remaps, in one window (the benchmark's
+/// constructor figure).
+fn ctr() -> Result<()> {
+    let main = NullB::new("pmain", MAIN_MB, false)?;
+    let main_sectors = MAIN_MB * MIB / 512;
+    let spare = NullB::new("pspare", 5120, true)?;
+    write_spare(&spare.path, 5120 * MIB, main_sectors, 1_000_000, |i| 2 * i)?;
+    println!("{BENCHINFO} kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim());
+    let (i0, t0) = cpu_jiffies()?;
+    let start = std::time::Instant::now();
+    mark();
+    let dm = DmDev::create("p-ctr", &remap_table(main_sectors, LineSpec::new(&main.path, &spare.path)))?;
+    mark();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let (i1, t1) = cpu_jiffies()?;
+    println!("{BENCHINFO} idle {} of {} jiffies", i1 - i0, t1 - t0);
+    println!("{PROFILE}ctr ios=1 iops={:.1}", 1000.0 / ms.max(0.001));
+    drop(dm);
+    Ok(())
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let config = args.first().map_or("remap-0", String::as_str);
     if config == "storm" {
         storm()?;
+        return print_symbols();
+    }
+    if config == "ctr" {
+        ctr()?;
         return print_symbols();
     }
     let workload = args.get(1).map_or("randread-4k-qd32", String::as_str);

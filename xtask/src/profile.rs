@@ -174,13 +174,14 @@ pub fn profile(paths: &Paths, config: &str, workload: &str, runtime: &str, top: 
     }
     let syms = Symbols::parse(&res.console);
     let runs = runs(&res.console);
-    let want = if config == "storm" { 1 } else { 2 };
+    let single = config == "storm" || config == "ctr";
+    let want = if single { 1 } else { 2 };
     if syms.0.is_empty() || runs.len() != want {
         bail!("the guest printed {} symbols and {} runs (expected {want}); console in target/profile/console.log", syms.0.len(), runs.len());
     }
     // Windows: 0 = boot to the first marker, 1 = first run, 2 = between, 3 = second run.
     let a = window(&out_dir.join("window.1"), &syms)?;
-    let text = if config == "storm" {
+    let text = if single {
         storm_report(&runs[0], &a, top, &res.console)
     } else {
         let b = window(&out_dir.join("window.3"), &syms)?;
@@ -199,20 +200,27 @@ fn storm_report(run: &Run, a: &BTreeMap<String, u64>, top: usize, console: &str)
     let info = |key: &str| console.lines().find_map(|l| l.split_once(&format!("BENCHINFO {key} ")).map(|(_, k)| k.trim().to_string())).unwrap_or_default();
     let total: u64 = a.values().sum();
     let mut out = String::new();
-    let _ = writeln!(out, "# Profile: the remap storm\n");
-    let _ = writeln!(
-        out,
-        "`cargo xtask profile storm`, kernel {}: 4096 writes to bad blocks, 32 in flight; {} remaps at {:.0} remaps/s (virtual time); \
-         {:.0} instructions per remap in all; CPU idle {} jiffies.\n",
-        info("kernel"),
-        run.ios,
-        run.iops,
-        total as f64 / run.ios.max(1) as f64,
-        info("idle")
-    );
+    let (unit, head) = if run.name == "ctr" {
+        ("create", format!(
+            "`cargo xtask profile ctr`, kernel {}: `dmsetup create` of a target whose spare holds 1,000,000 remaps, {:.0} ms (virtual); {} instructions in all.\n",
+            info("kernel"),
+            1000.0 / run.iops.max(1e-9),
+            total
+        ))
+    } else {
+        ("remap", format!(
+            "`cargo xtask profile storm`, kernel {}: 4096 writes to bad blocks, 32 in flight; {} remaps at {:.0} remaps/s (virtual time); \
+             {:.0} instructions per remap in all, fio's start and exit included.\n",
+            info("kernel"),
+            run.ios,
+            run.iops,
+            total as f64 / run.ios.max(1) as f64
+        ))
+    };
+    let _ = writeln!(out, "# Profile: {}\n\n{head}", if unit == "create" { "the constructor with 1M remaps" } else { "the remap storm" });
     let mut v: Vec<(&String, &u64)> = a.iter().collect();
     v.sort_by(|x, y| y.1.cmp(x.1));
-    let _ = writeln!(out, "| symbol | instructions per remap |\n| --- | ---: |");
+    let _ = writeln!(out, "| symbol | instructions per {unit} |\n| --- | ---: |");
     for (s, n) in v.iter().take(top) {
         let _ = writeln!(out, "| `{s}` | {:.0} |", **n as f64 / run.ios.max(1) as f64);
     }
