@@ -307,9 +307,12 @@ fn pc_setup(format: bool) -> Result<PcScrub> {
 /// Cycle 0, before the storm: a remap device over 1 GiB with a fresh spare on /dev/vda, the
 /// scrub at up to 8 MiB/s; waits until the spare holds a periodic checkpoint past block 0 (about
 /// 30 s after the table's resume), prints `SCRUBCKPT <position> <seq> .`, then prints the
-/// live position as `SCRUBPOS <position> .` every 200 ms until QEMU is killed. The devices
+/// live position as `SCRUBPOS <position> .` every 200 ms until QEMU is killed (fails instead
+/// if the kernel logged a bug meanwhile). The devices
 /// must stay alive until then: keep the returned value.
 pub fn powercut_before_kill() -> Result<PcScrub> {
+    let mut kmsg = Kmsg::open()?;
+    kmsg.drain();
     let devs = pc_setup(true)?;
     let blocks = PC_MIB * MIB / 4096;
     let t0 = Instant::now();
@@ -330,6 +333,9 @@ pub fn powercut_before_kill() -> Result<PcScrub> {
     };
     let now = scan_status("pcs")?;
     ensure!(c.passes == 0 && now.passes == 0 && now.position < blocks, "the first pass ended before the kill: {now:?}");
+    // The kill ends this boot without a verdict line: check the kernel log now.
+    let bugs: Vec<String> = kmsg.drain().into_iter().filter(|l| is_kernel_bug(l)).collect();
+    ensure!(bugs.is_empty(), "kernel log gained:\n    {}", bugs.join("\n    "));
     println!("{} {} {} .", crate::protocol::SCRUB_CKPT, c.position, c.seq);
     println!("    checkpoint at block {} (seq {}) {:.1} s after create; scrub at {}", c.position, c.seq, t0.elapsed().as_secs_f64(), now.position);
     std::thread::spawn(|| loop {
