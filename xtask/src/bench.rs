@@ -277,3 +277,25 @@ nothing); spares are memory-backed null_blks holding metadata written with the s
 | remap-allhit | every block of the region remapped (contiguous in the pool): all I/O goes to the spare |
 | remap-allhit-nocache | the same with `cache_size 0` |
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::{baseline, scrub_section, SCRUB_OFF, SCRUB_ON};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn scrub_on_is_compared_with_scrub_off() {
+        assert_eq!(baseline(SCRUB_ON), SCRUB_OFF);
+        assert_eq!(baseline(SCRUB_OFF), "dm-linear");
+        assert_eq!(baseline("remap-allhit-nocache"), "dm-linear-spare");
+        let w = vec!["randread-4k-qd1".to_string(), "seqread-1m-qd8".to_string()];
+        let mut med = BTreeMap::new();
+        med.insert((SCRUB_ON.to_string(), w[0].clone()), (97.0, 0.0));
+        med.insert((SCRUB_OFF.to_string(), w[0].clone()), (100.0, 0.0));
+        let md = scrub_section(&w, &med, "read=2097152 secs=4.0 position=512 blocks=2097152 passes=0");
+        assert!(md.contains("| randread-4k-qd1 | 100 | 97 | **97.00%** |"), "{md}");
+        assert!(!md.contains("seqread"), "{md}");
+        assert!(md.contains("read 2.0 MiB in 4.0 s of virtual time, 0.50 MiB/s on average; at the end it was at block 512 of 2097152, 0 passes"), "{md}");
+        assert_eq!(scrub_section(&w, &BTreeMap::new(), ""), "");
+    }
+}
