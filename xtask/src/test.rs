@@ -312,9 +312,11 @@ fn powercut(paths: &Paths, suite: &Suite, t: &mut Tally) -> Result<()> {
     let mut acks: BTreeMap<u64, u64> = BTreeMap::new();
     // The scrub checkpoint's power cut rides on cycles 0 (killed) and 1 (checked). It waits
     // for the kernel's 30 s checkpoint period: a wall-clock property, first kernel only.
+    // Side by side, each line names its kernel.
+    let tag = suite.label.as_ref().map(|l| format!("[{l}] ")).unwrap_or_default();
     let scrub = !suite.second;
     if !scrub {
-        println!("{}{}: a wall-clock property, measured on one kernel only", crate::protocol::SKIP, SCRUB_TEST);
+        println!("{tag}{}{}: a wall-clock property, measured on one kernel only", crate::protocol::SKIP, SCRUB_TEST);
         t.skipped += 1;
     }
     let scrub_file = dir.join("powercut-scrub.txt");
@@ -343,7 +345,7 @@ fn powercut(paths: &Paths, suite: &Suite, t: &mut Tally) -> Result<()> {
         count_vm_results_of(&res, t, kill.is_some());
         if kill.is_some() {
             let seen = collect_acks(&res.console, &mut acks);
-            println!("power-cut: cycle {cycle}: QEMU killed {} ms into the storm; {seen} acknowledged writes seen", kill.unwrap_or(0));
+            println!("{tag}power-cut: cycle {cycle}: QEMU killed {} ms into the storm; {seen} acknowledged writes seen", kill.unwrap_or(0));
             if res.console.contains("powercut: write of block") {
                 t.failed += 1;
                 t.failures.push(format!("vm: powercut cycle {cycle}: a write failed during the storm"));
@@ -353,12 +355,12 @@ fn powercut(paths: &Paths, suite: &Suite, t: &mut Tally) -> Result<()> {
                 t.failures.push(format!("vm: powercut cycle {cycle}: no write was acknowledged before the kill"));
             }
         }
-        println!("power-cut: cycle {cycle}: boot took {:.1} s", started.elapsed().as_secs_f64());
+        println!("{tag}power-cut: cycle {cycle}: boot took {:.1} s", started.elapsed().as_secs_f64());
         if scrub_here && cycle == 0 {
             let failed_in_guest = res.console.lines().any(|l| l.starts_with(&format!("{}{SCRUB_TEST}", crate::protocol::FAIL)));
             match scrub_positions(&res.console) {
                 Some((ckpt, live)) => {
-                    println!("power-cut: cycle 0: scrub checkpoint at block {ckpt}, last position printed before the kill {live}");
+                    println!("{tag}power-cut: cycle 0: scrub checkpoint at block {ckpt}, last position printed before the kill {live}");
                     std::fs::write(&scrub_file, format!("{ckpt} {live}\n"))?;
                     scrub_logged = true;
                 }
