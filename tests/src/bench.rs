@@ -106,12 +106,21 @@ pub fn run(reps: u32, runtime: &str) -> Result<()> {
     let shit2 = NullB::new("bshit2", spare_mb, true)?;
     write_spare(&shit2.path, spare_bytes, main_sectors, REGION_BLOCKS, |i| i)?;
     let rhitn = remap("b-remap-allhit-nocache", &shit2, " 2 cache_size 0")?;
+    // One device for the scrub's cost, measured with the scrub off and on at its default
+    // speeds (`scan stop` / `scan start`). Off between its own runs: a scrub reading at its
+    // idle ceiling would take cycles from the other configs' runs.
+    let s0s = NullB::new("bs0s", spare_mb, true)?;
+    write_spare(&s0s.path, spare_bytes, main_sectors, 0, |i| i)?;
+    let rscrub = remap("b-remap-0-scrub", &s0s, "")?;
 
     let configs: Vec<(&str, &str, bool)> = vec![
         ("null_blk", main.path.as_str(), true),
         ("dm-linear", lin.path.as_str(), true),
         ("dm-linear-spare", lin_spare.path.as_str(), true),
         ("remap-0", r0.path.as_str(), true),
+        // Random reads only: the scrub issue's goal is about them.
+        (SCRUB_OFF, rscrub.path.as_str(), false),
+        (SCRUB_ON, rscrub.path.as_str(), false),
         ("remap-1k", r1k.path.as_str(), true),
         ("remap-100k-outside", r100o.path.as_str(), true),
         // A 1 MiB read there touches remapped (odd) blocks: not a "none hit" case.
@@ -124,26 +133,74 @@ pub fn run(reps: u32, runtime: &str) -> Result<()> {
     ];
     println!("{} kernel {}", crate::protocol::BENCHINFO, std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim());
     println!("{} fio {}", crate::protocol::BENCHINFO, cmd("fio", &["--version"])?.trim());
+    // Blocks the scrub read during the scrub-on runs, and their virtual time.
+    let (mut scrub_blocks, mut scrub_secs) = (0u64, 0f64);
     for rep in 0..reps {
         for w in WORKLOADS {
             for (name, dev, seq_ok) in &configs {
                 if w.0.starts_with("seq") && !seq_ok {
                     continue;
                 }
+                let scrub = [SCRUB_OFF, SCRUB_ON].contains(name);
+                if scrub && !w.0.starts_with("randread") {
+                    continue;
+                }
+                let on = *name == SCRUB_ON;
+                let before = if on { Some(scrub_started(&rscrub.name)?) } else { None };
+                let t0 = Instant::now();
                 let v = fio(dev, w.1, runtime)?;
+                if let Some(before) = before {
+                    let after = crate::t_scrub::scan_status(&rscrub.name)?;
+                    crate::t_scrub::msg(&rscrub.name, &["scan", "stop"])?;
+                    anyhow::ensure!(
+                        after.passes == 0 && after.position >= before.position,
+                        "the scrub finished a pass or restarted during a run ({before:?} -> {after:?}): the main device is too small for the run"
+                    );
+                    scrub_blocks += after.position - before.position;
+                    scrub_secs += t0.elapsed().as_secs_f64();
+                }
                 println!("{} {name} {} {rep} {:.1}", crate::protocol::BENCH, w.0, iops(&v));
             }
         }
     }
+    let last = crate::t_scrub::scan_status(&rscrub.name)?;
+    println!(
+        "{} scrub-on read={} secs={scrub_secs:.1} position={} blocks={} passes={}",
+        crate::protocol::BENCHINFO,
+        scrub_blocks * 4096,
+        last.position,
+        last.blocks,
+        last.passes
+    );
     for (name, dm) in [("remap-allhit", &rhit), ("remap-100k-interleaved", &r100i)] {
         let (hits, misses) = status_of(&dm.name, |s| (s.cache_hits, s.cache_misses))?;
         println!("{} cache-{name} hits={hits} misses={misses}", crate::protocol::BENCHINFO);
     }
-    drop((r0, r1k, r100o, r100i, r100in, rhit, rhitn, lin, lin_spare));
+    drop((r0, r1k, r100o, r100i, r100in, rhit, rhitn, rscrub, lin, lin_spare));
 
     storm(&main, main_sectors)?;
     ctr_and_memory(&main, main_sectors)?;
     Ok(())
+}
+
+/// The scrub-cost configs: one device, its scrub stopped or running at the default speeds.
+const SCRUB_OFF: &str = "remap-0-scrub-off";
+const SCRUB_ON: &str = "remap-0-scrub-on";
+
+/// `scan start` on `name`, then waits until the scrub has read something, so that the run
+/// that follows has it running; returns the `scan_status` from then.
+fn scrub_started(name: &str) -> Result<dm_remap_logic::message::ScanReply> {
+    let first = crate::t_scrub::scan_status(name)?;
+    crate::t_scrub::msg(name, &["scan", "start"])?;
+    let t0 = Instant::now();
+    loop {
+        let s = crate::t_scrub::scan_status(name)?;
+        if s.position != first.position || s.passes != first.passes {
+            return Ok(s);
+        }
+        anyhow::ensure!(t0.elapsed().as_secs() < 10, "the scrub did not start: {s:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// 4096 writes to bad blocks, 32 in flight: remaps per second of (virtual) time, and

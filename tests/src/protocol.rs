@@ -20,6 +20,11 @@ pub const BENCH: &str = "BENCH";
 pub const BENCHINFO: &str = "BENCHINFO";
 /// Printed once a power-cut storm runs: xtask kills QEMU a set time after it.
 pub const POWERCUT_RUNNING: &str = "powercut: storm running";
+/// `SCRUBCKPT <position> <seq> .`: the scrub checkpoint the power-cut boot found on its
+/// spare before the storm (t_scrub::powercut_before_kill).
+pub const SCRUB_CKPT: &str = "SCRUBCKPT";
+/// `SCRUBPOS <position> .`: that boot's live scrub position, printed until the kill.
+pub const SCRUB_POS: &str = "SCRUBPOS";
 /// The first thing tests/vm/init prints: a boot that dies without it died in the kernel's
 /// own start-up, before dm-remap was loaded (xtask boots it again, once).
 pub const INIT: &str = "@@DMREMAP-INIT@@";

@@ -17,13 +17,13 @@ pub const TESTS: &[crate::Test] = &[
 
 const MIB: u64 = 1 << 20;
 
-fn msg(name: &str, words: &[&str]) -> Result<String> {
+pub(crate) fn msg(name: &str, words: &[&str]) -> Result<String> {
     let mut args = vec!["message", name, "0"];
     args.extend_from_slice(words);
     Ok(dmsetup(&args)?.trim_end().to_string())
 }
 
-fn scan_status(name: &str) -> Result<ScanReply> {
+pub(crate) fn scan_status(name: &str) -> Result<ScanReply> {
     let text = msg(name, &["scan_status"])?;
     ScanReply::parse(&text).with_context(|| format!("scan_status reply {text:?}"))
 }
@@ -198,7 +198,8 @@ fn speed_settings() -> Result<()> {
     Ok(())
 }
 
-/// The scrub checkpoint on the spare at `path` (not in use), read with the kernel's loader.
+/// The scrub checkpoint on the 4 MiB spare at `path`, read with the kernel's loader (with
+/// O_DIRECT, so also while a table uses the spare).
 fn spare_checkpoint(path: &str, main_blocks: u64) -> Result<dm_remap_logic::format::Checkpoint> {
     use dm_remap_logic::format::META_BLOCK;
     use dm_remap_logic::loader;
@@ -261,4 +262,121 @@ fn dm_devno(name: &str) -> Result<String> {
 fn dm_devno_of_main(name: &str) -> Result<String> {
     let table = dmsetup(&["table", name])?;
     Ok(table.split_whitespace().nth(3).context("table")?.to_string())
+}
+
+/// The power-cut half of the checkpoint test: `cargo xtask test` kills QEMU one checkpoint
+/// interval into a pass (t_powercut's cycle 0 storm boot) and checks the position in the next
+/// boot (cycle 1). Wall-clock bound (the kernel's 30 s checkpoint period), so run on the first
+/// kernel only.
+pub const POWERCUT_TEST: &str = "powercut_scrub_checkpoint_resumed";
+
+/// The scrub's ceiling in that test (MiB/s): low enough that a pass over `PC_MIB` takes longer
+/// than the test (1 GiB at 8 MiB/s: 128 s), so the kill falls inside the first pass.
+const PC_SPEED: u64 = 8;
+const PC_MIB: u64 = 1024;
+/// The spare: 4 MiB of /dev/vda past what t_powercut's own devices use (24 MiB).
+const PC_SPARE_OFFSET: u64 = 32 * MIB / 512;
+/// The kernel's checkpoint period (CKPT_NS in src/scan.rs).
+const CKPT_SECS: u64 = 30;
+
+/// The devices of the power-cut checkpoint test, removed in order when dropped.
+pub struct PcScrub {
+    dm: Option<DmDev>,
+    spare: Option<DmDev>,
+    _main: NullB,
+}
+
+impl Drop for PcScrub {
+    fn drop(&mut self) {
+        self.dm.take();
+        self.spare.take();
+    }
+}
+
+fn pc_setup(format: bool) -> Result<PcScrub> {
+    let main = NullB::new("nbpcs", PC_MIB, false)?;
+    let spare = DmDev::create("pcs-spare", &format!("0 {} linear /dev/vda {PC_SPARE_OFFSET}", 4 * MIB / 512))?;
+    let mut spec = LineSpec::new(&main.path, &spare.path).scrub_speed(1, PC_SPEED as u32);
+    if format {
+        spec = spec.format();
+    }
+    let dm = DmDev::create("pcs", &remap_table(PC_MIB * MIB / 512, spec))?;
+    Ok(PcScrub { dm: Some(dm), spare: Some(spare), _main: main })
+}
+
+/// Cycle 0, before the storm: a remap device over 1 GiB with a fresh spare on /dev/vda, the
+/// scrub at up to 8 MiB/s; waits until the spare holds a periodic checkpoint past block 0 (about
+/// 30 s after the table's resume), prints `SCRUBCKPT <position> <seq> .`, then prints the
+/// live position as `SCRUBPOS <position> .` every 200 ms until QEMU is killed (fails instead
+/// if the kernel logged a bug meanwhile). The devices
+/// must stay alive until then: keep the returned value.
+pub fn powercut_before_kill() -> Result<PcScrub> {
+    let mut kmsg = Kmsg::open()?;
+    kmsg.drain();
+    let devs = pc_setup(true)?;
+    let blocks = PC_MIB * MIB / 4096;
+    let t0 = Instant::now();
+    let mut last_print = Instant::now();
+    let c = loop {
+        // No slot is valid until the first write: the format leaves them zero.
+        if let Ok(c) = spare_checkpoint("/dev/mapper/pcs-spare", blocks) {
+            if c.position > 0 {
+                break c;
+            }
+        }
+        ensure!(t0.elapsed() < Duration::from_secs(4 * CKPT_SECS), "no checkpoint past block 0 after {} s", 4 * CKPT_SECS);
+        if last_print.elapsed() >= Duration::from_secs(5) {
+            println!("    scrub at {} after {:.0} s, no checkpoint yet", scan_status("pcs")?.position, t0.elapsed().as_secs_f64());
+            last_print = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let now = scan_status("pcs")?;
+    ensure!(c.passes == 0 && now.passes == 0 && now.position < blocks, "the first pass ended before the kill: {now:?}");
+    // The kill ends this boot without a verdict line: check the kernel log now.
+    let bugs: Vec<String> = kmsg.drain().into_iter().filter(|l| is_kernel_bug(l)).collect();
+    ensure!(bugs.is_empty(), "kernel log gained:\n    {}", bugs.join("\n    "));
+    println!("{} {} {} .", crate::protocol::SCRUB_CKPT, c.position, c.seq);
+    println!("    checkpoint at block {} (seq {}) {:.1} s after create; scrub at {}", c.position, c.seq, t0.elapsed().as_secs_f64(), now.position);
+    std::thread::spawn(|| loop {
+        if let Ok(s) = scan_status("pcs") {
+            println!("{} {} .", crate::protocol::SCRUB_POS, s.position);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    Ok(devs)
+}
+
+/// Cycle 1, after the kill: the positions the host collected from cycle 0's console
+/// (/powercut-scrub.txt: the checkpointed position, the last live position printed). The
+/// spare's durable checkpoint (read with the loader before the table is loaded) and
+/// `scan_status` right after the create (before the scrub's first step, 10 s after resume)
+/// are both the same position, which lies between the two printed ones, within one
+/// checkpoint period at 8 MiB/s of the last one, and past 0.
+pub fn powercut_after_kill() -> Result<String> {
+    let text = std::fs::read_to_string("/powercut-scrub.txt").context("no /powercut-scrub.txt")?;
+    let v: Vec<u64> = text.split_whitespace().map(str::parse).collect::<Result<_, _>>().context("/powercut-scrub.txt")?;
+    let [ckpt, live] = v[..] else { anyhow::bail!("/powercut-scrub.txt: {text:?}") };
+    let blocks = PC_MIB * MIB / 4096;
+    let spare = DmDev::create("pcs-spare", &format!("0 {} linear /dev/vda {PC_SPARE_OFFSET}", 4 * MIB / 512))?;
+    let on_disk = spare_checkpoint(&spare.path, blocks)?;
+    drop(spare);
+    let devs = pc_setup(false)?;
+    let r = scan_status("pcs")?;
+    drop(devs);
+    let period = CKPT_SECS * PC_SPEED * MIB / 4096;
+    ensure!(r.passes == 0 && r.blocks == blocks, "scan_status after the reboot: {r:?}");
+    expect_eq("position after the reboot against the spare's checkpoint", r.position, on_disk.position)?;
+    ensure!(r.position > 0, "the scrub restarted at block 0: {r:?}");
+    ensure!(r.position >= ckpt, "position {} after the reboot, but block {ckpt} was checkpointed before the kill", r.position);
+    ensure!(r.position <= live, "position {} after the reboot, past the last position printed before the kill ({live})", r.position);
+    ensure!(
+        r.position + period >= live,
+        "position {} after the reboot, more than one checkpoint period ({period} blocks at {PC_SPEED} MiB/s) behind the last printed ({live})",
+        r.position
+    );
+    Ok(format!(
+        "resumed at block {} (checkpointed before the kill: {ckpt}; last printed before the kill: {live}; of {blocks})",
+        r.position
+    ))
 }

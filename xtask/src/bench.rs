@@ -14,7 +14,24 @@ const TARGETS: &[(&str, &str, f64)] = &[
     ("remap-100k-outside", "dm-linear", 0.98),
     ("remap-100k-interleaved", "dm-linear", 0.98),
     ("remap-allhit", "dm-linear-spare", 0.95),
+    // The scrub issue: foreground 4k random reads with the scrub at its default speeds.
+    (SCRUB_ON, SCRUB_OFF, 0.97),
 ];
+
+/// The scrub-cost configs (tests/src/bench.rs): one device, its scrub off or on.
+const SCRUB_OFF: &str = "remap-0-scrub-off";
+const SCRUB_ON: &str = "remap-0-scrub-on";
+
+/// What a config's ratio is taken against.
+fn baseline(config: &str) -> &'static str {
+    if config.starts_with("remap-allhit") {
+        "dm-linear-spare"
+    } else if config == SCRUB_ON {
+        SCRUB_OFF
+    } else {
+        "dm-linear"
+    }
+}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -106,7 +123,7 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str, flavor: Flav
     }
     let _ = writeln!(md, "{header}\n{sep}");
     for c in &order {
-        let base = if c.starts_with("remap-allhit") { "dm-linear-spare" } else { "dm-linear" };
+        let base = baseline(c);
         let mut row = format!("| {c} | {} |", if c.starts_with("remap") { base } else { "" });
         for w in &workloads {
             match (med.get(&(c.clone(), w.clone())), med.get(&(base.to_string(), w.clone()))) {
@@ -124,7 +141,7 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str, flavor: Flav
         .iter()
         .filter(|c| c.starts_with("remap"))
         .map(|c| {
-            let base = if c.starts_with("remap-allhit") { "dm-linear-spare" } else { "dm-linear" };
+            let base = baseline(c);
             crate::chart::Group {
                 label: c.trim_start_matches("remap-").replace("interleaved", "inter"),
                 ratios: workloads
@@ -159,6 +176,7 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str, flavor: Flav
         }
     }
     let get = |k: &str| info.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let _ = write!(md, "{}", scrub_section(&workloads, &med, &get("scrub-on")));
     let remaps: f64 = get("storm-remaps").parse().unwrap_or(0.0);
     let ms: f64 = get("storm-ms").parse().unwrap_or(0.0);
     let log_writes: f64 = get("storm-log-writes").parse().unwrap_or(0.0);
@@ -198,6 +216,44 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str, flavor: Flav
     Ok(0)
 }
 
+/// The scrub's cost: foreground IOPS with the scrub on at its defaults against off, per
+/// workload measured, and what the scrub read meanwhile (`BENCHINFO scrub-on`).
+fn scrub_section(workloads: &[String], med: &BTreeMap<(String, String), (f64, f64)>, info: &str) -> String {
+    let mut md = String::new();
+    let rows: Vec<(String, f64, f64)> = workloads
+        .iter()
+        .filter_map(|w| Some((w.clone(), med.get(&(SCRUB_ON.to_string(), w.clone()))?.0, med.get(&(SCRUB_OFF.to_string(), w.clone()))?.0)))
+        .collect();
+    if rows.is_empty() {
+        return md;
+    }
+    let _ = writeln!(md, "\n## Foreground reads with the scrub at its defaults\n");
+    let _ = writeln!(
+        md,
+        "The same dm-remap device (no remap) with the scrub off (`scan stop`) and on at its default \
+         speeds (`scan start`, 1-32 MiB/s), one run after the other in each round; the scrub is \
+         started and seen reading before each scrub-on run, and stopped after it.\n"
+    );
+    let _ = writeln!(md, "| workload | scrub off (IOPS) | scrub on (IOPS) | on / off (goal >= 97%) |\n| --- | --- | --- | --- |");
+    for (w, on, off) in &rows {
+        let _ = writeln!(md, "| {w} | {off:.0} | {on:.0} | **{:.2}%** |", if *off > 0.0 { on / off * 100.0 } else { 0.0 });
+    }
+    let field = |k: &str| info.split_whitespace().find_map(|p| p.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok());
+    if let (Some(read), Some(secs), Some(pos), Some(blocks), Some(passes)) =
+        (field("read="), field("secs="), field("position="), field("blocks="), field("passes="))
+    {
+        let _ = writeln!(
+            md,
+            "\nDuring the scrub-on runs (fio's start-up included) the scrub read {:.1} MiB in {secs:.1} s \
+             of virtual time, {:.2} MiB/s on average; at the end it was at block {pos:.0} of {blocks:.0}, \
+             {passes:.0} passes done (a finished pass would have stopped the benchmark).",
+            read / (1 << 20) as f64,
+            if secs > 0.0 { read / (1 << 20) as f64 / secs } else { 0.0 },
+        );
+    }
+    md
+}
+
 const NOTES_MARKER: &str = "<!-- analysis: kept across runs -->";
 const NOTES_PLACEHOLDER: &str = "@@NOTES@@";
 
@@ -212,6 +268,8 @@ nothing); spares are memory-backed null_blks holding metadata written with the s
 | dm-linear-last | the same device measured again at the end of each round |
 | dm-linear-spare | dm-linear onto the pool of a memory-backed spare: the baseline of the all-hit configs, whose I/O lands there |
 | remap-0 | dm-remap, no remap |
+| remap-0-scrub-off | dm-remap, no remap, on its own spare, the scrub stopped (`scan stop`); random reads only |
+| remap-0-scrub-on | the same device with the scrub on at its default speeds (`scan start` before each run, `scan stop` after): compared with `remap-0-scrub-off` |
 | remap-1k | 1,000 remaps outside the I/O region |
 | remap-100k-outside | 100,000 remaps outside the I/O region (the region bitmap answers) |
 | remap-100k-interleaved | 100,000 remaps, 8,192 of them on the odd blocks of the I/O region, none hit (the cache and the binary search answer); no 1 MiB read (it would hit) |
@@ -219,3 +277,25 @@ nothing); spares are memory-backed null_blks holding metadata written with the s
 | remap-allhit | every block of the region remapped (contiguous in the pool): all I/O goes to the spare |
 | remap-allhit-nocache | the same with `cache_size 0` |
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::{baseline, scrub_section, SCRUB_OFF, SCRUB_ON};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn scrub_on_is_compared_with_scrub_off() {
+        assert_eq!(baseline(SCRUB_ON), SCRUB_OFF);
+        assert_eq!(baseline(SCRUB_OFF), "dm-linear");
+        assert_eq!(baseline("remap-allhit-nocache"), "dm-linear-spare");
+        let w = vec!["randread-4k-qd1".to_string(), "seqread-1m-qd8".to_string()];
+        let mut med = BTreeMap::new();
+        med.insert((SCRUB_ON.to_string(), w[0].clone()), (97.0, 0.0));
+        med.insert((SCRUB_OFF.to_string(), w[0].clone()), (100.0, 0.0));
+        let md = scrub_section(&w, &med, "read=2097152 secs=4.0 position=512 blocks=2097152 passes=0");
+        assert!(md.contains("| randread-4k-qd1 | 100 | 97 | **97.00%** |"), "{md}");
+        assert!(!md.contains("seqread"), "{md}");
+        assert!(md.contains("read 2.0 MiB in 4.0 s of virtual time, 0.50 MiB/s on average; at the end it was at block 512 of 2097152, 0 passes"), "{md}");
+        assert_eq!(scrub_section(&w, &BTreeMap::new(), ""), "");
+    }
+}

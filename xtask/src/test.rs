@@ -309,25 +309,42 @@ fn powercut(paths: &Paths, suite: &Suite, t: &mut Tally) -> Result<()> {
     drop(f);
     let acks_file = dir.join("powercut-acks.txt");
     let mut acks: BTreeMap<u64, u64> = BTreeMap::new();
+    // The scrub checkpoint's power cut rides on cycles 0 (killed) and 1 (checked). It waits
+    // for the kernel's 30 s checkpoint period: a wall-clock property, first kernel only.
+    // Side by side, each line names its kernel.
+    let tag = suite.label.as_ref().map(|l| format!("[{l}] ")).unwrap_or_default();
+    let scrub = !suite.second;
+    if !scrub {
+        println!("{tag}{}{}: a wall-clock property, measured on one kernel only", crate::protocol::SKIP, SCRUB_TEST);
+        t.skipped += 1;
+    }
+    let scrub_file = dir.join("powercut-scrub.txt");
+    // Set once cycle 0 printed its positions: without them cycle 1 has nothing to check.
+    let mut scrub_logged = false;
     for cycle in 0..=POWERCUT_KILLS.len() {
         let text: String = acks.iter().map(|(b, g)| format!("{b} {g}\n")).collect();
         std::fs::write(&acks_file, text)?;
         let mut extra = suite.runner.clone();
         extra.push(("powercut-acks.txt".into(), acks_file.clone()));
+        let scrub_here = scrub && (cycle == 0 || cycle == 1 && scrub_logged);
+        if scrub_here && cycle == 1 {
+            extra.push(("powercut-scrub.txt".into(), scrub_file.clone()));
+        }
         // The sanitizer kernel writes about ten times slower: cut later, so that the storm
         // has acknowledged a comparable number of writes.
         let scale = if suite.flavor == Flavor::Debug { 8 } else { 1 };
         let kill = POWERCUT_KILLS.get(cycle).map(|ms| ms * scale);
         let mode = if kill.is_some() { "storm" } else { "final" };
+        let started = std::time::Instant::now();
         let opts = suite
-            .boot(extra, format!("vmtest powercut {cycle} {mode}"), 600)
+            .boot(extra, format!("vmtest powercut {cycle} {mode}{}", if scrub_here { " scrub" } else { "" }), 600)
             .disk(Some(disk.clone()))
             .kill_on(kill.map(|ms| (POWERCUT_RUNNING.to_string(), Duration::from_millis(ms))));
         let res = vm::run(paths, &opts)?;
         count_vm_results_of(&res, t, kill.is_some());
         if kill.is_some() {
             let seen = collect_acks(&res.console, &mut acks);
-            println!("power-cut: cycle {cycle}: QEMU killed {} ms into the storm; {seen} acknowledged writes seen", kill.unwrap_or(0));
+            println!("{tag}power-cut: cycle {cycle}: QEMU killed {} ms into the storm; {seen} acknowledged writes seen", kill.unwrap_or(0));
             if res.console.contains("powercut: write of block") {
                 t.failed += 1;
                 t.failures.push(format!("vm: powercut cycle {cycle}: a write failed during the storm"));
@@ -337,8 +354,46 @@ fn powercut(paths: &Paths, suite: &Suite, t: &mut Tally) -> Result<()> {
                 t.failures.push(format!("vm: powercut cycle {cycle}: no write was acknowledged before the kill"));
             }
         }
+        println!("{tag}power-cut: cycle {cycle}: boot took {:.1} s", started.elapsed().as_secs_f64());
+        if scrub_here && cycle == 0 {
+            let failed_in_guest = res.console.lines().any(|l| l.starts_with(&format!("{}{SCRUB_TEST}", crate::protocol::FAIL)));
+            match scrub_positions(&res.console) {
+                Some((ckpt, live)) => {
+                    println!("{tag}power-cut: cycle 0: scrub checkpoint at block {ckpt}, last position printed before the kill {live}");
+                    std::fs::write(&scrub_file, format!("{ckpt} {live}\n"))?;
+                    scrub_logged = true;
+                }
+                // A FAIL line from the guest is counted already.
+                None if failed_in_guest => {}
+                None => {
+                    t.failed += 1;
+                    t.failures.push(format!("vm: {SCRUB_TEST}: no SCRUBCKPT and SCRUBPOS lines before the kill"));
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// The power-cut scrub checkpoint test's name (`t_scrub::POWERCUT_TEST`).
+const SCRUB_TEST: &str = "powercut_scrub_checkpoint_resumed";
+
+/// From a console cut off by the kill: the checkpointed position (`SCRUBCKPT <pos> <seq> .`)
+/// and the highest live position printed after it (`SCRUBPOS <pos> .`), complete lines only.
+fn scrub_positions(console: &str) -> Option<(u64, u64)> {
+    let (mut ckpt, mut live) = (None, None::<u64>);
+    for line in console.lines() {
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [m, p, _seq, "."] if m == crate::protocol::SCRUB_CKPT => ckpt = p.parse().ok(),
+            [m, p, "."] if m == crate::protocol::SCRUB_POS && ckpt.is_some() => {
+                if let Ok(p) = p.parse::<u64>() {
+                    live = Some(live.map_or(p, |l| l.max(p)));
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((ckpt?, live?))
 }
 
 /// What the guest prints when its storm starts (`t_powercut::RUNNING`).
@@ -400,7 +455,7 @@ fn count_vm_results(res: &vm::VmResult, t: &mut Tally) {
 
 #[cfg(test)]
 mod tests {
-    use super::{collect_acks, count};
+    use super::{collect_acks, count, scrub_positions};
     use std::collections::BTreeMap;
 
     /// tests/vm/init is a shell script and cannot use protocol.rs: it must print the same
@@ -419,6 +474,14 @@ mod tests {
         let console = "ACK 5 7 .\nACK 5 9 .\nnoise ACK 1 1 .\nACK 6 3 .\nACK 7 12";
         assert_eq!(collect_acks(console, &mut acks), 3);
         assert_eq!(acks.into_iter().collect::<Vec<_>>(), vec![(5, 9), (6, 3)]);
+    }
+
+    #[test]
+    fn scrub_positions_after_the_checkpoint_and_complete_only() {
+        let console = "SCRUBPOS 10 .\nSCRUBCKPT 4000 2 .\nSCRUBPOS 4100 .\nACK 1 1 .\nSCRUBPOS 4300 .\nSCRUBPOS 4400";
+        assert_eq!(scrub_positions(console), Some((4000, 4300)));
+        assert_eq!(scrub_positions("SCRUBCKPT 4000 2 .\n"), None);
+        assert_eq!(scrub_positions("SCRUBCKPT 4000 2\nSCRUBPOS 4100 ."), None);
     }
 
     #[test]
