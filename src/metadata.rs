@@ -155,8 +155,24 @@ pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
         let tail_block = as_block_mut(tail.as_mut_slice()).ok_or(err(ENOMEM, c"Cannot allocate metadata buffer"))?;
         log_init(tail_block, &sb.uuid, 0);
         let read = |index: u32, b: &mut [u8]| spare.rw_sync(Geometry::log_slot_sector(index, 0), b, IoKind::Read).map_err(|_| ());
-        let push = |r: Remap| entries.push(Entry { main: r.main, spare: r.spare }, GFP_KERNEL).is_ok();
-        loader::replay(&sb, buf.as_mut_slice(), tail_block, read, push).map_err(refused)?
+        // A log block's entries go in together: one reservation per block, not per entry.
+        let mut chunk = [Entry::default(); 64];
+        let mut n = 0;
+        let mut ok = true;
+        let push = |r: Remap| {
+            chunk[n] = Entry { main: r.main, spare: r.spare };
+            n += 1;
+            if n == chunk.len() {
+                ok = entries.extend_from_slice(&chunk, GFP_KERNEL).is_ok();
+                n = 0;
+            }
+            ok
+        };
+        let end = loader::replay(&sb, buf.as_mut_slice(), tail_block, read, push).map_err(refused)?;
+        if !ok || entries.extend_from_slice(&chunk[..n], GFP_KERNEL).is_err() {
+            return Err(refused(LoadError::NoMemory));
+        }
+        end
     };
     loader::finish(entries.as_mut_slice()).map_err(refused)?;
     // The vector grew by doubling: keep an exact-size copy (16 bytes per remap, not up to 32).
