@@ -220,11 +220,36 @@ fn storm(main: &NullB, main_sectors: u64) -> Result<()> {
     write_spare(&spare.path, 256 * MIB, main_sectors, 0, |i| i)?;
     let dm = DmDev::create("b-storm", &remap_table(main_sectors, LineSpec::new(&bad.path, &spare.path)))?;
     dmsetup(&["message", &dm.name, "0", "scan", "stop"])?;
-    let v = fio(
-        &dm.path,
-        &["--rw=randwrite", "--bs=4k", "--iodepth=32", &format!("--offset={}", bad_first * 4096), "--size=16M"],
-        "",
+    // Two jobs at once: the storm (every write relocates), and a plain writer at queue depth
+    // 1 on good blocks while the storm runs, for the latency a user sees meanwhile.
+    let out = cmd(
+        "fio",
+        &[
+            "--output-format=json",
+            "--ioengine=io_uring",
+            "--direct=1",
+            &format!("--filename={}", dm.path),
+            "--bs=4k",
+            "--rw=randwrite",
+            "--randrepeat=1",
+            "--name=storm",
+            "--iodepth=32",
+            &format!("--offset={}", bad_first * 4096),
+            "--size=16M",
+            "--name=plain",
+            "--iodepth=1",
+            "--offset=0",
+            "--size=64M",
+            "--time_based",
+            "--runtime=100ms",
+        ],
     )?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    for (i, job) in ["storm", "plain"].iter().enumerate() {
+        let p = &v["jobs"][i]["write"]["clat_ns"]["percentile"];
+        let us = |q: &str| p[q].as_f64().unwrap_or(0.0) / 1000.0;
+        println!("{} {job}-latency-us p50={:.0} p99={:.0}", crate::protocol::BENCHINFO, us("50.000000"), us("99.000000"));
+    }
     let ms = v["jobs"][0]["job_runtime"].as_u64().unwrap_or(0);
     let (remaps, spare_ios, commits) = status_of(&dm.name, |s| (s.remaps, s.spare_ios, s.commits))?;
     println!("{} storm-remaps {remaps}", crate::protocol::BENCHINFO);
