@@ -7,7 +7,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::dm::{now_ns, CtrError, IoKind, RcuWriter};
+use crate::dm::{now_ns, ratelimit, CtrError, IoKind, RcuWriter};
 use crate::engine::{BadList, CkptState, Engine, Stat, State, WorkerState};
 use crate::health;
 use crate::logic::format::{badb_encode, badb_entry, Remap, Superblock, BADB_OVERFLOW, META_BLOCK, META_SECTORS};
@@ -153,6 +153,10 @@ pub(crate) fn commit_publish(e: &Engine, meta: &mut WorkerState, batch: Batch) -
 /// failed write leaves the durable version (the next try goes to the same slot) and stops
 /// relocation like any failed metadata write.
 pub(crate) fn save_bad_blocks(e: &Engine, meta: &mut WorkerState) {
+    // A spare that failed takes no more writes (the state is final until a reload).
+    if e.state() == State::Degraded {
+        return;
+    }
     let WorkerState { bad, table_w, .. } = meta;
     let Some(mut at) = bad.at else { return };
     let Some(seq) = at.seq.checked_add(1) else { return };
@@ -168,7 +172,9 @@ pub(crate) fn save_bad_blocks(e: &Engine, meta: &mut WorkerState) {
     let sector = at.sector.saturating_add(u64::from(slot) * META_SECTORS);
     e.stats.add(Stat::SpareIos, 1);
     if e.config.spare.rw_sync(sector, b, IoKind::WriteFua).is_err() {
-        pr_err!("{}: writing the bad-block list failed; relocation stopped (degraded)\n", e.dev_name());
+        if ratelimit() {
+            pr_err!("{}: writing the bad-block list failed; relocation stopped (degraded)\n", e.dev_name());
+        }
         e.set_state(State::Degraded);
         return;
     }
