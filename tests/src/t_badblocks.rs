@@ -11,6 +11,7 @@ use dm_remap_logic::loader;
 pub const TESTS: &[crate::Test] = &[
     ("badblocks_list_persists_pages_and_empties_on_rewrite", persists),
     ("badblocks_remap_wins_over_a_stale_list", remap_wins),
+    ("badblocks_list_full_overflows_and_keeps_505", overflow),
 ];
 
 /// Across the reboot between `cargo xtask test`'s two boots.
@@ -201,3 +202,34 @@ fn reboot_after() -> Result<()> {
     expect_eq("list emptied by the rewrite", msg(&dm.name, &["bad_blocks"])?, "blocks=0 on_spare=0 list=on overflow=0".into())?;
     expect_eq("the rewritten block", read_at(&dm.path, 20 * BS, BS as usize)?, a)
 }
+
+/// 506 unreadable blocks: the list holds 505 (docs/format.md), says it overflowed, and the
+/// kernel logs it once; after remove/create the 505 come back, still flagged; rewriting one
+/// leaves 504, still flagged until the list empties.
+fn overflow() -> Result<()> {
+    let n = 16 * MIB / 512;
+    let lo = LoopDev::new("bo", 16 * MIB)?;
+    let bad: Vec<u64> = (0..506).map(|i| 100 + 2 * i).collect();
+    // dm-error ranges for every second block from 100: reads (and writes) of them fail.
+    let main = bad_device("t-bo-main", &lo.path, n, &bad.iter().map(|&b| (b, 1)).collect::<Vec<_>>())?;
+    let spare = LoopDev::new("bo-spare", 4 * MIB)?;
+    let spec = || LineSpec::new(&main.path, &spare.path).read_retries(1);
+    let dm = DmDev::create("t-bo", &remap_table(n, spec().format()))?;
+    let mut kmsg = Kmsg::open()?;
+    kmsg.drain();
+    for &b in &bad {
+        read_fails(&dm.path, b)?;
+    }
+    let head = |name: &str| -> Result<String> { Ok(msg(name, &["bad_blocks", "0", "1"])?.lines().next().unwrap_or_default().to_string()) };
+    expect_eq("after 506 read errors", head(&dm.name)?, "blocks=506 on_spare=505 list=on overflow=1".into())?;
+    let full: Vec<String> = kmsg.drain().into_iter().filter(|l| l.contains("bad-block list full")).collect();
+    ensure!(full.len() == 1 && full[0].contains("bad-block list full (505 blocks); 1 more kept in memory only until rewritten"), "kernel log: {full:?}");
+    expect_eq("the spare's list", list_on_spare(&spare.path, 16 * MIB / BS)?.0, bad[..505].to_vec())?;
+    drop(dm);
+    let dm = DmDev::create("t-bo", &remap_table(n, spec()))?;
+    expect_eq("after remove/create", head(&dm.name)?, "blocks=505 on_spare=505 list=on overflow=1".into())?;
+    write_at(&dm.path, bad[0] * BS, &pattern(1, BS as usize))?;
+    expect_eq("after one rewrite", head(&dm.name)?, "blocks=504 on_spare=504 list=on overflow=1".into())?;
+    Ok(())
+}
+
