@@ -151,7 +151,7 @@ pub fn run(reps: u32, runtime: &str) -> Result<()> {
                 let v = fio(dev, w.1, runtime)?;
                 if let Some(before) = before {
                     let after = crate::t_scrub::scan_status(&rscrub.name)?;
-                    crate::t_scrub::msg(&rscrub.name, &["scan", "stop"])?;
+                    msg(&rscrub.name, &["scan", "stop"])?;
                     anyhow::ensure!(
                         after.passes == 0 && after.position >= before.position,
                         "the scrub finished a pass or restarted during a run ({before:?} -> {after:?}): the main device is too small for the run"
@@ -191,7 +191,7 @@ const SCRUB_ON: &str = "remap-0-scrub-on";
 /// that follows has it running; returns the `scan_status` from then.
 fn scrub_started(name: &str) -> Result<dm_remap_logic::message::ScanReply> {
     let first = crate::t_scrub::scan_status(name)?;
-    crate::t_scrub::msg(name, &["scan", "start"])?;
+    msg(name, &["scan", "start"])?;
     let t0 = Instant::now();
     loop {
         let s = crate::t_scrub::scan_status(name)?;
@@ -203,10 +203,14 @@ fn scrub_started(name: &str) -> Result<dm_remap_logic::message::ScanReply> {
     }
 }
 
-/// 4096 writes to bad blocks, 32 in flight: remaps per second of (virtual) time, and
-/// metadata writes per remap.
-fn storm(main: &NullB, main_sectors: u64) -> Result<()> {
-    let (bad_first, bad_n) = (1_000_000u64, 4096u64);
+/// The storm's first bad block and their number.
+pub(crate) const STORM_BAD: (u64, u64) = (1_000_000, 4096);
+
+/// The storm's devices (names prefixed with `tag`): `main` with [`STORM_BAD`] failing
+/// (dm-error under dm-linear), a memory-backed spare, and the remap target, scan off.
+/// Returned in creation order, to drop in reverse.
+pub(crate) fn storm_devices(tag: &str, main: &NullB, main_sectors: u64) -> Result<(DmDev, NullB, DmDev)> {
+    let (bad_first, bad_n) = STORM_BAD;
     let table = format!(
         "0 {a} linear {p} 0\n{a} {b} error\n{c} {d} linear {p} {c}",
         a = bad_first * 8,
@@ -215,11 +219,19 @@ fn storm(main: &NullB, main_sectors: u64) -> Result<()> {
         d = main_sectors - (bad_first + bad_n) * 8,
         p = main.path
     );
-    let bad = DmDev::create("b-storm-main", &table)?;
-    let spare = NullB::new("bsstorm", 256, true)?;
+    let bad = DmDev::create(&format!("{tag}-storm-main"), &table)?;
+    let spare = NullB::new(&format!("{tag}sstorm"), 256, true)?;
     write_spare(&spare.path, 256 * MIB, main_sectors, 0, |i| i)?;
-    let dm = DmDev::create("b-storm", &remap_table(main_sectors, LineSpec::new(&bad.path, &spare.path)))?;
+    let dm = DmDev::create(&format!("{tag}-storm"), &remap_table(main_sectors, LineSpec::new(&bad.path, &spare.path)))?;
     dmsetup(&["message", &dm.name, "0", "scan", "stop"])?;
+    Ok((bad, spare, dm))
+}
+
+/// 4096 writes to bad blocks, 32 in flight: remaps per second of (virtual) time, and
+/// metadata writes per remap.
+fn storm(main: &NullB, main_sectors: u64) -> Result<()> {
+    let bad_first = STORM_BAD.0;
+    let (bad, _spare, dm) = storm_devices("b", main, main_sectors)?;
     // Two jobs at once: the storm (every write relocates), and a plain writer at queue depth
     // 1 on good blocks while the storm runs, for the latency a user sees meanwhile.
     let out = cmd(

@@ -21,6 +21,13 @@ pub fn cmd(prog: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `dmsetup message <name> 0 <words...>`: the reply, without its trailing newline.
+pub fn msg(name: &str, words: &[&str]) -> Result<String> {
+    let mut args = vec!["message", name, "0"];
+    args.extend_from_slice(words);
+    Ok(dmsetup(&args)?.trim_end().to_string())
+}
+
 /// Runs a program that is expected to fail; returns its stderr, or fails if it succeeded.
 pub fn cmd_fails(prog: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(prog).args(args).output().with_context(|| format!("cannot run {prog}"))?;

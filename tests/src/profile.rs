@@ -3,7 +3,7 @@
 //! marker instruction the host's QEMU plugin (xtask/profile/insn_profile.c) writes a window
 //! at; then the kernel's text symbols, for the host to attribute the instructions.
 
-use crate::bench::{fio, iops, MAIN_MB, REGION_BLOCKS, WORKLOADS};
+use crate::bench::{fio, iops, storm_devices, MAIN_MB, REGION_BLOCKS, STORM_BAD, WORKLOADS};
 use crate::harness::*;
 use crate::prep::write_spare;
 use crate::protocol::{BENCHINFO, PROFILE, PROFSYM};
@@ -35,20 +35,8 @@ fn cpu_jiffies() -> Result<(u64, u64)> {
 fn storm() -> Result<()> {
     let main = NullB::new("pmain", MAIN_MB, false)?;
     let main_sectors = MAIN_MB * MIB / 512;
-    let (bad_first, bad_n) = (1_000_000u64, 4096u64);
-    let table = format!(
-        "0 {a} linear {p} 0\n{a} {b} error\n{c} {d} linear {p} {c}",
-        a = bad_first * 8,
-        b = bad_n * 8,
-        c = (bad_first + bad_n) * 8,
-        d = main_sectors - (bad_first + bad_n) * 8,
-        p = main.path
-    );
-    let bad = DmDev::create("p-storm-main", &table)?;
-    let spare = NullB::new("pspare", 256, true)?;
-    write_spare(&spare.path, 256 * MIB, main_sectors, 0, |i| i)?;
-    let dm = DmDev::create("p-storm", &remap_table(main_sectors, LineSpec::new(&bad.path, &spare.path)))?;
-    dmsetup(&["message", &dm.name, "0", "scan", "stop"])?;
+    let bad_first = STORM_BAD.0;
+    let (bad, _spare, dm) = storm_devices("p", &main, main_sectors)?;
     println!("{BENCHINFO} kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim());
     let (i0, t0) = cpu_jiffies()?;
     mark();

@@ -20,12 +20,6 @@ pub const REBOOT_TESTS: &[crate::RebootTest] = &[("badblocks_list_survives_reboo
 const MIB: u64 = 1 << 20;
 const BS: u64 = 4096;
 
-fn msg(name: &str, words: &[&str]) -> Result<String> {
-    let mut args = vec!["message", name, "0"];
-    args.extend_from_slice(words);
-    Ok(dmsetup(&args)?.trim_end().to_string())
-}
-
 fn read_fails(path: &str, block: u64) -> Result<()> {
     match read_at(path, block * BS, BS as usize) {
         Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(()),

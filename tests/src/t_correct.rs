@@ -24,12 +24,6 @@ const BS: u64 = 4096;
 /// Write delay of the slow spares, ms: long enough to act inside a relocation's window.
 const SPARE_WRITE_DELAY_MS: u64 = 2000;
 
-fn msg(name: &str, words: &[&str]) -> Result<String> {
-    let mut args = vec!["message", name, "0"];
-    args.extend_from_slice(words);
-    Ok(dmsetup(&args)?.trim_end().to_string())
-}
-
 /// Fails unless block data `got` is `want`, naming what it is instead (no byte dumps).
 fn expect_data(what: &str, got: &[u8], want: &[u8], old: &[u8]) -> Result<()> {
     if got != want {

@@ -19,12 +19,6 @@ pub const TESTS: &[crate::Test] = &[
 const MIB: u64 = 1 << 20;
 const BS: u64 = 4096;
 
-fn msg(name: &str, words: &[&str]) -> Result<String> {
-    let mut args = vec!["message", name, "0"];
-    args.extend_from_slice(words);
-    Ok(dmsetup(&args)?.trim_end().to_string())
-}
-
 fn msg_fails(name: &str, words: &[&str]) -> Result<String> {
     let mut args = vec!["message", name, "0"];
     args.extend_from_slice(words);

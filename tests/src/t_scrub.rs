@@ -17,12 +17,6 @@ pub const TESTS: &[crate::Test] = &[
 
 const MIB: u64 = 1 << 20;
 
-pub(crate) fn msg(name: &str, words: &[&str]) -> Result<String> {
-    let mut args = vec!["message", name, "0"];
-    args.extend_from_slice(words);
-    Ok(dmsetup(&args)?.trim_end().to_string())
-}
-
 pub(crate) fn scan_status(name: &str) -> Result<ScanReply> {
     let text = msg(name, &["scan_status"])?;
     ScanReply::parse(&text).with_context(|| format!("scan_status reply {text:?}"))
