@@ -135,24 +135,24 @@ pub(crate) fn commit_publish(e: &Engine, meta: &mut WorkerState, batch: Batch) -
             },
         }
     }
+    if meta.log.free_blocks() == 0 {
+        e.set_state(State::SpareFull);
+    }
+    e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
     if list_changes && committed {
         // After the log commit: a crash between the two leaves a relocated block in both, and
         // the load lets the remap win.
         save_bad_blocks(e, meta);
     }
-    if meta.log.free_blocks() == 0 {
-        e.set_state(State::SpareFull);
-    }
-    e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
     committed
 }
 
 /// Writes the table's pending blocks as the bad-block list, with FUA, to the slot not holding
-/// the durable version (docs/format.md). Called in the worker pass that found or relocated
+/// the durable version (docs/format.md). Call after `update_counts` on the current table. Called in the worker pass that found or relocated
 /// them, before its bios complete, so a failed read returns after its block is listed. A
 /// failed write leaves the durable version (the next try goes to the same slot) and stops
 /// relocation like any failed metadata write.
-pub(crate) fn save_bad_blocks(e: &Engine, meta: &mut WorkerState) {
+fn save_bad_blocks(e: &Engine, meta: &mut WorkerState) {
     // A spare that failed takes no more writes (the state is final until a reload).
     if e.state() == State::Degraded {
         return;
@@ -164,7 +164,8 @@ pub(crate) fn save_bad_blocks(e: &Engine, meta: &mut WorkerState) {
         return;
     };
     let entries = e.table.get(table_w).entries.as_slice();
-    let count = entries.iter().filter(|en| en.is_pending()).count() as u64;
+    // Counted from this table by `update_counts`, just before.
+    let count = e.figures.pending.load(Ordering::Relaxed);
     let flags = if bad.overflow && count > 0 { BADB_OVERFLOW } else { 0 };
     let n = u64::from(badb_encode(b, &at.uuid, seq, flags, entries.iter().filter(|en| en.is_pending()).map(|en| en.main)));
     let overflow = flags != 0 || n < count;
