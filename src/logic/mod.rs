@@ -15,6 +15,7 @@ pub mod args;
 pub mod cache;
 pub mod crc32;
 pub mod format;
+mod gate_model;
 pub mod health;
 pub mod loader;
 pub mod mainid;
