@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::dm::{
-    now_ns, BioQueue, BlkStatus, Dev, PerCpu, RcuBox, RcuWriter, SavedIter, TargetHandle, Ticket, Worker, WriteGate,
+    now_ns, BioQueue, BlkStatus, Dev, PerCpu, RcuWriter, SavedIter, TargetHandle, Ticket, Worker, WriteGate,
 };
 use crate::logic::{
     self,
@@ -20,7 +20,7 @@ use crate::logic::{
     status::{DevNo, Status},
 };
 use crate::metadata::Log;
-use crate::table::Table;
+use crate::table::{Published, Table};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Mutex;
@@ -51,6 +51,12 @@ pub(crate) enum Stage {
 /// `Engine::migrating` when no block is being relocated.
 pub(crate) const NOT_MIGRATING: u64 = u64::MAX;
 
+/// One read in this many, and one write in this many, per CPU (the first of each included),
+/// has its main-device latency timed for field 23 and the `latency` message: two clock reads
+/// per I/O were about a fifth of the no-remap path's cost over dm-linear's (docs/BENCHMARKS.md).
+/// A power of two: the test is a mask.
+pub(crate) const LATENCY_SAMPLE: u64 = 64;
+
 /// Per-bio data: what map decided, and where the bio's data is.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct PerBio {
@@ -63,7 +69,8 @@ pub(crate) struct PerBio {
     pub(crate) error: BlkStatus,
     /// Its data position at map time.
     pub(crate) iter: SavedIter,
-    /// When it was sent to the main device (ns), for the latency figure.
+    /// When it was sent to the main device (ns), for the latency figure; 0 if this bio is not
+    /// one of the sampled ones ([`LATENCY_SAMPLE`]).
     pub(crate) start_ns: u64,
     /// First sector, relative to the target, at map time.
     pub(crate) sector: u64,
@@ -118,6 +125,12 @@ impl Counters {
     #[inline]
     pub(crate) fn add(&self, s: Stat, v: u64) {
         self.0.add(s as usize, v);
+    }
+
+    /// Adds `v` to `s` on this CPU and returns this CPU's new value.
+    #[inline]
+    pub(crate) fn add_return(&self, s: Stat, v: u64) -> u64 {
+        self.0.add_return(s as usize, v)
     }
 
     /// `s` summed over all CPUs.
@@ -361,7 +374,7 @@ pub(crate) struct Engine {
     // First field: dropped (drained) before anything the worker uses.
     pub(crate) worker: Worker<Engine>,
     pub(crate) config: Config,
-    pub(crate) table: RcuBox<Table>,
+    pub(crate) table: Published,
     /// The metadata lock.
     #[pin]
     pub(crate) meta: Mutex<WorkerState>,

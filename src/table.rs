@@ -6,9 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+use crate::dm::{RcuBox, RcuWriter};
 use crate::logic::cache::{self, Answered};
 use crate::logic::remaps::{Entry, Route};
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use kernel::prelude::*;
 
 /// The remap table as the I/O path reads it: sorted entries, replaced as a whole, with its
@@ -48,5 +49,66 @@ impl Table {
     #[inline]
     pub(crate) fn route(&self, first: u64, count: u64) -> (Route, Answered) {
         cache::route_cached(self.entries.as_slice(), self.bits.as_slice(), self.shift, self.cache.as_slice(), first, count)
+    }
+}
+
+/// The published table (`Engine::table`), with a flag the I/O path reads without entering RCU:
+/// whether the current version has no entry at all (no remap, no pending block), the state
+/// of every device that has not started failing.
+///
+/// The flag may lag the pointer only on the safe side: it is cleared before a version with
+/// entries is published and set after an empty one is, so a bio that sees it set may use the
+/// main device exactly as it would under the previous version (as a bio that read the old
+/// pointer just before the swap does).
+pub(crate) struct Published {
+    rcu: RcuBox<Table>,
+    empty: AtomicBool,
+}
+
+impl Published {
+    /// Publishes the first version; returns the writer token too.
+    pub(crate) fn new(t: KBox<Table>) -> (Self, RcuWriter<Table>) {
+        let empty = AtomicBool::new(t.entries.is_empty());
+        let (rcu, w) = RcuBox::new(t);
+        (Self { rcu, empty }, w)
+    }
+
+    /// Whether the current version is empty (see the type's comment for the ordering).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        // Acquire pairs with the Release stores in `publish`.
+        self.empty.load(Ordering::Acquire)
+    }
+
+    /// `RcuBox::read` of the current version.
+    #[inline]
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&Table) -> R) -> R {
+        self.rcu.read(f)
+    }
+
+    /// The current version, for the writer.
+    pub(crate) fn get<'a>(&'a self, w: &'a RcuWriter<Table>) -> &'a Table {
+        self.rcu.get(w)
+    }
+
+    /// Publishes `new`, retiring the old version (`RcuBox::replace`).
+    pub(crate) fn replace(&self, w: &mut RcuWriter<Table>, new: KBox<Table>) {
+        self.publish(new, |new| self.rcu.replace(w, new));
+    }
+
+    /// Publishes `new` and frees every retired version now (`RcuBox::replace_sync`).
+    pub(crate) fn replace_sync(&self, w: &mut RcuWriter<Table>, new: KBox<Table>) {
+        self.publish(new, |new| self.rcu.replace_sync(w, new));
+    }
+
+    fn publish(&self, new: KBox<Table>, swap: impl FnOnce(KBox<Table>)) {
+        let empty = new.entries.is_empty();
+        if !empty {
+            self.empty.store(false, Ordering::Release);
+        }
+        swap(new);
+        if empty {
+            self.empty.store(true, Ordering::Release);
+        }
     }
 }

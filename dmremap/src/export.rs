@@ -104,7 +104,7 @@ pub fn render(devs: &[Dev]) -> String {
     if !lat.is_empty() {
         let _ = writeln!(
             out,
-            "# HELP dmremap_main_latency_seconds Latency of the main device's completed I/Os since creation or clear_stats.\n\
+            "# HELP dmremap_main_latency_seconds Latency of the main device's completed I/Os (a sample: one read and one write in 64 per CPU) since creation or clear_stats.\n\
              # TYPE dmremap_main_latency_seconds summary"
         );
         for (name, l) in &lat {

@@ -81,10 +81,14 @@ pub(super) unsafe fn per_bio_ptr<P>(bio: *mut bindings::bio) -> *mut P {
 ///
 /// # Invariants
 /// `bio` is the clone passed to `map`/`end_io` of target `ti`, valid and ours for `'a`; its
-/// per-bio data is a `P` (initialised by `from_map`).
+/// per-bio data is at `pb`, and holds an initialised `P` if `init` (always in `end_io`; in
+/// `map` once the target has set it, or on first use: see `per_bio`).
 pub(crate) struct Bio<'a, P> {
     ti: *mut bindings::dm_target,
     bio: *mut bindings::bio,
+    /// `bio`'s per-bio data, looked up once per call (`dm_per_bio_data` is not inline).
+    pb: *mut P,
+    init: bool,
     _p: PhantomData<(&'a mut bindings::bio, P)>,
 }
 
@@ -93,21 +97,44 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
     /// `ti` and `bio` must be the arguments of a `map` call of a target whose per-bio type is
     /// `P`, used only during it.
     pub(super) unsafe fn from_map(ti: *mut bindings::dm_target, bio: *mut bindings::bio) -> Self {
-        // SAFETY: per the contract; the area is uninitialised at map time.
-        unsafe { per_bio_ptr::<P>(bio).write(P::default()) };
-        Self { ti, bio, _p: PhantomData }
+        // Not initialised here: `map` writes the whole `P` once (`set_per_bio`), and the
+        // area is set to `P::default()` before any other use.
+        // SAFETY: per the contract.
+        let pb = unsafe { per_bio_ptr::<P>(bio) };
+        Self { ti, bio, pb, init: false, _p: PhantomData }
     }
 
     /// # Safety
     /// As `from_map`, for an `end_io` call (map initialised the per-bio data).
     pub(super) unsafe fn from_end_io(ti: *mut bindings::dm_target, bio: *mut bindings::bio) -> Self {
-        Self { ti, bio, _p: PhantomData }
+        // SAFETY: per the contract.
+        let pb = unsafe { per_bio_ptr::<P>(bio) };
+        Self { ti, bio, pb, init: true, _p: PhantomData }
     }
 
-    /// The target's per-bio data.
+    /// Sets the target's per-bio data.
+    pub(crate) fn set_per_bio(&mut self, p: P) {
+        // SAFETY: type invariant: `pb` is `bio`'s per-bio area, of a `P`'s size and
+        // alignment, exclusively ours while we hold the bio; `P: Copy`, so overwriting an
+        // initialised value drops nothing.
+        unsafe { self.pb.write(p) };
+        self.init = true;
+    }
+
+    /// Makes sure the per-bio data is initialised (to `P::default()` if `map` has not set
+    /// it), before the bio or its data is used elsewhere.
+    fn ensure_init(&mut self) {
+        if !self.init {
+            self.set_per_bio(P::default());
+        }
+    }
+
+    /// The target's per-bio data (`P::default()` if not set yet).
     pub(crate) fn per_bio(&mut self) -> &mut P {
-        // SAFETY: type invariant: initialised `P`, exclusively ours while we hold the bio.
-        unsafe { &mut *per_bio_ptr::<P>(self.bio) }
+        self.ensure_init();
+        // SAFETY: type invariant: `pb` is `bio`'s per-bio area, initialised (just above),
+        // exclusively ours while we hold the bio.
+        unsafe { &mut *self.pb }
     }
 
     /// The first sector, relative to the start of the target.
@@ -146,15 +173,17 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
 
     /// The current data position, to copy the bio's data later.
     pub(crate) fn save_iter(&self) -> SavedIter {
-        let mut it = SavedIter::default();
-        // SAFETY: `bio` is valid; `it.0` is a valid out pointer.
-        unsafe { bindings::dmr_bio_save_iter(self.bio, &mut it.0) };
-        it
+        // A plain copy of `bi_iter`, read in place (every bio saves it).
+        // SAFETY: `bio` is valid (type invariant).
+        SavedIter(unsafe { (*self.bio).bi_iter })
     }
 
     /// Sends the bio to `dev` at `sector` (absolute on that device). A bio without data
     /// (an empty flush) keeps its sector: it has none that matters.
+    #[inline]
     pub(crate) fn remap(&mut self, dev: &Dev, sector: u64) -> MapResult {
+        // `end_io` reads the per-bio data.
+        self.ensure_init();
         // SAFETY: `bio` is ours (type invariant) and `dev`'s bdev is open.
         unsafe {
             bindings::dmr_bio_set_dev(self.bio, dev.bdev());
@@ -173,19 +202,22 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
     }
 
     /// Parks the bio from `map` in `q`; the target submits it later (`dm::parked::ParkedBio`).
-    pub(crate) fn park(self, q: &super::BioQueue<P>) -> MapResult {
+    pub(crate) fn park(mut self, q: &super::BioQueue<P>) -> MapResult {
+        self.ensure_init();
         super::parked::park(q, self.bio)
     }
 
     /// Hands the bio to the target's worker from `map`; the worker completes it.
-    pub(crate) fn defer<H: WorkHandler<PerBio = P>>(self, w: &Worker<H>) -> MapResult {
+    pub(crate) fn defer<H: WorkHandler<PerBio = P>>(mut self, w: &Worker<H>) -> MapResult {
+        self.ensure_init();
         w.push(self.bio);
         MapResult::Submitted(Token(()))
     }
 
     /// Keeps the bio from completing in `end_io` and hands it to the worker, which
     /// completes it later (possibly with another status).
-    pub(crate) fn hold<H: WorkHandler<PerBio = P>>(self, w: &Worker<H>) -> EndIo {
+    pub(crate) fn hold<H: WorkHandler<PerBio = P>>(mut self, w: &Worker<H>) -> EndIo {
+        self.ensure_init();
         w.push(self.bio);
         EndIo::Incomplete(Token(()))
     }

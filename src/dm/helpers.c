@@ -113,11 +113,6 @@ void dmr_set_block_size(struct queue_limits *limits, unsigned int bytes)
 		limits->io_min = bytes;
 }
 
-void dmr_bio_save_iter(const struct bio *bio, struct bvec_iter *out)
-{
-	*out = bio->bi_iter;
-}
-
 static void dmr_bio_copy(struct bio *bio, const struct bvec_iter *start, unsigned int skip,
 			 void *buf, unsigned int len, bool out)
 {
@@ -240,6 +235,11 @@ void dmr_pcpu_free(u64 __percpu *p)
 void dmr_pcpu_add(u64 __percpu *p, unsigned int i, u64 v)
 {
 	this_cpu_add(p[i], v);
+}
+
+u64 dmr_pcpu_add_return(u64 __percpu *p, unsigned int i, u64 v)
+{
+	return this_cpu_add_return(p[i], v);
 }
 
 u64 dmr_pcpu_sum(u64 __percpu *p, unsigned int i)

@@ -60,6 +60,7 @@ bool dmr_cancel_delayed_work_sync(struct delayed_work *dwork);
 u64 __percpu *dmr_pcpu_alloc(unsigned int n);
 void dmr_pcpu_free(u64 __percpu *p);
 void dmr_pcpu_add(u64 __percpu *p, unsigned int i, u64 v);
+u64 dmr_pcpu_add_return(u64 __percpu *p, unsigned int i, u64 v);
 u64 dmr_pcpu_sum(u64 __percpu *p, unsigned int i);
 void dmr_pcpu_zero(u64 __percpu *p, unsigned int i);
 
@@ -104,7 +105,6 @@ u32 dmr_crc32_le(u32 seed, const void *buf, size_t len);
 void dmr_set_block_size(struct queue_limits *limits, unsigned int bytes);
 
 /* Data of a bio from a saved position (end_io may see the bio advanced). */
-void dmr_bio_save_iter(const struct bio *bio, struct bvec_iter *out);
 void dmr_bio_copy_out(struct bio *bio, const struct bvec_iter *start, unsigned int skip, void *dst,
 		      unsigned int len);
 void dmr_bio_copy_in(struct bio *bio, const struct bvec_iter *start, unsigned int skip,

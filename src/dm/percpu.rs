@@ -39,6 +39,18 @@ impl<const N: usize> PerCpu<N> {
         }
     }
 
+    /// Adds `v` to counter `i` on this CPU and returns this CPU's new value (0 if `i` is out
+    /// of range).
+    #[inline]
+    pub(crate) fn add_return(&self, i: usize, v: u64) -> u64 {
+        if i < N {
+            // SAFETY: as `add`.
+            unsafe { bindings::dmr_pcpu_add_return(self.p, i as u32, v) }
+        } else {
+            0
+        }
+    }
+
     /// Counter `i` summed over all CPUs.
     pub(crate) fn sum(&self, i: usize) -> u64 {
         if i >= N {
