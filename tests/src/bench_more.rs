@@ -26,6 +26,13 @@ fn kernel_info() -> Result<()> {
     Ok(())
 }
 
+/// The several-CPU workloads: four fio jobs, 4 KiB random reads and writes at queue depth 32
+/// each (also `cargo xtask profile remap-0 randread-4k-qd32-4jobs`).
+pub const SMP_WORKLOADS: [(&str, &[&str]); 2] = [
+    ("randread-4k-qd32-4jobs", &["--rw=randread", "--bs=4k", "--blockalign=8k", "--iodepth=32", "--numjobs=4", "--group_reporting"]),
+    ("randwrite-4k-qd32-4jobs", &["--rw=randwrite", "--bs=4k", "--blockalign=8k", "--iodepth=32", "--numjobs=4", "--group_reporting"]),
+];
+
 /// Four fio jobs (one per vCPU), 4 KiB random reads and writes at queue depth 32 each.
 pub fn smp(reps: u32, runtime: &str) -> Result<()> {
     kernel_info()?;
@@ -33,12 +40,8 @@ pub fn smp(reps: u32, runtime: &str) -> Result<()> {
     let main_sectors = MAIN_MB * MIB / 512;
     let spare = NullB::new("sspare", 256, true)?;
     let (lin, remap) = pair("s", &main.path, main_sectors, &spare)?;
-    let workloads: [(&str, &[&str]); 2] = [
-        ("randread-4k-qd32-4jobs", &["--rw=randread", "--bs=4k", "--blockalign=8k", "--iodepth=32", "--numjobs=4", "--group_reporting"]),
-        ("randwrite-4k-qd32-4jobs", &["--rw=randwrite", "--bs=4k", "--blockalign=8k", "--iodepth=32", "--numjobs=4", "--group_reporting"]),
-    ];
     for rep in 0..reps {
-        for (w, args) in &workloads {
+        for (w, args) in SMP_WORKLOADS {
             for (name, dev) in [("dm-linear", &lin.path), ("remap-0", &remap.path)] {
                 let v = fio(dev, args, runtime)?;
                 println!("{BENCH} {name} {w} {rep} {:.1}", iops(&v));

@@ -84,7 +84,13 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let workload = args.get(1).map_or("randread-4k-qd32", String::as_str);
     let runtime = args.get(2).map_or("1", String::as_str);
-    let w = WORKLOADS.iter().find(|w| w.0 == workload).with_context(|| format!("unknown workload {workload}"))?;
+    let args = WORKLOADS
+        .iter()
+        .map(|w| (w.0, w.1))
+        .chain(crate::bench_more::SMP_WORKLOADS)
+        .find(|w| w.0 == workload)
+        .with_context(|| format!("unknown workload {workload}"))?
+        .1;
     let main = NullB::new("pmain", MAIN_MB, false)?;
     let main_sectors = MAIN_MB * MIB / 512;
     let lin = DmDev::create("p-linear", &format!("0 {main_sectors} linear {} 0", main.path))?;
@@ -102,9 +108,9 @@ pub fn run(args: &[String]) -> Result<()> {
     dmsetup(&["message", &remap.name, "0", "scan", "stop"])?;
     println!("{BENCHINFO} kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim());
     for (name, dev) in [("dm-linear", lin.path.as_str()), (config, remap.path.as_str())] {
-        fio(dev, w.1, "1")?; // warm-up, outside the window
+        fio(dev, args, "1")?; // warm-up, outside the window
         mark();
-        let v = fio(dev, w.1, runtime)?;
+        let v = fio(dev, args, runtime)?;
         mark();
         println!("{PROFILE}{name} ios={} iops={:.1}", total_ios(&v), iops(&v));
     }

@@ -163,8 +163,10 @@ pub fn profile(paths: &Paths, config: &str, workload: &str, runtime: &str, top: 
     }
     std::fs::create_dir_all(&out_dir)?;
     let prefix = crate::env::absolute(&out_dir)?.join("window");
+    // The several-CPU workloads get one vCPU per fio job, as in the benchmark's SMP boot.
+    let vcpus = if workload.ends_with("-4jobs") { 4 } else { 1 };
     let opts = vm::VmOptions::new(kernel, module, runner, Some(format!("vmtest profile {config} {workload} {runtime}")), 7200)
-        .icount()
+        .icount_vcpus(vcpus)
         .qemu_args(&["-plugin".into(), format!("{},out={}", so.display(), prefix.display())]);
     step(format!("profiling {workload} on dm-linear and {config} ({runtime} s of virtual time each)"));
     let res = vm::run(paths, &opts)?;
