@@ -47,7 +47,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs the benchmark on `flavor` (or tabulates a saved console). The 6.12 test kernel's
 /// figures are the project's reference and go to docs/BENCHMARKS.md; another kernel's go to
-/// target/BENCHMARKS-<kernel>.md.
+/// docs/BENCHMARKS-<kernel>.md (issue 20: one table per kernel, each with its command and versions).
 pub fn bench(paths: &Paths, reps: u32, runtime: &str, from_log: Option<&std::path::Path>, flavor: Flavor) -> Result<i32> {
     let console = match from_log {
         Some(p) => std::fs::read_to_string(p)?,
@@ -66,11 +66,12 @@ pub fn bench(paths: &Paths, reps: u32, runtime: &str, from_log: Option<&std::pat
     Ok(code)
 }
 
-/// Where a kernel's report goes: docs/BENCHMARKS.md for the test kernel, target/ for others.
+/// Where a kernel's report goes: docs/BENCHMARKS.md for the test kernel, docs/BENCHMARKS-<kernel>.md
+/// for others.
 fn report_path(paths: &Paths, flavor: Flavor) -> std::path::PathBuf {
     match flavor {
         Flavor::Test => paths.repo.join("docs/BENCHMARKS.md"),
-        other => paths.target().join(format!("BENCHMARKS-{}.md", other.kernel_name())),
+        other => paths.repo.join(format!("docs/BENCHMARKS-{}.md", other.kernel_name())),
     }
 }
 
@@ -174,7 +175,7 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str, flavor: Flav
         Flavor::Test => (paths.repo.join("docs/bench.png"), "bench.png".to_string()),
         other => {
             let name = format!("bench-{}.png", other.kernel_name());
-            (paths.target().join(&name), name)
+            (paths.repo.join("docs").join(&name), name)
         }
     };
     match crate::chart::draw(&chart, &font, &workloads, &groups) {

@@ -140,7 +140,7 @@ enum Cmd {
         #[arg(long)]
         from_log: Option<std::path::PathBuf>,
         /// The kernel: 6.12 (default: the reference figures in docs/BENCHMARKS.md),
-        /// debian-7.2 (to target/BENCHMARKS-debian-7.2.md), 6.12-debug.
+        /// debian-7.2 (to docs/BENCHMARKS-debian-7.2.md), 6.12-debug.
         #[arg(long, value_name = "NAME", default_value = "6.12")]
         kernel: String,
     },
