@@ -264,7 +264,7 @@ fn report(config: &str, workload: &str, runtime: &str, runs: &[Run], a: &BTreeMa
     // Every lock and lock-like entry point that ran, so a lock taken per I/O shows as a
     // difference here (issue 20: none of dm-remap's own; SRCU and RCU read sides are per-CPU
     // counters, listed because they are the gate and the table's read side).
-    let locks: Vec<&&String> = names.iter().filter(|s| is_lock(s)).collect();
+    let locks: Vec<&&String> = names.iter().filter(|s| is_lock(s) && per(a, s, ra.ios).max(per(b, s, rb.ios)) >= 0.05).collect();
     let _ = writeln!(out, "Lock functions (spinlocks, mutexes, rwsems, RCU/SRCU read sides), instructions per I/O:\n");
     let _ = writeln!(out, "| symbol | {} | {} | difference |\n| --- | ---: | ---: | ---: |", ra.name, rb.name);
     for s in &locks {
