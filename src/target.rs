@@ -54,6 +54,152 @@ fn block_size_fits(bs: u32, dev: &Dev) -> bool {
     lbs != 0 && bs % lbs == 0
 }
 
+impl Remap {
+    /// `map` for every bio the fast path does not take: flushes, discards, bios over
+    /// several pieces, remapped or pending blocks, the block being moved.
+    #[inline(never)]
+    fn map_general(&self, mut bio: Bio<'_, PerBio>) -> MapResult {
+        let e = &*self.e;
+        let size = u64::from(bio.size());
+        if size == 0 {
+            bio.set_per_bio(PerBio { stage: Stage::Flush, ..PerBio::default() });
+            if bio.target_bio_nr() == 1 {
+                e.stats.add(Stat::SpareIos, 1);
+                return bio.remap(&e.config.spare, 0);
+            }
+            return bio.remap(&e.config.main, 0);
+        }
+        let op = bio.op();
+        // Anything that may change data on the main device enters the write gate first, then
+        // reads the migration mark, then the table: a write the relocation's first wait does
+        // not cover entered after the mark was set, so it sees the mark (and parks) or, if it
+        // comes after the mark was cleared, sees the table the relocation published. Reading
+        // the table before entering would let a write route by the old table, sleep through a
+        // whole migration, and land on the main device after the block moved.
+        let (gate, m) = if op == Op::Read {
+            (None, NOT_MIGRATING)
+        } else {
+            let t = e.gate.enter();
+            (Some(t), e.migrating.load(Ordering::SeqCst))
+        };
+        // This CPU's count of its kind, for the latency sample.
+        let nth = match op {
+            Op::Read => e.stats.add_return(Stat::Reads, 1),
+            Op::Write => e.stats.add_return(Stat::Writes, 1),
+            _ => 1,
+        };
+        let sector = bio.target_sector();
+        let bs_sectors = e.config.bs_sectors;
+        let first = sector / bs_sectors;
+        let end = (sector + size.div_ceil(512)).div_ceil(bs_sectors);
+        // Reads and writes may come back to the worker block by block (a failed write is
+        // rewritten or relocated per block), which bounds them; a discard or write-zeroes
+        // never does, so it goes out whole where it touches no remapped block.
+        let cap = if matches!(op, Op::Read | Op::Write) { MAX_BIO_BLOCKS } else { u64::MAX };
+        let count = (end - first).min(cap);
+        // A device with nothing remapped or pending (the usual case) skips the table.
+        let (route, answered) =
+            if e.table.is_empty() { (Route::Main { blocks: count }, Answered::Shortcut) } else { e.table.read(|t| t.route(first, count)) };
+        match answered {
+            Answered::Hit => e.stats.add(Stat::CacheHits, 1),
+            Answered::Miss => e.stats.add(Stat::CacheMisses, 1),
+            Answered::Shortcut | Answered::Table => {}
+        }
+        let (mut blocks, mut stage) = match route {
+            Route::Main { blocks } => (blocks, Stage::Main),
+            Route::Spare { blocks, .. } => (blocks, Stage::Spare),
+            // A write to a pending block goes to a new pool block while the pool can take
+            // one; otherwise to the main device, which may well accept it (and if it fails,
+            // end_io holds it as any failed write). A read still tries the main device.
+            Route::Pending { blocks } if op == Op::Write && e.state() == State::Operational => (blocks, Stage::PendingWrite),
+            Route::Pending { blocks } => (blocks, Stage::Main),
+        };
+        let gate = match gate {
+            Some(t) if stage != Stage::Main => {
+                // Not to the main device: nothing for a relocation to wait for.
+                e.gate.leave(t);
+                None
+            }
+            Some(t) if m >= first && m - first < blocks => {
+                // Reaches the block being relocated: the piece before it goes now; the bio
+                // from that block is parked until the block has moved.
+                if m > first {
+                    blocks = m - first;
+                    Some(t)
+                } else {
+                    // Still inside the gate while parking: the relocation's second wait, after
+                    // it clears the mark, covers this push, so it finds the bio parked.
+                    stage = Stage::Parked;
+                    let fua = bio.is_fua();
+                    bio.accept_partial(((first + 1) * bs_sectors - sector) as u32);
+                    let iter = bio.save_iter();
+                    bio.set_per_bio(PerBio { stage, first, blocks: 1, iter, sector, fua, ..PerBio::default() });
+                    let r = bio.park(&e.parked);
+                    e.gate.leave(t);
+                    return r;
+                }
+            }
+            g => g,
+        };
+        if blocks < end - first {
+            // The piece ends on a block boundary; dm sends the rest as a new bio.
+            bio.accept_partial(((first + blocks) * bs_sectors - sector) as u32);
+        }
+        let iter = bio.save_iter();
+        let fua = bio.is_fua();
+        let start_ns = if stage == Stage::Main && nth % LATENCY_SAMPLE == 1 { now_ns() } else { 0 };
+        bio.set_per_bio(PerBio { stage, first, blocks: blocks as u32, error: BlkStatus::OK, iter, start_ns, sector, gate, fua });
+        match route {
+            Route::Spare { spare, .. } => {
+                e.stats.add(Stat::SpareIos, 1);
+                let at = e.config.geo.pool_sector(spare) + (sector - first * bs_sectors);
+                bio.remap(&e.config.spare, at)
+            }
+            _ if stage == Stage::PendingWrite => bio.defer(&e.worker),
+            _ => bio.remap(&e.config.main, sector),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn count_latency(&self, start_ns: u64) {
+        let e = &*self.e;
+        e.stats.add(Stat::LatencyNs, now_ns().saturating_sub(start_ns));
+        e.stats.add(Stat::LatencyCount, 1);
+    }
+
+    /// `end_io` of a bio that failed.
+    #[cold]
+    #[inline(never)]
+    fn end_io_failed(&self, mut bio: Bio<'_, PerBio>, stage: Stage, status: BlkStatus) -> EndIo {
+        let e = &*self.e;
+        let op = bio.op();
+        let media = status.is_media_error();
+        if stage == Stage::Main && media {
+            e.stats.add(Stat::MediaErrors, 1);
+        }
+        match stage {
+            Stage::Main if media && matches!(op, Op::Read | Op::Write) => {
+                let pb = bio.per_bio();
+                pb.error = status;
+                pb.stage = if op == Op::Write { Stage::FailedWrite } else { Stage::FailedRead };
+                bio.hold(&e.worker)
+            }
+            // The spare itself failed (data in the pool, or its flush): nothing can be
+            // relocated safely any more; the error goes to the caller.
+            Stage::Spare if media => {
+                e.set_state(State::Degraded);
+                EndIo::Done
+            }
+            Stage::Flush if media && bio.target_bio_nr() == 1 => {
+                e.set_state(State::Degraded);
+                EndIo::Done
+            }
+            _ => EndIo::Done,
+        }
+    }
+}
+
 impl Target for Remap {
     const NAME: &'static CStr = c"remap";
     const VERSION: [u32; 3] = logic::VERSION;
@@ -162,105 +308,36 @@ impl Target for Remap {
     // Inline into the registration's callbacks: one call frame fewer per bio.
     #[inline]
     fn map(&self, mut bio: Bio<'_, PerBio>) -> MapResult {
+        // The fast path: a read or write of at most MAX_BIO_BLOCKS blocks while the table is
+        // empty and no block is being moved, i.e. every bio of a device that has not started
+        // failing. It does what `map_general` does for such a bio, with nothing else live.
         let e = &*self.e;
-        let size = u64::from(bio.size());
-        if size == 0 {
-            bio.set_per_bio(PerBio { stage: Stage::Flush, ..PerBio::default() });
-            if bio.target_bio_nr() == 1 {
-                e.stats.add(Stat::SpareIos, 1);
-                return bio.remap(&e.config.spare, 0);
-            }
-            return bio.remap(&e.config.main, 0);
-        }
         let op = bio.op();
-        // Anything that may change data on the main device enters the write gate first, then
-        // reads the migration mark, then the table: a write the relocation's first wait does
-        // not cover entered after the mark was set, so it sees the mark (and parks) or, if it
-        // comes after the mark was cleared, sees the table the relocation published. Reading
-        // the table before entering would let a write route by the old table, sleep through a
-        // whole migration, and land on the main device after the block moved.
-        let (gate, m) = if op == Op::Read {
-            (None, NOT_MIGRATING)
-        } else {
-            let t = e.gate.enter();
-            (Some(t), e.migrating.load(Ordering::SeqCst))
-        };
-        // This CPU's count of its kind, for the latency sample.
-        let nth = match op {
-            Op::Read => e.stats.add_return(Stat::Reads, 1),
-            Op::Write => e.stats.add_return(Stat::Writes, 1),
-            _ => 1,
-        };
+        let size = u64::from(bio.size());
+        if size == 0 || !matches!(op, Op::Read | Op::Write) {
+            return self.map_general(bio);
+        }
+        // The same order as `map_general`: the gate, the mark, then the table.
+        let gate = if op == Op::Write { Some(e.gate.enter()) } else { None };
+        let m = if op == Op::Write { e.migrating.load(Ordering::SeqCst) } else { NOT_MIGRATING };
         let sector = bio.target_sector();
         let bs_sectors = e.config.bs_sectors;
         let first = sector / bs_sectors;
         let end = (sector + size.div_ceil(512)).div_ceil(bs_sectors);
-        // Reads and writes may come back to the worker block by block (a failed write is
-        // rewritten or relocated per block), which bounds them; a discard or write-zeroes
-        // never does, so it goes out whole where it touches no remapped block.
-        let cap = if matches!(op, Op::Read | Op::Write) { MAX_BIO_BLOCKS } else { u64::MAX };
-        let count = (end - first).min(cap);
-        // A device with nothing remapped or pending (the usual case) skips the table.
-        let (route, answered) =
-            if e.table.is_empty() { (Route::Main { blocks: count }, Answered::Shortcut) } else { e.table.read(|t| t.route(first, count)) };
-        match answered {
-            Answered::Hit => e.stats.add(Stat::CacheHits, 1),
-            Answered::Miss => e.stats.add(Stat::CacheMisses, 1),
-            Answered::Shortcut | Answered::Table => {}
-        }
-        let (mut blocks, mut stage) = match route {
-            Route::Main { blocks } => (blocks, Stage::Main),
-            Route::Spare { blocks, .. } => (blocks, Stage::Spare),
-            // A write to a pending block goes to a new pool block while the pool can take
-            // one; otherwise to the main device, which may well accept it (and if it fails,
-            // end_io holds it as any failed write). A read still tries the main device.
-            Route::Pending { blocks } if op == Op::Write && e.state() == State::Operational => (blocks, Stage::PendingWrite),
-            Route::Pending { blocks } => (blocks, Stage::Main),
-        };
-        let gate = match gate {
-            Some(t) if stage != Stage::Main => {
-                // Not to the main device: nothing for a relocation to wait for.
+        let blocks = end - first;
+        if !e.table.is_empty() || blocks > MAX_BIO_BLOCKS || (m >= first && m - first < blocks) {
+            if let Some(t) = gate {
+                // `map_general` enters again, and looks at the mark and table after that.
                 e.gate.leave(t);
-                None
             }
-            Some(t) if m >= first && m - first < blocks => {
-                // Reaches the block being relocated: the piece before it goes now; the bio
-                // from that block is parked until the block has moved.
-                if m > first {
-                    blocks = m - first;
-                    Some(t)
-                } else {
-                    // Still inside the gate while parking: the relocation's second wait, after
-                    // it clears the mark, covers this push, so it finds the bio parked.
-                    stage = Stage::Parked;
-                    let fua = bio.is_fua();
-                    bio.accept_partial(((first + 1) * bs_sectors - sector) as u32);
-                    let iter = bio.save_iter();
-                    bio.set_per_bio(PerBio { stage, first, blocks: 1, iter, sector, fua, ..PerBio::default() });
-                    let r = bio.park(&e.parked);
-                    e.gate.leave(t);
-                    return r;
-                }
-            }
-            g => g,
-        };
-        if blocks < end - first {
-            // The piece ends on a block boundary; dm sends the rest as a new bio.
-            bio.accept_partial(((first + blocks) * bs_sectors - sector) as u32);
+            return self.map_general(bio);
         }
+        let nth = e.stats.add_return(if op == Op::Read { Stat::Reads } else { Stat::Writes }, 1);
+        let start_ns = if nth % LATENCY_SAMPLE == 1 { now_ns() } else { 0 };
         let iter = bio.save_iter();
         let fua = bio.is_fua();
-        let start_ns = if stage == Stage::Main && nth % LATENCY_SAMPLE == 1 { now_ns() } else { 0 };
-        bio.set_per_bio(PerBio { stage, first, blocks: blocks as u32, error: BlkStatus::OK, iter, start_ns, sector, gate, fua });
-        match route {
-            Route::Spare { spare, .. } => {
-                e.stats.add(Stat::SpareIos, 1);
-                let at = e.config.geo.pool_sector(spare) + (sector - first * bs_sectors);
-                bio.remap(&e.config.spare, at)
-            }
-            _ if stage == Stage::PendingWrite => bio.defer(&e.worker),
-            _ => bio.remap(&e.config.main, sector),
-        }
+        bio.set_per_bio(PerBio { stage: Stage::Main, first, blocks: blocks as u32, error: BlkStatus::OK, iter, start_ns, sector, gate, fua });
+        bio.remap(&e.config.main, sector)
     }
 
     #[inline]
@@ -277,36 +354,12 @@ impl Target for Remap {
         if start_ns != 0 && stage == Stage::Main {
             // A sampled bio sent to the main device; the worker's second pass of a held bio
             // comes with another stage, and is not counted again.
-            e.stats.add(Stat::LatencyNs, now_ns().saturating_sub(start_ns));
-            e.stats.add(Stat::LatencyCount, 1);
+            self.count_latency(start_ns);
         }
         if status.is_ok() {
             return EndIo::Done;
         }
-        let op = bio.op();
-        let media = status.is_media_error();
-        if stage == Stage::Main && media {
-            e.stats.add(Stat::MediaErrors, 1);
-        }
-        match stage {
-            Stage::Main if media && matches!(op, Op::Read | Op::Write) => {
-                let pb = bio.per_bio();
-                pb.error = *status;
-                pb.stage = if op == Op::Write { Stage::FailedWrite } else { Stage::FailedRead };
-                bio.hold(&e.worker)
-            }
-            // The spare itself failed (data in the pool, or its flush): nothing can be
-            // relocated safely any more; the error goes to the caller.
-            Stage::Spare if media => {
-                e.set_state(State::Degraded);
-                EndIo::Done
-            }
-            Stage::Flush if media && bio.target_bio_nr() == 1 => {
-                e.set_state(State::Degraded);
-                EndIo::Done
-            }
-            _ => EndIo::Done,
-        }
+        self.end_io_failed(bio, stage, *status)
     }
 
     fn preresume(&self) -> Result {
