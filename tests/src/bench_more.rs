@@ -55,8 +55,9 @@ pub fn smp(reps: u32, runtime: &str) -> Result<()> {
 /// 4 KiB random writes with an fsync every 32, and 1 MiB sequential writes, in a file.
 pub fn fs(reps: u32, runtime: &str) -> Result<()> {
     kernel_info()?;
-    // Debian's kernel has ext4 as a module (the test kernel builds it in: then this fails
-    // harmlessly). Without it, mount fails with EINVAL (seen on debian-7.2).
+    // Debian's kernel has ext4 as a module: the guest image carries it and /init loads it
+    // (xtask/src/debian.rs GUEST_MODULES); without it mount fails with EINVAL. The test
+    // kernel builds it in (then this modprobe fails harmlessly).
     let _ = cmd("modprobe", &["ext4"]);
     let mb = 512u64;
     let sectors = mb * MIB / 512;

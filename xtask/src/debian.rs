@@ -332,6 +332,8 @@ fn sha256_hex(data: &[u8]) -> String {
 pub const GUEST_MODULES: &[&str] = &[
     "configfs", "virtio_blk", "loop", "null_blk", "dm_mod", "dm_flakey", "dm_delay",
     "dm_log_writes", "dm_thin_pool",
+    // The benchmark's filesystem runs (`vmtest bench-fs`).
+    "ext4",
 ];
 
 /// The module files (relative to the modules directory) that `names` need, with their
