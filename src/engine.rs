@@ -279,6 +279,9 @@ pub(crate) struct Config {
     pub(crate) geo: Geometry,
     /// Sectors per relocation block.
     pub(crate) bs_sectors: u64,
+    /// `bs_sectors` is `1 << bs_shift` (block sizes are powers of two): the fast path
+    /// shifts where a division would carry a division-by-zero branch.
+    pub(crate) bs_shift: u32,
     /// Target length in sectors.
     pub(crate) len: u64,
     /// Main-device blocks.

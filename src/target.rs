@@ -251,7 +251,7 @@ impl Target for Remap {
         let log = loaded.log;
         let handle = ctx.handle();
         let tunables = Tunables::new(&line);
-        let config = Config { main, spare, handle, line, geo, bs_sectors, len, main_blocks, created_ns: now_ns() };
+        let config = Config { main, spare, handle, line, geo, bs_sectors, bs_shift: bs_sectors.trailing_zeros(), len, main_blocks, created_ns: now_ns() };
         let e = Arc::pin_init(
             pin_init!(Engine {
                 worker,
@@ -321,10 +321,12 @@ impl Target for Remap {
         let gate = if op == Op::Write { Some(e.gate.enter()) } else { None };
         let m = if op == Op::Write { e.migrating.load(Ordering::SeqCst) } else { NOT_MIGRATING };
         let sector = bio.target_sector();
-        let bs_sectors = e.config.bs_sectors;
-        let first = sector / bs_sectors;
-        let end = (sector + size.div_ceil(512)).div_ceil(bs_sectors);
-        let blocks = end - first;
+        let shift = e.config.bs_shift;
+        // No overflow: the sector is inside the target (dm checks), far below 2^63, and a
+        // bio is at most 4 GiB; `end >= first` as the bio is not empty.
+        let first = sector >> shift;
+        let end = sector.wrapping_add(size.div_ceil(512)).wrapping_add(e.config.bs_sectors.wrapping_sub(1)) >> shift;
+        let blocks = end.wrapping_sub(first);
         if !e.table.is_empty() || blocks > MAX_BIO_BLOCKS || (m >= first && m - first < blocks) {
             if let Some(t) = gate {
                 // `map_general` enters again, and looks at the mark and table after that.

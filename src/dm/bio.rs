@@ -139,8 +139,10 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
 
     /// The first sector, relative to the start of the target.
     pub(crate) fn target_sector(&self) -> u64 {
+        // dm maps only bios inside the target, so the sector is at least `begin`: wrapping
+        // keeps a panic branch off the I/O path.
         // SAFETY: `bio` and `ti` are valid (type invariant).
-        unsafe { (*self.bio).bi_iter.bi_sector - (*self.ti).begin }
+        unsafe { (*self.bio).bi_iter.bi_sector.wrapping_sub((*self.ti).begin) }
     }
 
     /// Size in bytes.
