@@ -228,6 +228,7 @@ impl Resume {
 /// The log ends at the first block with no valid slot or whose sequence number goes back
 /// (a leftover of a commit never acknowledged). Pool blocks are handed out in order, so
 /// along the log they must strictly increase: this also proves no pool block is used twice.
+#[allow(dead_code)] // the host's callers (crash checker, fuzzers); the kernel calls replay_from
 pub fn replay(
     sb: &Superblock,
     buf: &mut [u8],
@@ -240,6 +241,7 @@ pub fn replay(
 
 /// [`replay`], telling `seen(index, slot, entries)` which version of each logical block it
 /// used (for `dmremap inspect`'s report).
+#[allow(dead_code)] // dmremap inspect (host)
 pub fn replay_observed(
     sb: &Superblock,
     buf: &mut [u8],
