@@ -204,6 +204,16 @@ pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
         log_init(b, &sb.uuid, 0);
     }
     let mut entries: KVVec<Entry> = KVVec::new();
+    // Room for the log's remaps at once (`loader::estimate`, a few reads): growing by doubling
+    // would copy the table along the way and leave up to twice its size. Only a hint: without
+    // the memory for it the vector grows as the replay goes.
+    let mut buf = meta_buf(2 * META_BLOCK)?;
+    let read = |index: u32, b: &mut [u8]| spare.rw_sync(Geometry::log_slot_sector(index, 0), b, IoKind::Read).map_err(|_| ());
+    let hint = loader::estimate(&sb, buf.as_mut_slice(), read).map_err(refused)?;
+    drop(buf);
+    if let Ok(n) = usize::try_from(hint) {
+        let _ = entries.reserve(n, GFP_KERNEL | __GFP_NOWARN);
+    }
     let end = replay_into(spare, &sb, Resume::START, &mut tail, &mut entries)?;
     let mut open = KVVec::new();
     let from = usize::try_from(end.resume.entries).ok().and_then(|n| entries.as_slice().get(n..)).unwrap_or(&[]);

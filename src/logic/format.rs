@@ -562,9 +562,20 @@ pub fn log_header(b: &[u8; META_BLOCK]) -> LogHeader {
 }
 
 /// Entry `i` of an encoded log block.
+#[allow(dead_code)] // the host's readers of the log; the loader uses log_entries
 pub fn log_entry(b: &[u8; META_BLOCK], i: usize) -> Remap {
     let off = LOG_HEADER + 16 * (i % ENTRIES_PER_BLOCK);
     Remap { main: get_u64(b, off), spare: get_u64(b, off + 8) }
+}
+
+/// The first `count` entries of an encoded log block, in order (at most 252): what
+/// [`log_entry`] gives for `0..count`, without an index computation per entry.
+pub fn log_entries(b: &[u8; META_BLOCK], count: u32) -> impl Iterator<Item = Remap> + '_ {
+    const END: usize = LOG_HEADER + 16 * ENTRIES_PER_BLOCK;
+    b[LOG_HEADER..END].chunks_exact(16).take(count as usize).map(|e| {
+        let (m, s) = e.split_at(8);
+        Remap { main: get_u64(m, 0), spare: get_u64(s, 0) }
+    })
 }
 
 /// Starts an empty logical block `index` of the spare formatted as `uuid`.
@@ -617,11 +628,8 @@ fn log_fields(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<LogHe
     let Some(main_blocks) = sb.main_sectors.checked_div(u64::from(sb.geometry.block_size / 512)) else {
         return Err(DecodeError::BadField);
     };
-    for i in 0..h.count as usize {
-        let r = log_entry(b, i);
-        if r.main >= main_blocks || r.spare >= h.next_free {
-            return Err(DecodeError::BadField);
-        }
+    if log_entries(b, h.count).any(|r| r.main >= main_blocks || r.spare >= h.next_free) {
+        return Err(DecodeError::BadField);
     }
     Ok(h)
 }
@@ -910,6 +918,7 @@ mod tests {
         let h = log_decode(&b, &s, 3).unwrap();
         assert_eq!(h, LogHeader { seq: 9, index: 3, count: 2, next_free: 10 });
         assert_eq!(log_entry(&b, 1), Remap { main: 101, spare: 7 });
+        assert_eq!(log_entries(&b, 2).collect::<Vec<_>>(), [Remap { main: 100, spare: 0 }, Remap { main: 101, spare: 7 }]);
         let mut full = [0u8; META_BLOCK];
         log_init(&mut full, &s.uuid, 0);
         for i in 0..ENTRIES_PER_BLOCK as u64 {
@@ -918,6 +927,8 @@ mod tests {
         assert!(!log_push(&mut full, Remap { main: 999, spare: 999 }));
         log_seal(&mut full, 1, ENTRIES_PER_BLOCK as u64);
         assert!(log_decode(&full, &s, 0).unwrap().is_full());
+        let all: Vec<Remap> = (0..ENTRIES_PER_BLOCK).map(|i| log_entry(&full, i)).collect();
+        assert_eq!(log_entries(&full, u32::MAX).collect::<Vec<_>>(), all, "at most a block's");
     }
 
     #[test]

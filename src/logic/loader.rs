@@ -9,7 +9,7 @@
 //! a [`LoadError`], never trusted.
 
 use super::format::{
-    badb_decode, ckpt_decode, BadBlocksHeader, Checkpoint, choose_superblock, log_choose, log_entry, log_header, DecodeError, Geometry, Remap, Replay, Superblock,
+    badb_decode, ckpt_decode, BadBlocksHeader, Checkpoint, choose_superblock, log_choose, log_entries, log_header, DecodeError, Geometry, Remap, Replay, Superblock,
     SuperblockChoice, ENTRIES_PER_BLOCK, META_BLOCK,
 };
 use super::mainid::MainId;
@@ -326,8 +326,7 @@ fn replay_core(
             }
             let chosen = if slot == 0 { s0 } else { s1 };
             seen(index, slot, h.count);
-            for i in 0..h.count as usize {
-                let e = log_entry(chosen, i);
+            for e in log_entries(chosen, h.count) {
                 if last_spare.is_some_and(|l| e.spare <= l) {
                     return Err(LoadError::OutOfOrder);
                 }
@@ -366,6 +365,33 @@ fn copy_slot(tail: &mut [u8; META_BLOCK], buf: &[u8], at: usize) {
     if let Some(s) = buf.get(at..at + META_BLOCK) {
         tail.copy_from_slice(s);
     }
+}
+
+/// About how many remaps the log of `sb` holds, to reserve room for them before a replay: 252
+/// for each block up to the last one with an intact slot (magic, uuid, CRC), found by
+/// bisection (a log is intact up to its tail, and blank after it), so about
+/// log2(`log_blocks`) blocks are read with `read` (as [`replay`] reads, into the first 8 KiB
+/// of `buf`). Nothing is decided on it: the replay checks everything, and a spare that
+/// misleads the bisection only makes the reservation wrong (never larger than the whole log,
+/// which a replay of a full log would hold anyway).
+pub fn estimate(sb: &Superblock, buf: &mut [u8], mut read: impl FnMut(u32, &mut [u8]) -> Result<(), ()>) -> Result<u64, LoadError> {
+    let buf = buf.get_mut(..2 * META_BLOCK).ok_or(LoadError::NoMemory)?;
+    let (mut lo, mut hi) = (0u32, sb.geometry.log_blocks);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        read(mid, buf).map_err(|_| LoadError::Read)?;
+        let (s0, s1) = buf.split_at(META_BLOCK);
+        let (Ok(s0), Ok(s1)) = (<&[u8; META_BLOCK]>::try_from(s0), <&[u8; META_BLOCK]>::try_from(s1)) else {
+            return Err(LoadError::NoMemory);
+        };
+        // Impossible fields in an intact slot count as written: the replay refuses them.
+        if log_choose(s0, s1, sb, mid) == Ok(None) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(u64::from(lo) * ENTRIES_PER_BLOCK as u64)
 }
 
 /// The scrub checkpoint to resume from, given checkpoint slots 0 and 1 of `sb`'s spare
@@ -412,6 +438,11 @@ pub fn bad_blocks(sb: &Superblock, s0: &[u8; META_BLOCK], s1: &[u8; META_BLOCK],
 
 /// Sorts the replayed remaps by main block and refuses a block remapped twice.
 pub fn finish(entries: &mut [Entry]) -> Result<(), LoadError> {
+    // A log in main-block order (relocations of a bad region, a scrub's finds) is sorted
+    // already: one pass checks both the order and that no block is there twice.
+    if entries.windows(2).all(|w| w[0].main < w[1].main) {
+        return Ok(());
+    }
     entries.sort_unstable_by_key(|e| e.main);
     if entries.windows(2).any(|w| w[0].main == w[1].main) {
         return Err(LoadError::Duplicate);
@@ -901,6 +932,41 @@ mod tests {
                 assert_eq!(out, all, "round {round}");
             }
         }
+    }
+
+    #[test]
+    fn estimate_finds_the_log_end() {
+        for n in [0, 1, 251, 252, 253, 1000, 12 * ENTRIES_PER_BLOCK] {
+            let mut sp = Spare::new(12);
+            sp.commit(n);
+            let mut reads = 0;
+            let mut buf = vec![0u8; 2 * META_BLOCK];
+            let got = estimate(&sp.sb, &mut buf, |i, b| {
+                reads += 1;
+                sp.read(i, b);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, (n as u64).div_ceil(ENTRIES_PER_BLOCK as u64) * ENTRIES_PER_BLOCK as u64, "{n} remaps");
+            assert!(reads <= 4, "{reads} reads");
+        }
+        let sp = Spare::new(12);
+        assert_eq!(estimate(&sp.sb, &mut [0u8; 100], |_, _| Ok(())), Err(LoadError::NoMemory));
+        assert_eq!(estimate(&sp.sb, &mut [0u8; 2 * META_BLOCK], |_, _| Err(())), Err(LoadError::Read));
+    }
+
+    #[test]
+    fn finish_takes_a_sorted_log_as_it_is() {
+        let e = |main, spare| Entry { main, spare };
+        let mut v = [e(1, 0), e(3, 1), e(8, 2)];
+        assert_eq!(finish(&mut v), Ok(()));
+        assert_eq!(v, [e(1, 0), e(3, 1), e(8, 2)]);
+        let mut v = [e(8, 0), e(1, 1), e(3, 2)];
+        assert_eq!(finish(&mut v), Ok(()));
+        assert_eq!(v, [e(1, 1), e(3, 2), e(8, 0)]);
+        assert_eq!(finish(&mut [e(1, 0), e(1, 1)]), Err(LoadError::Duplicate));
+        assert_eq!(finish(&mut [e(3, 0), e(1, 1), e(3, 2)]), Err(LoadError::Duplicate));
+        assert_eq!(finish(&mut []), Ok(()));
     }
 
     #[test]
