@@ -570,12 +570,29 @@ pub fn log_entry(b: &[u8; META_BLOCK], i: usize) -> Remap {
 
 /// The first `count` entries of an encoded log block, in order (at most 252): what
 /// [`log_entry`] gives for `0..count`, without an index computation per entry.
-pub fn log_entries(b: &[u8; META_BLOCK], count: u32) -> impl Iterator<Item = Remap> + '_ {
-    const END: usize = LOG_HEADER + 16 * ENTRIES_PER_BLOCK;
-    b[LOG_HEADER..END].chunks_exact(16).take(count as usize).map(|e| {
-        let (m, s) = e.split_at(8);
-        Remap { main: get_u64(m, 0), spare: get_u64(s, 0) }
-    })
+pub fn log_entries(b: &[u8; META_BLOCK], count: u32) -> LogEntries<'_> {
+    LogEntries { b, at: LOG_HEADER, end: LOG_HEADER + 16 * (count as usize).min(ENTRIES_PER_BLOCK) }
+}
+
+/// The iterator of [`log_entries`].
+pub struct LogEntries<'a> {
+    b: &'a [u8; META_BLOCK],
+    at: usize,
+    end: usize,
+}
+
+impl Iterator for LogEntries<'_> {
+    type Item = Remap;
+
+    #[inline]
+    fn next(&mut self) -> Option<Remap> {
+        if self.at >= self.end {
+            return None;
+        }
+        let r = Remap { main: get_u64(self.b, self.at), spare: get_u64(self.b, self.at + 8) };
+        self.at += 16;
+        Some(r)
+    }
 }
 
 /// Starts an empty logical block `index` of the spare formatted as `uuid`.
@@ -628,8 +645,10 @@ fn log_fields(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<LogHe
     let Some(main_blocks) = sb.main_sectors.checked_div(u64::from(sb.geometry.block_size / 512)) else {
         return Err(DecodeError::BadField);
     };
-    if log_entries(b, h.count).any(|r| r.main >= main_blocks || r.spare >= h.next_free) {
-        return Err(DecodeError::BadField);
+    for r in log_entries(b, h.count) {
+        if r.main >= main_blocks || r.spare >= h.next_free {
+            return Err(DecodeError::BadField);
+        }
     }
     Ok(h)
 }
