@@ -295,7 +295,7 @@ fn replay_core(
         Some(prev) => LogEnd { seq: from.seq, next_free: from.next_free, tail_index: prev, tail_slot: from.slot, tail_written: true, resume },
         None => LogEnd::default(),
     };
-    let per_read = (buf.len() / PAIR).min(u32::MAX as usize) as u32;
+    let mut per_read = (buf.len() / PAIR).min(u32::MAX as usize) as u32;
     if per_read == 0 {
         return Err(LoadError::NoMemory);
     }
@@ -309,7 +309,15 @@ fn replay_core(
             copy_slot(tail, buf, at);
         }
         let chunk = buf.get_mut(..n as usize * PAIR).ok_or(LoadError::NoMemory)?;
-        read(index, chunk).map_err(|_| LoadError::Read)?;
+        if read(index, chunk).is_err() {
+            if n == 1 {
+                return Err(LoadError::Read);
+            }
+            // Perhaps a block past the log's end that does not read: from here on one block
+            // at a time, so only what the log needs is read, as with a one-block buffer.
+            per_read = 1;
+            continue;
+        }
         for (j, pair) in chunk.chunks_exact(PAIR).enumerate() {
             let (s0, s1) = pair.split_at(META_BLOCK);
             let (Ok(s0), Ok(s1)) = (<&[u8; META_BLOCK]>::try_from(s0), <&[u8; META_BLOCK]>::try_from(s1)) else {
@@ -371,21 +379,24 @@ fn copy_slot(tail: &mut [u8; META_BLOCK], buf: &[u8], at: usize) {
 /// for each block up to the last one with an intact slot (magic, uuid, CRC), found by
 /// bisection (a log is intact up to its tail, and blank after it), so about
 /// log2(`log_blocks`) blocks are read with `read` (as [`replay`] reads, into the first 8 KiB
-/// of `buf`). Nothing is decided on it: the replay checks everything, and a spare that
-/// misleads the bisection only makes the reservation wrong (never larger than the whole log,
-/// which a replay of a full log would hold anyway).
+/// of `buf`; a block that does not read counts as blank). Nothing is decided on it: the replay
+/// checks everything, and a spare that misleads the bisection only makes the reservation wrong
+/// (never larger than the whole log, which a replay of a full log would hold anyway). Fails
+/// only for a buffer under 8 KiB.
 pub fn estimate(sb: &Superblock, buf: &mut [u8], mut read: impl FnMut(u32, &mut [u8]) -> Result<(), ()>) -> Result<u64, LoadError> {
     let buf = buf.get_mut(..2 * META_BLOCK).ok_or(LoadError::NoMemory)?;
     let (mut lo, mut hi) = (0u32, sb.geometry.log_blocks);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        read(mid, buf).map_err(|_| LoadError::Read)?;
+        // A block that does not read counts as past the end: the replay, which decides, reads
+        // only up to the end (a bad sector in the unused part of the log refuses nothing).
+        let unread = read(mid, buf).is_err();
         let (s0, s1) = buf.split_at(META_BLOCK);
         let (Ok(s0), Ok(s1)) = (<&[u8; META_BLOCK]>::try_from(s0), <&[u8; META_BLOCK]>::try_from(s1)) else {
             return Err(LoadError::NoMemory);
         };
         // Impossible fields in an intact slot count as written: the replay refuses them.
-        if log_choose(s0, s1, sb, mid) == Ok(None) {
+        if unread || log_choose(s0, s1, sb, mid) == Ok(None) {
             hi = mid;
         } else {
             lo = mid + 1;
@@ -952,7 +963,45 @@ mod tests {
         }
         let sp = Spare::new(12);
         assert_eq!(estimate(&sp.sb, &mut [0u8; 100], |_, _| Ok(())), Err(LoadError::NoMemory));
-        assert_eq!(estimate(&sp.sb, &mut [0u8; 2 * META_BLOCK], |_, _| Err(())), Err(LoadError::Read));
+        assert_eq!(estimate(&sp.sb, &mut [0u8; 2 * META_BLOCK], |_, _| Err(())), Ok(0));
+    }
+
+    /// Blocks past the log's end that do not read (bad sectors in the unused part of the log)
+    /// refuse nothing, whether the replay reads one block or several at a time: as before
+    /// reads of several blocks, only what the log needs must read.
+    #[test]
+    fn unreadable_blocks_past_the_end_of_the_log() {
+        let mut sp = Spare::new(12);
+        sp.commit(2 * ENTRIES_PER_BLOCK + 5);
+        let (want_end, want, want_tail) = whole(&sp, 1);
+        // Blocks 0 to 2 hold the log; block 3, blank, is its end.
+        for bad_from in [4u32, 5, 7] {
+            let read = |i: u32, b: &mut [u8]| {
+                if i + (b.len() / (2 * META_BLOCK)) as u32 > bad_from {
+                    return Err(());
+                }
+                sp.read(i, b);
+                Ok(())
+            };
+            for pairs in [1, 2, 5, 32] {
+                let mut buf = vec![0u8; pairs * 2 * META_BLOCK];
+                let mut tail = [0u8; META_BLOCK];
+                let mut got = Vec::new();
+                let end = replay(&sp.sb, &mut buf, &mut tail, read, |r| {
+                    got.push(r);
+                    true
+                });
+                assert_eq!(end, Ok(want_end), "bad from {bad_from}, {pairs} blocks per read");
+                assert_eq!((&got, tail), (&want, want_tail));
+                let hint = estimate(&sp.sb, &mut buf, read).unwrap();
+                assert!(hint <= u64::from(bad_from) * ENTRIES_PER_BLOCK as u64);
+            }
+        }
+        // A block the log needs that does not read is an error, as always.
+        let read = |i: u32, b: &mut [u8]| if i + (b.len() / (2 * META_BLOCK)) as u32 > 2 { Err(()) } else { Ok(sp.read(i, b)) };
+        let mut buf = vec![0u8; 4 * 2 * META_BLOCK];
+        let mut tail = [0u8; META_BLOCK];
+        assert_eq!(replay(&sp.sb, &mut buf, &mut tail, read, |_| true), Err(LoadError::Read));
     }
 
     #[test]
