@@ -177,20 +177,20 @@ fn replay_into(spare: &Dev, sb: &Superblock, from: Resume, tail: &mut KVVec<u8>,
     let tail_block = as_block_mut(tail.as_mut_slice()).ok_or(err(ENOMEM, c"Cannot allocate metadata buffer"))?;
     let read = |index: u32, b: &mut [u8]| spare.rw_sync(Geometry::log_slot_sector(index, 0), b, IoKind::Read).map_err(|_| ());
     // A log block's entries go in together: one reservation per block, not per entry.
+    // (A false from `push` ends the replay with `NoMemory`.)
     let mut chunk = [Entry::default(); 64];
     let mut n = 0;
-    let mut ok = true;
     let push = |r: Remap| {
-        chunk[n] = Entry { main: r.main, spare: r.spare };
+        chunk[n % 64] = Entry { main: r.main, spare: r.spare };
         n += 1;
-        if n == chunk.len() {
-            ok = entries.extend_from_slice(&chunk, GFP_KERNEL).is_ok();
-            n = 0;
+        if n < 64 {
+            return true;
         }
-        ok
+        n = 0;
+        entries.extend_from_slice(&chunk, GFP_KERNEL).is_ok()
     };
     let end = loader::replay_from(sb, from, buf.as_mut_slice(), tail_block, read, push).map_err(refused)?;
-    if !ok || entries.extend_from_slice(&chunk[..n], GFP_KERNEL).is_err() {
+    if entries.extend_from_slice(chunk.get(..n).unwrap_or(&[]), GFP_KERNEL).is_err() {
         return Err(refused(LoadError::NoMemory));
     }
     Ok(end)
