@@ -246,9 +246,13 @@ fn build_table(e: &Engine, w: &RcuWriter<Table>, add: &[Remap], pending: &[Entry
 
 /// Replays the log from the spare and publishes it (first resume of an instance).
 ///
-/// A whole replay, not a check of the tail: the constructor read the log block by block while
-/// an old table could still commit, so its snapshot may mix states. Nothing is changed unless
-/// the replay and the new table both succeed.
+/// The constructor read the log block by block while an old table could still commit, and
+/// that table went on committing until it was suspended: the blocks from the constructor's
+/// resume point on (`loader::Resume`: after the leading run of full blocks, which no commit
+/// writes again) are read again (`metadata::reread`), and the constructor's table gets the
+/// remaps they hold now in place of those it read there (`loader::retake`). The table is
+/// rebuilt only if they changed or the bad-block list has blocks. Nothing is changed unless
+/// the replay and the new table both succeed: a failed resume reads the same blocks again.
 pub(crate) fn reload(e: &Engine) -> Result {
     let mut meta = e.meta.lock();
     let sb = meta.log.sb;
@@ -260,24 +264,48 @@ pub(crate) fn reload(e: &Engine) -> Result {
             .inspect_err(|_| pr_err!("{}: cannot write the spare's superblocks\n", e.dev_name()))?;
         meta.log.unformatted = false;
     }
-    let loaded = metadata::replay(&e.config.spare, sb).map_err(|CtrError { code, msg }| {
+    let failed = |CtrError { code, msg }| {
         pr_err!("{}: reloading the remap log failed: {}\n", e.dev_name(), msg.to_str().unwrap_or("?"));
         code
-    })?;
-    let meta = &mut *meta;
-    let bad = load_bad_blocks(e, &mut meta.bad, &sb, loaded.entries.as_slice())?;
-    let entries = if bad.is_empty() {
-        loaded.entries
-    } else {
-        let mut all: KVVec<Entry> = KVVec::from_elem(Entry::default(), loaded.entries.len() + bad.len(), GFP_KERNEL)?;
-        remaps::merge(loaded.entries.as_slice(), bad.as_slice(), all.as_mut_slice());
-        all
     };
-    let table = Table::build(entries, e.config.main_blocks, e.config.line.cache_size)?;
-    meta.log = loaded.log;
-    // The constructor's table (as large as this one) is freed now, not at the next commit.
-    e.table.replace_sync(&mut meta.table_w, table);
-    e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
+    let again = metadata::reread(&e.config.spare, &meta.log).map_err(failed)?;
+    let meta = &mut *meta;
+    let current = e.table.get(&meta.table_w).entries.as_slice();
+    // The remaps of the blocks read again, if they changed: the constructor's table with them
+    // exchanged.
+    let changed = if again.open.as_slice() == meta.log.open.as_slice() {
+        None
+    } else {
+        let mut old: KVVec<Entry> = KVVec::new();
+        old.extend_from_slice(meta.log.open.as_slice(), GFP_KERNEL)?;
+        let mut new = again.open;
+        let len = (current.len() - old.len().min(current.len())).checked_add(new.len()).ok_or(EINVAL)?;
+        let mut out: KVVec<Entry> = KVVec::from_elem(Entry::default(), len, GFP_KERNEL)?;
+        loader::retake(current, old.as_mut_slice(), new.as_mut_slice(), out.as_mut_slice()).map_err(|err| {
+            pr_err!("{}: reloading the remap log failed: {}\n", e.dev_name(), err.message().to_str().unwrap_or("?"));
+            EINVAL
+        })?;
+        Some(out)
+    };
+    let log_entries = changed.as_ref().map_or(current, |v| v.as_slice());
+    let remaps = log_entries.len() as u64;
+    let bad = load_bad_blocks(e, &mut meta.bad, &sb, log_entries)?;
+    let entries = match changed {
+        Some(v) if bad.is_empty() => Some(v),
+        None if bad.is_empty() => None,
+        _ => {
+            let mut all: KVVec<Entry> = KVVec::from_elem(Entry::default(), log_entries.len() + bad.len(), GFP_KERNEL)?;
+            remaps::merge(log_entries, bad.as_slice(), all.as_mut_slice());
+            Some(all)
+        }
+    };
+    if let Some(entries) = entries {
+        let table = Table::build(entries, e.config.main_blocks, e.config.line.cache_size)?;
+        // The constructor's table (as large as this one) is freed now, not at the next commit.
+        e.table.replace_sync(&mut meta.table_w, table);
+    }
+    meta.log = again.log;
+    e.publish_counts(remaps, bad.len() as u64, &meta.log);
     if meta.log.free_blocks() == 0 {
         e.set_state(State::SpareFull);
     }

@@ -489,8 +489,14 @@ impl Engine {
     /// Publishes figures derived from a table and the log.
     pub(crate) fn update_counts(&self, entries: &[Entry], log: &Log) {
         let pending = entries.iter().filter(|e| e.is_pending()).count() as u64;
+        self.publish_counts(entries.len() as u64 - pending, pending, log);
+    }
+
+    /// [`Engine::update_counts`] for a table whose counts are known without counting it
+    /// (a loaded log has no pending blocks; the first resume adds the bad-block list's).
+    pub(crate) fn publish_counts(&self, remaps: u64, pending: u64, log: &Log) {
         self.figures.pending.store(pending, Ordering::Relaxed);
-        self.figures.remaps.store(entries.len() as u64 - pending, Ordering::Relaxed);
+        self.figures.remaps.store(remaps, Ordering::Relaxed);
         self.figures.seq.store(log.seq, Ordering::Relaxed);
         self.figures.free.store(log.free_blocks(), Ordering::Relaxed);
     }

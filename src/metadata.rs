@@ -9,7 +9,7 @@
 
 use crate::dm::{random_bytes, CtrError, Dev, IoKind};
 use crate::logic::format::{log_header, log_init, log_push, log_seal, Geometry, Remap, Superblock, META_BLOCK};
-use crate::logic::loader::{self, Expect, LoadError};
+use crate::logic::loader::{self, Expect, LoadError, LogEnd, Resume};
 use crate::logic::mainid::MainId;
 use crate::logic::remaps::Entry;
 use kernel::prelude::*;
@@ -29,6 +29,12 @@ pub(crate) struct Log {
     pub(crate) seq: u64,
     /// Next pool block to allocate.
     pub(crate) next_free: u64,
+    /// Where the first resume's replay starts (`loader::Resume`): after the log's leading run
+    /// of full blocks, which no commit writes again.
+    pub(crate) resume: Resume,
+    /// The remaps the constructor read from `resume` on, in log order: the part of its table
+    /// the first resume reads again (usually one block's, at most 252). Emptied then.
+    pub(crate) open: KVVec<Entry>,
     /// A blank spare accepted for formatting whose superblocks are not written yet: the
     /// first resume writes them (`write_superblocks`), so a table line refused after the
     /// metadata was read leaves the spare untouched.
@@ -128,7 +134,17 @@ fn new_superblock(spare: &Dev, block_size: u32, main_sectors: u64, main_id: Main
         log_init(b, &sb.uuid, 0);
     }
     Ok(Loaded {
-        log: Log { sb, tail, tail_slot: 0, tail_written: false, seq: 0, next_free: 0, unformatted: true },
+        log: Log {
+            sb,
+            tail,
+            tail_slot: 0,
+            tail_written: false,
+            seq: 0,
+            next_free: 0,
+            resume: Resume::START,
+            open: KVVec::new(),
+            unformatted: true,
+        },
         entries: KVVec::new(),
     })
 }
@@ -145,35 +161,63 @@ pub(crate) fn write_superblocks(spare: &Dev, sb: &Superblock) -> Result {
     Ok(())
 }
 
-/// Replays the log (`loader::replay`): every acknowledged remap, in a table sorted by main
-/// block.
-pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
-    let mut buf = meta_buf(2 * META_BLOCK)?;
-    let mut tail = meta_buf(META_BLOCK)?;
-    let mut entries: KVVec<Entry> = KVVec::new();
-    let end = {
-        let tail_block = as_block_mut(tail.as_mut_slice()).ok_or(err(ENOMEM, c"Cannot allocate metadata buffer"))?;
-        log_init(tail_block, &sb.uuid, 0);
-        let read = |index: u32, b: &mut [u8]| spare.rw_sync(Geometry::log_slot_sector(index, 0), b, IoKind::Read).map_err(|_| ());
-        // A log block's entries go in together: one reservation per block, not per entry.
-        let mut chunk = [Entry::default(); 64];
-        let mut n = 0;
-        let mut ok = true;
-        let push = |r: Remap| {
-            chunk[n] = Entry { main: r.main, spare: r.spare };
-            n += 1;
-            if n == chunk.len() {
-                ok = entries.extend_from_slice(&chunk, GFP_KERNEL).is_ok();
-                n = 0;
-            }
-            ok
-        };
-        let end = loader::replay(&sb, buf.as_mut_slice(), tail_block, read, push).map_err(refused)?;
-        if !ok || entries.extend_from_slice(&chunk[..n], GFP_KERNEL).is_err() {
-            return Err(refused(LoadError::NoMemory));
+/// Log blocks read per I/O while replaying (256 KiB).
+const READ_BLOCKS: u32 = 32;
+
+/// A replay buffer for `sb`'s log: up to [`READ_BLOCKS`] blocks of two slots.
+fn replay_buf(sb: &Superblock) -> Result<KVVec<u8>, CtrError> {
+    meta_buf(sb.geometry.log_blocks.clamp(1, READ_BLOCKS) as usize * 2 * META_BLOCK)
+}
+
+/// Runs `loader::replay_from` on the spare from `from` (`Resume::START`: the whole log),
+/// appending the remaps it reads to `entries` in log order; `tail` holds the previous replay's
+/// tail (see `loader::replay_from`) and gets the new one.
+fn replay_into(spare: &Dev, sb: &Superblock, from: Resume, tail: &mut KVVec<u8>, entries: &mut KVVec<Entry>) -> Result<LogEnd, CtrError> {
+    let mut buf = replay_buf(sb)?;
+    let tail_block = as_block_mut(tail.as_mut_slice()).ok_or(err(ENOMEM, c"Cannot allocate metadata buffer"))?;
+    let read = |index: u32, b: &mut [u8]| spare.rw_sync(Geometry::log_slot_sector(index, 0), b, IoKind::Read).map_err(|_| ());
+    // A log block's entries go in together: one reservation per block, not per entry.
+    // (A false from `push` ends the replay with `NoMemory`.)
+    let mut chunk = [Entry::default(); 64];
+    let mut n = 0;
+    let push = |r: Remap| {
+        chunk[n % 64] = Entry { main: r.main, spare: r.spare };
+        n += 1;
+        if n < 64 {
+            return true;
         }
-        end
+        n = 0;
+        entries.extend_from_slice(&chunk, GFP_KERNEL).is_ok()
     };
+    let end = loader::replay_from(sb, from, buf.as_mut_slice(), tail_block, read, push).map_err(refused)?;
+    if entries.extend_from_slice(chunk.get(..n).unwrap_or(&[]), GFP_KERNEL).is_err() {
+        return Err(refused(LoadError::NoMemory));
+    }
+    Ok(end)
+}
+
+/// Replays the log (`loader::replay`): every acknowledged remap, in a table sorted by main
+/// block, and the remaps from the resume point on (`Log::open`) for the first resume.
+pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
+    let mut tail = meta_buf(META_BLOCK)?;
+    if let Some(b) = as_block_mut(tail.as_mut_slice()) {
+        log_init(b, &sb.uuid, 0);
+    }
+    let mut entries: KVVec<Entry> = KVVec::new();
+    // Room for the log's remaps at once (`loader::estimate`, a few reads): growing by doubling
+    // would copy the table along the way and leave up to twice its size. Only a hint: without
+    // the memory for it the vector grows as the replay goes.
+    let mut buf = meta_buf(2 * META_BLOCK)?;
+    let read = |index: u32, b: &mut [u8]| spare.rw_sync(Geometry::log_slot_sector(index, 0), b, IoKind::Read).map_err(|_| ());
+    let hint = loader::estimate(&sb, buf.as_mut_slice(), read).map_err(refused)?;
+    drop(buf);
+    if let Ok(n) = usize::try_from(hint) {
+        let _ = entries.reserve(n, GFP_KERNEL | __GFP_NOWARN);
+    }
+    let end = replay_into(spare, &sb, Resume::START, &mut tail, &mut entries)?;
+    let mut open = KVVec::new();
+    let from = usize::try_from(end.resume.entries).ok().and_then(|n| entries.as_slice().get(n..)).unwrap_or(&[]);
+    open.extend_from_slice(from, GFP_KERNEL).map_err(|_| refused(LoadError::NoMemory))?;
     loader::finish(entries.as_mut_slice()).map_err(refused)?;
     // The vector grew by doubling: keep an exact-size copy (16 bytes per remap, not up to 32).
     if entries.capacity() > entries.len() + entries.len() / 16 {
@@ -181,19 +225,44 @@ pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
         exact.extend_from_slice(entries.as_slice(), GFP_KERNEL).map_err(|_| refused(LoadError::NoMemory))?;
         entries = exact;
     }
-    let log = Log {
-        sb,
-        tail,
-        tail_slot: end.tail_slot,
-        tail_written: end.tail_written,
-        seq: end.seq,
-        next_free: end.next_free,
-        unformatted: false,
-    };
-    Ok(Loaded { log, entries })
+    Ok(Loaded { log: Log::at(sb, tail, &end, open), entries })
+}
+
+/// What the first resume's replay found: the log state and the remaps from the constructor's
+/// resume point on, in log order.
+pub(crate) struct Reread {
+    pub(crate) log: Log,
+    pub(crate) open: KVVec<Entry>,
+}
+
+/// Replays the log again from where the constructor's replay can be taken up
+/// (`loader::replay_from` at `log.resume`), for the first resume: the blocks before it are
+/// final, the ones from it on may have changed since (the old table committed until it was
+/// suspended). `log` is not changed.
+pub(crate) fn reread(spare: &Dev, log: &Log) -> Result<Reread, CtrError> {
+    let mut tail = KVVec::new();
+    tail.extend_from_slice(log.tail.as_slice(), GFP_KERNEL).map_err(|_| err(ENOMEM, c"Cannot allocate metadata buffer"))?;
+    let mut open = KVVec::new();
+    let end = replay_into(spare, &log.sb, log.resume, &mut tail, &mut open)?;
+    Ok(Reread { log: Log::at(log.sb, tail, &end, KVVec::new()), open })
 }
 
 impl Log {
+    /// The log state a replay ended with.
+    fn at(sb: Superblock, tail: KVVec<u8>, end: &LogEnd, open: KVVec<Entry>) -> Log {
+        Log {
+            sb,
+            tail,
+            tail_slot: end.tail_slot,
+            tail_written: end.tail_written,
+            seq: end.seq,
+            next_free: end.next_free,
+            resume: end.resume,
+            open,
+            unformatted: false,
+        }
+    }
+
     /// Pool blocks not yet handed out.
     pub(crate) fn free_blocks(&self) -> u64 {
         self.sb.geometry.pool_blocks - self.next_free

@@ -291,7 +291,8 @@ impl Target for Remap {
         let _ = e.worker.bind(e.clone());
         {
             let meta = e.meta.lock();
-            e.update_counts(e.table.get(&meta.table_w).entries.as_slice(), &meta.log);
+            // A loaded log holds remaps only: the bad-block list is read at the first resume.
+            e.publish_counts(e.table.get(&meta.table_w).entries.len() as u64, 0, &meta.log);
             if meta.log.free_blocks() == 0 {
                 e.state.store(State::SpareFull as u8, Ordering::Relaxed);
             }

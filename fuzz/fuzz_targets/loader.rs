@@ -220,6 +220,37 @@ fuzz_target!(|data: &[u8]| {
     for e in &entries {
         assert!(e.main < main_blocks && e.spare < end.next_free);
     }
+    // Reads of several blocks at once, and the first resume's replay from the resume point
+    // of an unchanged log, end where the whole replay ends, with the same remaps.
+    let read_any = |index: u32, out: &mut [u8]| {
+        for (k, half) in out.chunks_exact_mut(META_BLOCK).enumerate() {
+            match slots.get(index as usize * 2 + k) {
+                Some(s) => half.copy_from_slice(s),
+                None => half.fill(0),
+            }
+        }
+        Ok(())
+    };
+    let mut wide = vec![0u8; 3 * 2 * META_BLOCK];
+    let mut tail2 = [0u8; META_BLOCK];
+    let mut again = Vec::new();
+    let end2 = loader::replay(&sb, &mut wide, &mut tail2, read_any, |r| {
+        again.push(Entry { main: r.main, spare: r.spare });
+        true
+    });
+    assert_eq!(end2, Ok(end));
+    assert!(again == entries && tail2 == tail);
+    let from = end.resume;
+    assert!(from.entries as usize <= entries.len() && from.index <= end.tail_index + 1);
+    let mut tail3 = tail;
+    let mut rest = Vec::new();
+    let end3 = loader::replay_from(&sb, from, &mut wide, &mut tail3, read_any, |r| {
+        rest.push(Entry { main: r.main, spare: r.spare });
+        true
+    });
+    assert_eq!(end3, Ok(end));
+    assert!(rest[..] == entries[from.entries as usize..] && tail3 == tail);
+    let _ = loader::estimate(&sb, &mut wide, read_any);
     if loader::finish(&mut entries).is_ok() {
         assert!(entries.windows(2).all(|w| w[0].main < w[1].main));
     }

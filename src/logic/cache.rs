@@ -36,8 +36,14 @@ pub fn bitmap_words(main_blocks: u64, shift: u32) -> usize {
 /// Marks the regions of every entry.
 pub fn bitmap_build(bits: &mut [u64], shift: u32, t: &[Entry]) {
     bits.fill(0);
+    // A sorted table has a region's entries side by side: its bit is set once.
+    let mut last = usize::MAX;
     for e in t {
         let r = (e.main >> shift) as usize;
+        if r == last {
+            continue;
+        }
+        last = r;
         if let Some(w) = bits.get_mut(r / 64) {
             *w |= 1 << (r % 64);
         }

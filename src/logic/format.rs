@@ -562,9 +562,37 @@ pub fn log_header(b: &[u8; META_BLOCK]) -> LogHeader {
 }
 
 /// Entry `i` of an encoded log block.
+#[allow(dead_code)] // the host's readers of the log; the loader uses log_entries
 pub fn log_entry(b: &[u8; META_BLOCK], i: usize) -> Remap {
     let off = LOG_HEADER + 16 * (i % ENTRIES_PER_BLOCK);
     Remap { main: get_u64(b, off), spare: get_u64(b, off + 8) }
+}
+
+/// The first `count` entries of an encoded log block, in order (at most 252): what
+/// [`log_entry`] gives for `0..count`, without an index computation per entry.
+pub fn log_entries(b: &[u8; META_BLOCK], count: u32) -> LogEntries<'_> {
+    LogEntries { b, at: LOG_HEADER, end: LOG_HEADER + 16 * (count as usize).min(ENTRIES_PER_BLOCK) }
+}
+
+/// The iterator of [`log_entries`].
+pub struct LogEntries<'a> {
+    b: &'a [u8; META_BLOCK],
+    at: usize,
+    end: usize,
+}
+
+impl Iterator for LogEntries<'_> {
+    type Item = Remap;
+
+    #[inline]
+    fn next(&mut self) -> Option<Remap> {
+        if self.at >= self.end {
+            return None;
+        }
+        let r = Remap { main: get_u64(self.b, self.at), spare: get_u64(self.b, self.at + 8) };
+        self.at += 16;
+        Some(r)
+    }
 }
 
 /// Starts an empty logical block `index` of the spare formatted as `uuid`.
@@ -597,7 +625,14 @@ pub fn log_seal(b: &mut [u8; META_BLOCK], seq: u64, next_free: u64) {
 /// Validates a slot expected to hold logical block `index` of the spare described by `sb`.
 pub fn log_decode(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<LogHeader, DecodeError> {
     check(b, &LOG_MAGIC)?;
-    if b[8..24] != sb.uuid {
+    log_fields(b, sb, index)
+}
+
+/// [`log_decode`] without the CRC: the magic, the uuid (`NoMagic` if either differs) and the
+/// fields (`BadField`). Says nothing about whether the slot is intact; `log_decode` is this
+/// on a slot whose CRC matches.
+fn log_fields(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<LogHeader, DecodeError> {
+    if b[..8] != LOG_MAGIC || b[8..24] != sb.uuid {
         // A slot left over from an earlier format of this spare.
         return Err(DecodeError::NoMagic);
     }
@@ -610,8 +645,7 @@ pub fn log_decode(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<L
     let Some(main_blocks) = sb.main_sectors.checked_div(u64::from(sb.geometry.block_size / 512)) else {
         return Err(DecodeError::BadField);
     };
-    for i in 0..h.count as usize {
-        let r = log_entry(b, i);
+    for r in log_entries(b, h.count) {
         if r.main >= main_blocks || r.spare >= h.next_free {
             return Err(DecodeError::BadField);
         }
@@ -620,7 +654,9 @@ pub fn log_decode(b: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<L
 }
 
 /// Picks the version of a logical block from its two slots: the valid one with the higher
-/// sequence number, and which slot (0 or 1) it is in.
+/// sequence number, and which slot (0 or 1) it is in. The loader uses [`log_choose`], which
+/// also refuses impossible fields.
+#[allow(dead_code)] // the host tests' reference for log_choose
 pub fn choose_log_slot(
     s0: &[u8; META_BLOCK],
     s1: &[u8; META_BLOCK],
@@ -637,6 +673,35 @@ pub fn choose_log_slot(
         }
     }
     None
+}
+
+/// The loader's choice for one logical block: [`choose_log_slot`]'s version, or
+/// `Err(BadField)` if either slot is intact (magic, uuid, CRC) but holds impossible fields,
+/// exactly as calling [`log_decode`] on both slots first would decide, at one CRC per block
+/// when the newer slot is valid (not three).
+///
+/// The slot that wins is decoded in full. The other one can only matter by being a
+/// CRC-valid slot with impossible fields (corruption or a crafted spare, which a crash never
+/// leaves); its fields are checked first, without the CRC, and only if they are impossible
+/// is its CRC computed, to tell that refusal from a torn write (bad CRC: ignored). A slot
+/// whose fields are possible cannot be refused whatever its CRC, so the CRC is skipped.
+pub fn log_choose(s0: &[u8; META_BLOCK], s1: &[u8; META_BLOCK], sb: &Superblock, index: u32) -> Result<Option<(LogHeader, u32)>, DecodeError> {
+    let first = if log_header(s1).seq > log_header(s0).seq { 1 } else { 0 };
+    let (a, b) = if first == 0 { (s0, s1) } else { (s1, s0) };
+    match log_decode(a, sb, index) {
+        Ok(h) => {
+            if log_fields(b, sb, index) == Err(DecodeError::BadField) && crc32(&b[..CRC_OFFSET]) == get_u32(b, CRC_OFFSET) {
+                return Err(DecodeError::BadField);
+            }
+            Ok(Some((h, first)))
+        }
+        Err(DecodeError::BadField) => Err(DecodeError::BadField),
+        Err(_) => match log_decode(b, sb, index) {
+            Ok(h) => Ok(Some((h, 1 - first))),
+            Err(DecodeError::BadField) => Err(DecodeError::BadField),
+            Err(_) => Ok(None),
+        },
+    }
 }
 
 /// Replays the log block by block, as the loader reads it.
@@ -872,6 +937,7 @@ mod tests {
         let h = log_decode(&b, &s, 3).unwrap();
         assert_eq!(h, LogHeader { seq: 9, index: 3, count: 2, next_free: 10 });
         assert_eq!(log_entry(&b, 1), Remap { main: 101, spare: 7 });
+        assert_eq!(log_entries(&b, 2).collect::<Vec<_>>(), [Remap { main: 100, spare: 0 }, Remap { main: 101, spare: 7 }]);
         let mut full = [0u8; META_BLOCK];
         log_init(&mut full, &s.uuid, 0);
         for i in 0..ENTRIES_PER_BLOCK as u64 {
@@ -880,6 +946,8 @@ mod tests {
         assert!(!log_push(&mut full, Remap { main: 999, spare: 999 }));
         log_seal(&mut full, 1, ENTRIES_PER_BLOCK as u64);
         assert!(log_decode(&full, &s, 0).unwrap().is_full());
+        let all: Vec<Remap> = (0..ENTRIES_PER_BLOCK).map(|i| log_entry(&full, i)).collect();
+        assert_eq!(log_entries(&full, u32::MAX).collect::<Vec<_>>(), all, "at most a block's");
     }
 
     #[test]
@@ -952,6 +1020,36 @@ mod tests {
         let mut zero = s;
         zero.geometry.block_size = 0;
         assert_eq!(log_decode(&log_block(&zero, 0, 1, 1, &[(0, 0)]), &zero, 0), Err(DecodeError::BadField));
+    }
+
+    /// `log_choose` decides as decoding both slots and then `choose_log_slot` would, for
+    /// every pair of slot kinds (valid older/newer, torn, intact with impossible fields, torn
+    /// with impossible fields, blank, another format's, a header claiming a high seq).
+    #[test]
+    fn log_choose_matches_decoding_both_slots() {
+        let s = sb();
+        let valid1 = log_block(&s, 0, 1, 1, &[(5, 0)]);
+        let valid2 = log_block(&s, 0, 2, 2, &[(5, 0), (6, 1)]);
+        let mut torn = log_block(&s, 0, 3, 3, &[(5, 0), (6, 1), (7, 2)]);
+        torn[100] ^= 1;
+        let bad = log_block(&s, 0, 4, 1, &[(5, 3)]);
+        let mut bad_torn = bad;
+        bad_torn[200] ^= 1;
+        let bad_low = log_block(&s, 0, 0, 1, &[(1 << 40, 0)]);
+        let other = log_block(&Superblock { uuid: [8; 16], ..s }, 0, 9, 1, &[(5, 0)]);
+        let other_bad = log_block(&Superblock { uuid: [8; 16], ..s }, 0, 9, 1, &[(5, 7)]);
+        let wrong_index = log_block(&s, 1, 5, 1, &[(5, 0)]);
+        let mut high_seq = valid1;
+        high_seq[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        let blank = [0u8; META_BLOCK];
+        let kinds = [valid1, valid2, torn, bad, bad_torn, bad_low, other, other_bad, wrong_index, high_seq, blank];
+        for (i, a) in kinds.iter().enumerate() {
+            for (j, b) in kinds.iter().enumerate() {
+                let refuse = [a, b].iter().any(|x| log_decode(x, &s, 0) == Err(DecodeError::BadField));
+                let want = if refuse { Err(DecodeError::BadField) } else { Ok(choose_log_slot(a, b, &s, 0)) };
+                assert_eq!(log_choose(a, b, &s, 0), want, "slots {i} and {j}");
+            }
+        }
     }
 
     #[test]

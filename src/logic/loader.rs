@@ -9,7 +9,7 @@
 //! a [`LoadError`], never trusted.
 
 use super::format::{
-    badb_decode, choose_log_slot, ckpt_decode, BadBlocksHeader, Checkpoint, choose_superblock, log_decode, log_entry, DecodeError, Geometry, Remap, Replay, Superblock,
+    badb_decode, ckpt_decode, BadBlocksHeader, Checkpoint, choose_superblock, log_choose, log_entries, log_header, DecodeError, Geometry, Remap, Replay, Superblock,
     SuperblockChoice, ENTRIES_PER_BLOCK, META_BLOCK,
 };
 use super::mainid::MainId;
@@ -184,15 +184,51 @@ pub struct LogEnd {
     pub tail_slot: u32,
     /// Whether the tail has a durable version at all (false: empty log).
     pub tail_written: bool,
+    /// Where a later replay of the same log can start ([`replay_from`]).
+    pub resume: Resume,
 }
 
-/// Replays the log of `sb`: reads each logical block's two slots with `read(index, buf)`
-/// into `buf` (2 x 4 KiB), hands each acknowledged remap to `push` (false: out of memory),
-/// and leaves the tail block's chosen version in `tail`.
+/// A point from which the log can be replayed again without reading what comes before it:
+/// the replay's state after the log's leading run of **full** blocks (252 entries).
+///
+/// A commit only ever writes its tail block while the tail has room, and starts the next
+/// block once it is full, so a full version of a block, once durable, is never written again
+/// (a commit writes the slot not holding the durable version of a block with room). Blocks
+/// before the first one that is not full are therefore final: a second replay of the same
+/// spare, even after the table that owned it committed more (a table reload: the old table
+/// serves I/O between the new one's constructor and the swap) or while it committed (the
+/// constructor's block-by-block read may mix versions, but only of blocks from here on),
+/// reads exactly them again, and can start here with this state instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The first block to read again.
+    pub index: u32,
+    /// The sequence number of block `index - 1` (0 if `index` is 0).
+    pub seq: u64,
+    /// The allocation position after block `index - 1`.
+    pub next_free: u64,
+    /// The last pool block of the blocks before `index`.
+    pub last_spare: Option<u64>,
+    /// The slot block `index - 1` was read from.
+    pub slot: u32,
+    /// Remaps the blocks before `index` hold (252 each).
+    pub entries: u64,
+}
+
+impl Resume {
+    /// The start of the log: a whole replay.
+    pub const START: Resume = Resume { index: 0, seq: 0, next_free: 0, last_spare: None, slot: 0, entries: 0 };
+}
+
+/// Replays the log of `sb`: reads logical blocks with `read(index, buf)` into `buf` (2 x 4 KiB
+/// per block; `buf` may hold several blocks, and `read` is then asked for as many consecutive
+/// blocks from `index` as fit, the length of the slice it gets), hands each acknowledged remap
+/// to `push` (false: out of memory), and leaves the tail block's chosen version in `tail`.
 ///
 /// The log ends at the first block with no valid slot or whose sequence number goes back
 /// (a leftover of a commit never acknowledged). Pool blocks are handed out in order, so
 /// along the log they must strictly increase: this also proves no pool block is used twice.
+#[allow(dead_code)] // the host's callers (crash checker, fuzzers); the kernel calls replay_from
 pub fn replay(
     sb: &Superblock,
     buf: &mut [u8],
@@ -205,52 +241,168 @@ pub fn replay(
 
 /// [`replay`], telling `seen(index, slot, entries)` which version of each logical block it
 /// used (for `dmremap inspect`'s report).
+#[allow(dead_code)] // dmremap inspect (host)
 pub fn replay_observed(
     sb: &Superblock,
+    buf: &mut [u8],
+    tail: &mut [u8; META_BLOCK],
+    read: impl FnMut(u32, &mut [u8]) -> Result<(), ()>,
+    push: impl FnMut(Remap) -> bool,
+    seen: impl FnMut(u32, u32, u32),
+) -> Result<LogEnd, LoadError> {
+    replay_core(sb, Resume::START, buf, tail, read, push, seen)
+}
+
+/// [`replay`] from `from`, the [`LogEnd::resume`] of an earlier replay of the same spare:
+/// pushes the remaps of the blocks from `from.index` on only (the earlier replay pushed
+/// `from.entries` before them, which stay as they were), and returns the log's end as a whole
+/// replay would. Every block it reads is checked as in a whole replay.
+///
+/// `tail` must hold what the earlier replay left in it; it is used as the tail only if block
+/// `from.index` is the end of the log, and then it must be block `from.index - 1` (the earlier
+/// replay ended there): otherwise the log lost a block the earlier replay read, which neither
+/// a crash nor a table on this spare does, and the spare is refused (`BadLog`).
+pub fn replay_from(
+    sb: &Superblock,
+    from: Resume,
+    buf: &mut [u8],
+    tail: &mut [u8; META_BLOCK],
+    read: impl FnMut(u32, &mut [u8]) -> Result<(), ()>,
+    push: impl FnMut(Remap) -> bool,
+) -> Result<LogEnd, LoadError> {
+    replay_core(sb, from, buf, tail, read, push, |_, _, _| {})
+}
+
+/// The one replay loop behind [`replay_observed`] and [`replay_from`].
+fn replay_core(
+    sb: &Superblock,
+    from: Resume,
     buf: &mut [u8],
     tail: &mut [u8; META_BLOCK],
     mut read: impl FnMut(u32, &mut [u8]) -> Result<(), ()>,
     mut push: impl FnMut(Remap) -> bool,
     mut seen: impl FnMut(u32, u32, u32),
 ) -> Result<LogEnd, LoadError> {
-    let mut r = Replay::default();
-    let mut end = LogEnd::default();
-    let mut last_spare: Option<u64> = None;
+    const PAIR: usize = 2 * META_BLOCK;
+    let log_blocks = sb.geometry.log_blocks;
+    if from.index > log_blocks || from.next_free > sb.geometry.pool_blocks {
+        return Err(LoadError::BadLog);
+    }
+    let mut r = Replay { seq: from.seq, next_free: from.next_free, blocks: from.index };
+    let mut resume = from;
+    let mut last_spare = from.last_spare;
+    let mut end = match from.index.checked_sub(1) {
+        Some(prev) => LogEnd { seq: from.seq, next_free: from.next_free, tail_index: prev, tail_slot: from.slot, tail_written: true, resume },
+        None => LogEnd::default(),
+    };
+    let mut per_read = (buf.len() / PAIR).min(u32::MAX as usize) as u32;
+    if per_read == 0 {
+        return Err(LoadError::NoMemory);
+    }
+    // The chosen version of the last block accepted, by its offset in `buf`: copied to `tail`
+    // once, before `buf` is read over or at the end, not for every block.
+    let mut tail_at: Option<usize> = None;
+    let mut index = from.index;
+    'log: while index < log_blocks {
+        let n = per_read.min(log_blocks - index);
+        if let Some(at) = tail_at.take() {
+            copy_slot(tail, buf, at);
+        }
+        let chunk = buf.get_mut(..n as usize * PAIR).ok_or(LoadError::NoMemory)?;
+        if read(index, chunk).is_err() {
+            if n == 1 {
+                return Err(LoadError::Read);
+            }
+            // Perhaps a block past the log's end that does not read: from here on one block
+            // at a time, so only what the log needs is read, as with a one-block buffer.
+            per_read = 1;
+            continue;
+        }
+        for (j, pair) in chunk.chunks_exact(PAIR).enumerate() {
+            let (s0, s1) = pair.split_at(META_BLOCK);
+            let (Ok(s0), Ok(s1)) = (<&[u8; META_BLOCK]>::try_from(s0), <&[u8; META_BLOCK]>::try_from(s1)) else {
+                return Err(LoadError::NoMemory);
+            };
+            // A torn write leaves a bad CRC; a valid CRC over impossible fields is corruption
+            // (or a crafted spare), never the end of the log.
+            let Some((h, slot)) = log_choose(s0, s1, sb, index).map_err(|_| LoadError::BadLog)? else { break 'log };
+            if !r.accept(&h) {
+                break 'log;
+            }
+            if h.seq >= SEQ_LIMIT {
+                return Err(LoadError::SeqLimit);
+            }
+            let chosen = if slot == 0 { s0 } else { s1 };
+            seen(index, slot, h.count);
+            for e in log_entries(chosen, h.count) {
+                if last_spare.is_some_and(|l| e.spare <= l) {
+                    return Err(LoadError::OutOfOrder);
+                }
+                last_spare = Some(e.spare);
+                if !push(e) {
+                    return Err(LoadError::NoMemory);
+                }
+            }
+            tail_at = Some(j * PAIR + slot as usize * META_BLOCK);
+            if resume.index == index && h.is_full() {
+                // Still in the leading run of full blocks: final, a later replay starts after it.
+                resume = Resume {
+                    index: index + 1,
+                    seq: r.seq,
+                    next_free: r.next_free,
+                    last_spare,
+                    slot,
+                    entries: resume.entries + ENTRIES_PER_BLOCK as u64,
+                };
+            }
+            end = LogEnd { seq: r.seq, next_free: r.next_free, tail_index: index, tail_slot: slot, tail_written: true, resume };
+            index += 1;
+        }
+    }
+    match tail_at {
+        Some(at) => copy_slot(tail, buf, at),
+        // Nothing read from `from` on: the tail is the block before it, as the caller holds it.
+        None if end.tail_written && log_header(tail).index != end.tail_index => return Err(LoadError::BadLog),
+        None => {}
+    }
+    Ok(end)
+}
+
+/// Copies the 4 KiB slot at `at` in `buf` to `tail`.
+fn copy_slot(tail: &mut [u8; META_BLOCK], buf: &[u8], at: usize) {
+    if let Some(s) = buf.get(at..at + META_BLOCK) {
+        tail.copy_from_slice(s);
+    }
+}
+
+/// About how many remaps the log of `sb` holds, to reserve room for them before a replay: 252
+/// for each block up to the last one with an intact slot (magic, uuid, CRC), found by
+/// bisection (a log is intact up to its tail, and blank after it), so about
+/// log2(`log_blocks`) blocks are read with `read` (as [`replay`] reads, into the first 8 KiB
+/// of `buf`; a block that does not read counts as blank). Nothing is decided on it: the replay
+/// checks everything, and a spare that misleads the bisection only makes the reservation wrong
+/// (never larger than the whole log, which a replay of a full log would hold anyway). Fails
+/// only for a buffer under 8 KiB.
+pub fn estimate(sb: &Superblock, buf: &mut [u8], mut read: impl FnMut(u32, &mut [u8]) -> Result<(), ()>) -> Result<u64, LoadError> {
     let buf = buf.get_mut(..2 * META_BLOCK).ok_or(LoadError::NoMemory)?;
-    for index in 0..sb.geometry.log_blocks {
-        read(index, buf).map_err(|_| LoadError::Read)?;
+    let (mut lo, mut hi) = (0u32, sb.geometry.log_blocks);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        // A block that does not read counts as past the end: the replay, which decides, reads
+        // only up to the end (a bad sector in the unused part of the log refuses nothing).
+        let unread = read(mid, buf).is_err();
         let (s0, s1) = buf.split_at(META_BLOCK);
         let (Ok(s0), Ok(s1)) = (<&[u8; META_BLOCK]>::try_from(s0), <&[u8; META_BLOCK]>::try_from(s1)) else {
             return Err(LoadError::NoMemory);
         };
-        // A torn write leaves a bad CRC; a valid CRC over impossible fields is corruption
-        // (or a crafted spare), never the end of the log.
-        if [s0, s1].iter().any(|s| log_decode(s, sb, index) == Err(DecodeError::BadField)) {
-            return Err(LoadError::BadLog);
+        // Impossible fields in an intact slot count as written: the replay refuses them.
+        if unread || log_choose(s0, s1, sb, mid) == Ok(None) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
         }
-        let Some((h, slot)) = choose_log_slot(s0, s1, sb, index) else { break };
-        if !r.accept(&h) {
-            break;
-        }
-        if h.seq >= SEQ_LIMIT {
-            return Err(LoadError::SeqLimit);
-        }
-        let chosen = if slot == 0 { s0 } else { s1 };
-        seen(index, slot, h.count);
-        for i in 0..h.count as usize {
-            let e = log_entry(chosen, i);
-            if last_spare.is_some_and(|l| e.spare <= l) {
-                return Err(LoadError::OutOfOrder);
-            }
-            last_spare = Some(e.spare);
-            if !push(e) {
-                return Err(LoadError::NoMemory);
-            }
-        }
-        tail.copy_from_slice(chosen);
-        end = LogEnd { seq: r.seq, next_free: r.next_free, tail_index: index, tail_slot: slot, tail_written: true };
     }
-    Ok(end)
+    Ok(u64::from(lo) * ENTRIES_PER_BLOCK as u64)
 }
 
 /// The scrub checkpoint to resume from, given checkpoint slots 0 and 1 of `sb`'s spare
@@ -297,9 +449,62 @@ pub fn bad_blocks(sb: &Superblock, s0: &[u8; META_BLOCK], s1: &[u8; META_BLOCK],
 
 /// Sorts the replayed remaps by main block and refuses a block remapped twice.
 pub fn finish(entries: &mut [Entry]) -> Result<(), LoadError> {
+    // A log in main-block order (relocations of a bad region, a scrub's finds) is sorted
+    // already: one pass checks both the order and that no block is there twice.
+    if entries.windows(2).all(|w| w[0].main < w[1].main) {
+        return Ok(());
+    }
     entries.sort_unstable_by_key(|e| e.main);
     if entries.windows(2).any(|w| w[0].main == w[1].main) {
         return Err(LoadError::Duplicate);
+    }
+    Ok(())
+}
+
+/// The table after a [`replay_from`]: `table` (sorted by main block, as [`finish`] left it
+/// after the earlier replay) without `old`, the remaps the earlier replay pushed from the
+/// resume point on, and with `new`, those the replay from there pushed; written to `out`,
+/// which must be exactly `table.len() - old.len() + new.len()` long. Sorts `old` and `new`.
+///
+/// Refuses a block remapped twice (`Duplicate`, as [`finish`] would on a whole replay), and
+/// an `old` entry missing from `table` (`BadLog`: not the table that replay made; never from
+/// the spare's content).
+pub fn retake(table: &[Entry], old: &mut [Entry], new: &mut [Entry], out: &mut [Entry]) -> Result<(), LoadError> {
+    old.sort_unstable_by_key(|e| e.main);
+    finish(new)?;
+    let want = table.len().checked_sub(old.len()).and_then(|n| n.checked_add(new.len()));
+    if want != Some(out.len()) {
+        return Err(LoadError::BadLog);
+    }
+    let mut old = old.iter().peekable();
+    let mut new = new.iter().peekable();
+    let mut out = out.iter_mut();
+    let mut put = |e: Entry| out.next().map(|o| *o = e).ok_or(LoadError::BadLog);
+    for t in table {
+        match old.peek() {
+            Some(o) if o.main < t.main => return Err(LoadError::BadLog),
+            Some(o) if o.main == t.main => {
+                if **o != *t {
+                    return Err(LoadError::BadLog);
+                }
+                old.next();
+                continue;
+            }
+            _ => {}
+        }
+        while let Some(n) = new.next_if(|n| n.main < t.main) {
+            put(*n)?;
+        }
+        if new.peek().is_some_and(|n| n.main == t.main) {
+            return Err(LoadError::Duplicate);
+        }
+        put(*t)?;
+    }
+    if old.next().is_some() {
+        return Err(LoadError::BadLog);
+    }
+    for n in new {
+        put(*n)?;
     }
     Ok(())
 }
@@ -581,6 +786,280 @@ mod tests {
         assert_eq!(replay(&sb, &mut short, &mut tail, |_, _| Ok(()), |_| true), Err(LoadError::NoMemory));
         let end = replay(&sb, &mut buf, &mut tail, |_, b| { b.fill(0); Ok(()) }, |_| true);
         assert_eq!(end, Ok(LogEnd::default()), "an empty log");
+    }
+
+    /// A spare's log in memory, written by the kernel's commit protocol
+    /// (`metadata::Log::commit`): the tail in memory, new versions into the slot not holding
+    /// the durable one, the next block once the tail is full.
+    struct Spare {
+        sb: Superblock,
+        slots: Vec<[u8; META_BLOCK]>,
+        tail: [u8; META_BLOCK],
+        tail_slot: u32,
+        tail_written: bool,
+        seq: u64,
+        next_free: u64,
+        main: u64,
+    }
+
+    impl Spare {
+        fn new(log_blocks: u32) -> Spare {
+            let mut sb = sb_for(64 << 20);
+            sb.geometry.log_blocks = log_blocks;
+            sb.geometry.pool_blocks = u64::from(log_blocks) * ENTRIES_PER_BLOCK as u64;
+            let mut tail = [0u8; META_BLOCK];
+            log_init(&mut tail, &sb.uuid, 0);
+            Spare { sb, slots: vec![[0; META_BLOCK]; 2 * log_blocks as usize], tail, tail_slot: 0, tail_written: false, seq: 0, next_free: 0, main: 0 }
+        }
+
+        fn commit(&mut self, n: usize) {
+            let seq = self.seq + 1;
+            let mut left = n;
+            while left > 0 && self.next_free < self.sb.geometry.pool_blocks {
+                let h = crate::format::log_header(&self.tail);
+                if h.is_full() {
+                    log_init(&mut self.tail, &self.sb.uuid, h.index + 1);
+                    self.tail_written = false;
+                }
+                let mut pushed = 0;
+                while left > 0 && self.next_free < self.sb.geometry.pool_blocks {
+                    // Main blocks in a scattered order, each once.
+                    let main = (self.main * 7919) % (MAIN / 8);
+                    if !log_push(&mut self.tail, Remap { main, spare: self.next_free }) {
+                        break;
+                    }
+                    self.main += 1;
+                    self.next_free += 1;
+                    left -= 1;
+                    pushed += 1;
+                }
+                if pushed == 0 {
+                    continue;
+                }
+                log_seal(&mut self.tail, seq, self.next_free);
+                let slot = if self.tail_written { 1 - self.tail_slot } else { 0 };
+                let index = crate::format::log_header(&self.tail).index as usize;
+                self.slots[2 * index + slot as usize] = self.tail;
+                self.tail_slot = slot;
+                self.tail_written = true;
+            }
+            self.seq = seq;
+        }
+
+        fn read(&self, index: u32, b: &mut [u8]) {
+            for (k, half) in b.chunks_exact_mut(META_BLOCK).enumerate() {
+                half.copy_from_slice(&self.slots[2 * index as usize + k]);
+            }
+        }
+    }
+
+    /// A small deterministic generator.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    type Replayed = (LogEnd, Vec<Remap>, [u8; META_BLOCK]);
+
+    fn whole(sp: &Spare, pairs: usize) -> Replayed {
+        let mut buf = vec![0u8; pairs * 2 * META_BLOCK];
+        let mut tail = [0u8; META_BLOCK];
+        let mut got = Vec::new();
+        let end = replay(&sp.sb, &mut buf, &mut tail, |i, b| Ok(sp.read(i, b)), |r| {
+            got.push(r);
+            true
+        })
+        .unwrap();
+        (end, got, tail)
+    }
+
+    /// The constructor's replay while the old table keeps committing (between its reads of
+    /// two blocks, so it sees a mix of versions), then more commits, then the first resume's
+    /// replay from the resume point: it gives what a whole replay of the final log gives.
+    #[test]
+    fn replay_from_the_resume_point_equals_a_whole_replay() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..400 {
+            let sp = core::cell::RefCell::new(Spare::new(12));
+            let start = rng.below(2000) as usize;
+            sp.borrow_mut().commit(start);
+            let big = rng.below(4) == 0;
+            // The constructor: the old table commits between reads.
+            let mut buf = vec![0u8; 2 * META_BLOCK];
+            let mut tail = [0u8; META_BLOCK];
+            let mut ctr = Vec::new();
+            let mut during = Vec::new();
+            for _ in 0..8 {
+                during.push(if rng.below(3) == 0 { rng.below(if big { 600 } else { 40 }) as usize } else { 0 });
+            }
+            let sb = sp.borrow().sb;
+            let end = replay(&sb, &mut buf, &mut tail, |i, b| {
+                let n = during.get(i as usize).copied().unwrap_or(0);
+                sp.borrow_mut().commit(n);
+                sp.borrow().read(i, b);
+                Ok(())
+            }, |r| {
+                ctr.push(r);
+                true
+            })
+            .unwrap();
+            assert_eq!(end.resume.entries, u64::from(end.resume.index) * ENTRIES_PER_BLOCK as u64);
+            // The old table goes on until it is suspended.
+            let most = if rng.below(2) == 0 { 3 } else { 700 };
+            let after = rng.below(most) as usize;
+            sp.borrow_mut().commit(after);
+            let sp = sp.into_inner();
+            // The first resume (twice: a failed resume is retried from the same state).
+            for pairs in [1, 3] {
+                let mut buf = vec![0u8; pairs * 2 * META_BLOCK];
+                let mut t = tail;
+                let mut got: Vec<Remap> = ctr[..end.resume.entries as usize].to_vec();
+                let again = replay_from(&sp.sb, end.resume, &mut buf, &mut t, |i, b| Ok(sp.read(i, b)), |r| {
+                    got.push(r);
+                    true
+                })
+                .unwrap();
+                let (want_end, want, want_tail) = whole(&sp, 1);
+                assert_eq!(again, want_end, "round {round}");
+                assert_eq!(got, want, "round {round}");
+                assert_eq!(t, want_tail, "round {round}");
+                assert_eq!(whole(&sp, pairs), (want_end, want.clone(), want_tail), "chunked reads, round {round}");
+                // The kernel's table: the constructor's, with the remaps from the resume point
+                // exchanged.
+                let mut table: Vec<Entry> = ctr.iter().map(|r| Entry { main: r.main, spare: r.spare }).collect();
+                finish(&mut table).unwrap();
+                let mut old: Vec<Entry> = ctr[end.resume.entries as usize..].iter().map(|r| Entry { main: r.main, spare: r.spare }).collect();
+                let mut new: Vec<Entry> = want[end.resume.entries as usize..].iter().map(|r| Entry { main: r.main, spare: r.spare }).collect();
+                let mut out = vec![Entry::default(); table.len() - old.len() + new.len()];
+                retake(&table, &mut old, &mut new, &mut out).unwrap();
+                let mut all: Vec<Entry> = want.iter().map(|r| Entry { main: r.main, spare: r.spare }).collect();
+                finish(&mut all).unwrap();
+                assert_eq!(out, all, "round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn estimate_finds_the_log_end() {
+        for n in [0, 1, 251, 252, 253, 1000, 12 * ENTRIES_PER_BLOCK] {
+            let mut sp = Spare::new(12);
+            sp.commit(n);
+            let mut reads = 0;
+            let mut buf = vec![0u8; 2 * META_BLOCK];
+            let got = estimate(&sp.sb, &mut buf, |i, b| {
+                reads += 1;
+                sp.read(i, b);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, (n as u64).div_ceil(ENTRIES_PER_BLOCK as u64) * ENTRIES_PER_BLOCK as u64, "{n} remaps");
+            assert!(reads <= 4, "{reads} reads");
+        }
+        let sp = Spare::new(12);
+        assert_eq!(estimate(&sp.sb, &mut [0u8; 100], |_, _| Ok(())), Err(LoadError::NoMemory));
+        assert_eq!(estimate(&sp.sb, &mut [0u8; 2 * META_BLOCK], |_, _| Err(())), Ok(0));
+    }
+
+    /// Blocks past the log's end that do not read (bad sectors in the unused part of the log)
+    /// refuse nothing, whether the replay reads one block or several at a time: as before
+    /// reads of several blocks, only what the log needs must read.
+    #[test]
+    fn unreadable_blocks_past_the_end_of_the_log() {
+        let mut sp = Spare::new(12);
+        sp.commit(2 * ENTRIES_PER_BLOCK + 5);
+        let (want_end, want, want_tail) = whole(&sp, 1);
+        // Blocks 0 to 2 hold the log; block 3, blank, is its end.
+        for bad_from in [4u32, 5, 7] {
+            let read = |i: u32, b: &mut [u8]| {
+                if i + (b.len() / (2 * META_BLOCK)) as u32 > bad_from {
+                    return Err(());
+                }
+                sp.read(i, b);
+                Ok(())
+            };
+            for pairs in [1, 2, 5, 32] {
+                let mut buf = vec![0u8; pairs * 2 * META_BLOCK];
+                let mut tail = [0u8; META_BLOCK];
+                let mut got = Vec::new();
+                let end = replay(&sp.sb, &mut buf, &mut tail, read, |r| {
+                    got.push(r);
+                    true
+                });
+                assert_eq!(end, Ok(want_end), "bad from {bad_from}, {pairs} blocks per read");
+                assert_eq!((&got, tail), (&want, want_tail));
+                let hint = estimate(&sp.sb, &mut buf, read).unwrap();
+                assert!(hint <= u64::from(bad_from) * ENTRIES_PER_BLOCK as u64);
+            }
+        }
+        // A block the log needs that does not read is an error, as always.
+        let read = |i: u32, b: &mut [u8]| if i + (b.len() / (2 * META_BLOCK)) as u32 > 2 { Err(()) } else { Ok(sp.read(i, b)) };
+        let mut buf = vec![0u8; 4 * 2 * META_BLOCK];
+        let mut tail = [0u8; META_BLOCK];
+        assert_eq!(replay(&sp.sb, &mut buf, &mut tail, read, |_| true), Err(LoadError::Read));
+    }
+
+    #[test]
+    fn finish_takes_a_sorted_log_as_it_is() {
+        let e = |main, spare| Entry { main, spare };
+        let mut v = [e(1, 0), e(3, 1), e(8, 2)];
+        assert_eq!(finish(&mut v), Ok(()));
+        assert_eq!(v, [e(1, 0), e(3, 1), e(8, 2)]);
+        let mut v = [e(8, 0), e(1, 1), e(3, 2)];
+        assert_eq!(finish(&mut v), Ok(()));
+        assert_eq!(v, [e(1, 1), e(3, 2), e(8, 0)]);
+        assert_eq!(finish(&mut [e(1, 0), e(1, 1)]), Err(LoadError::Duplicate));
+        assert_eq!(finish(&mut [e(3, 0), e(1, 1), e(3, 2)]), Err(LoadError::Duplicate));
+        assert_eq!(finish(&mut []), Ok(()));
+    }
+
+    #[test]
+    fn replay_from_a_log_that_lost_blocks_is_refused() {
+        let mut sp = Spare::new(4);
+        sp.commit(ENTRIES_PER_BLOCK + 3);
+        let (end, _, tail) = whole(&sp, 1);
+        assert_eq!(end.resume.index, 1);
+        // Block 1 gone (both slots): the tail the caller holds is not block 0.
+        sp.slots[2] = [0; META_BLOCK];
+        sp.slots[3] = [0; META_BLOCK];
+        let mut buf = vec![0u8; 2 * META_BLOCK];
+        let mut t = tail;
+        let r = replay_from(&sp.sb, end.resume, &mut buf, &mut t, |i, b| Ok(sp.read(i, b)), |_| true);
+        assert_eq!(r, Err(LoadError::BadLog));
+        // A resume point past the log is refused, not read.
+        let far = Resume { index: 5, ..end.resume };
+        let r = replay_from(&sp.sb, far, &mut buf, &mut t, |_, _| panic!("read"), |_| true);
+        assert_eq!(r, Err(LoadError::BadLog));
+        // A full tail at the end of the log: nothing more to read, the tail is block 0.
+        let mut sp = Spare::new(4);
+        sp.commit(ENTRIES_PER_BLOCK);
+        let (end, _, tail) = whole(&sp, 2);
+        assert_eq!((end.resume.index, end.tail_index), (1, 0));
+        let mut t = tail;
+        let r = replay_from(&sp.sb, end.resume, &mut buf, &mut t, |i, b| Ok(sp.read(i, b)), |_| panic!("push"));
+        assert_eq!(r, Ok(end));
+    }
+
+    #[test]
+    fn retake_refusals() {
+        let e = |main, spare| Entry { main, spare };
+        let table = [e(1, 0), e(4, 1), e(9, 2)];
+        let mut out = [Entry::default(); 3];
+        // The new remaps of the tail remap a block the final blocks already do.
+        assert_eq!(retake(&table, &mut [e(9, 2)], &mut [e(4, 5)], &mut out), Err(LoadError::Duplicate));
+        assert_eq!(retake(&table, &mut [e(9, 2)], &mut [e(3, 5), e(3, 6)], &mut [Entry::default(); 4]), Err(LoadError::Duplicate));
+        // `old` not from this table, or the wrong size of output.
+        assert_eq!(retake(&table, &mut [e(5, 2)], &mut [e(7, 3)], &mut out), Err(LoadError::BadLog));
+        assert_eq!(retake(&table, &mut [e(9, 3)], &mut [e(7, 3)], &mut out), Err(LoadError::BadLog));
+        assert_eq!(retake(&table, &mut [e(10, 3)], &mut [e(7, 3)], &mut out), Err(LoadError::BadLog));
+        assert_eq!(retake(&table, &mut [], &mut [e(7, 3)], &mut out), Err(LoadError::BadLog));
+        assert_eq!(retake(&table, &mut [e(1, 0), e(4, 1), e(9, 2), e(10, 3)], &mut [], &mut []), Err(LoadError::BadLog));
+        assert_eq!(retake(&table, &mut [e(9, 2)], &mut [e(0, 3), e(12, 4)], &mut [Entry::default(); 4]), Ok(()));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub const TESTS: &[crate::Test] = &[
     ("engine_persists_suspend_reload_recreate", persists),
     ("engine_bad_metadata_refused", bad_metadata),
     ("engine_reload_keeps_commits_made_after_its_ctr", reload_race),
+    ("engine_reload_keeps_commits_across_log_blocks", reload_race_blocks),
     ("engine_spare_failure_degrades", spare_failure),
     ("engine_discard_and_zeroes_follow_remaps", discard_and_zeroes),
     ("engine_error_storm_fio_verify", error_storm_verify),
@@ -430,5 +431,51 @@ fn reload_race() -> Result<()> {
     expect_status(&dm.name, &st(2, g.pool_blocks, g.pool_blocks - 2, 0, 2, "operational"))?;
     expect_eq("block 6 after the swap", read_at(&dm.path, 6 * BS, BS as usize)?, pattern(91, BS as usize))?;
     expect_eq("block 5 after the swap", read_at(&dm.path, 5 * BS, BS as usize)?, pattern(90, BS as usize))?;
+    Ok(())
+}
+
+/// The same across log blocks: the first resume reads the log again only from the end of its
+/// leading run of full blocks (docs/design.md), so the old table's commits after the new
+/// constructor must survive whether that constructor saw a full tail (the old table then
+/// starts new blocks) or a tail with room (the old table fills it and goes on).
+fn reload_race_blocks() -> Result<()> {
+    const FIRST: u64 = 100;
+    let bad = BadMain::new("rb", 16 * MIB, &[(FIRST, 800)])?;
+    let spare = LoopDev::new("rb-spare", 4 * MIB)?;
+    let table = remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path).format());
+    let dm = DmDev::create("t-rb", &table)?;
+    let remaps = |name: &str| status_of(name, |s| s.remaps);
+    let mut written: Vec<(u64, Vec<u8>)> = Vec::new();
+    // Writes the next `n` bad blocks (each relocated: one log entry each).
+    let mut write = |path: &str, n: u64| -> Result<u64> {
+        let first = written.last().map_or(FIRST, |(f, d)| f + d.len() as u64 / BS);
+        let data = pattern(first * 7 + n, (n * BS) as usize);
+        write_at(path, first * BS, &data)?;
+        written.push((first, data));
+        Ok(first + n - FIRST)
+    };
+    // (before the reload, after it): a full tail (252 entries, one log block) at the
+    // constructor, then 300 more by the old table (a second full block, 48 in the third); a
+    // tail with room, 10 more into it; a tail with room, 200 more across into the fourth block.
+    for (before, after) in [(252, 300), (0, 10), (0, 200)] {
+        if before > 0 {
+            write(&dm.path, before)?;
+        }
+        // The new constructor reads the log here; the old table goes on serving until resume.
+        dmsetup(&["reload", &dm.name, "--table", &table])?;
+        let total = write(&dm.path, after)?;
+        dmsetup(&["resume", &dm.name])?;
+        expect_eq(&format!("remaps after the swap ({before}, {after})"), remaps(&dm.name)?, total)?;
+    }
+    // The new table commits on from the old one's tail, and a whole replay of the log (a new
+    // device) agrees.
+    let total = write(&dm.path, 1)?;
+    expect_eq("remaps after one more", remaps(&dm.name)?, total)?;
+    drop(dm);
+    let dm = DmDev::create("t-rb", &remap_table(16 * MIB / 512, LineSpec::new(&bad.path(), &spare.path)))?;
+    expect_eq("remaps after remove + create", remaps(&dm.name)?, total)?;
+    for (first, data) in &written {
+        expect_eq(&format!("blocks from {first}"), read_at(&dm.path, first * BS, data.len())?, data.clone())?;
+    }
     Ok(())
 }
