@@ -183,6 +183,14 @@ pub fn run(reps: u32, runtime: &str) -> Result<()> {
     Ok(())
 }
 
+/// `vmtest bench-ctr`: only [`ctr_and_memory`], on the benchmark's main device, in a boot of
+/// its own (`cargo xtask bench --only ctr`).
+pub fn ctr_only() -> Result<()> {
+    let main = NullB::new("bmain", MAIN_MB, false)?;
+    println!("{} kernel {}", crate::protocol::BENCHINFO, std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim());
+    ctr_and_memory(&main, MAIN_MB * MIB / 512)
+}
+
 /// The scrub-cost configs: one device, its scrub stopped or running at the default speeds.
 const SCRUB_OFF: &str = "remap-0-scrub-off";
 const SCRUB_ON: &str = "remap-0-scrub-on";
