@@ -159,8 +159,14 @@ pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
         let mut chunk = [Entry::default(); 64];
         let mut n = 0;
         let mut ok = true;
+        let mut too_large = false;
         let push = |r: Remap| {
-            chunk[n] = Entry { main: r.main, spare: r.spare };
+            // `check_geometry` bounded the pool: every pool block fits an entry.
+            let Some(en) = Entry::remap(r.main, r.spare) else {
+                too_large = true;
+                return false;
+            };
+            chunk[n] = en;
             n += 1;
             if n == chunk.len() {
                 ok = entries.extend_from_slice(&chunk, GFP_KERNEL).is_ok();
@@ -168,14 +174,15 @@ pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
             }
             ok
         };
-        let end = loader::replay(&sb, buf.as_mut_slice(), tail_block, read, push).map_err(refused)?;
+        let end = loader::replay(&sb, buf.as_mut_slice(), tail_block, read, push)
+            .map_err(|e| refused(if too_large { LoadError::PoolTooLarge } else { e }))?;
         if !ok || entries.extend_from_slice(&chunk[..n], GFP_KERNEL).is_err() {
             return Err(refused(LoadError::NoMemory));
         }
         end
     };
     loader::finish(entries.as_mut_slice()).map_err(refused)?;
-    // The vector grew by doubling: keep an exact-size copy (16 bytes per remap, not up to 32).
+    // The vector grew by doubling: keep an exact-size copy (12 bytes per remap, not up to 24).
     if entries.capacity() > entries.len() + entries.len() / 16 {
         let mut exact = KVVec::with_capacity(entries.len(), GFP_KERNEL).map_err(|_| refused(LoadError::NoMemory))?;
         exact.extend_from_slice(entries.as_slice(), GFP_KERNEL).map_err(|_| refused(LoadError::NoMemory))?;
