@@ -30,19 +30,8 @@ impl crate::dm::Footprint for Table {
 }
 
 impl Table {
-    /// A table version over `entries`, for a main device of `main_blocks` blocks. It keeps
-    /// no spare capacity: `entries` is copied to an exact-size array if it has room left.
+    /// A table version over `entries`, for a main device of `main_blocks` blocks.
     pub(crate) fn build(entries: KVVec<Entry>, main_blocks: u64, cache_size: u32) -> Result<KBox<Table>> {
-        // A vector grown by doubling (the log replay's) would otherwise keep up to twice its
-        // size for as long as this version is published: at 1M remaps, 48,576 unused
-        // entries, 0.8 bytes per remap at 16 bytes an entry (the benchmark's 16.8).
-        let entries = if entries.capacity() > entries.len() {
-            let mut exact = KVVec::with_capacity(entries.len(), GFP_KERNEL)?;
-            exact.extend_from_slice(entries.as_slice(), GFP_KERNEL)?;
-            exact
-        } else {
-            entries
-        };
         let shift = cache::region_shift(main_blocks);
         let mut bits = KVVec::from_elem(0u64, cache::bitmap_words(main_blocks, shift), GFP_KERNEL)?;
         cache::bitmap_build(bits.as_mut_slice(), shift, entries.as_slice());

@@ -92,7 +92,7 @@ impl LoadError {
             LoadError::BadLog => c"Spare metadata is inconsistent (a log block with impossible fields)",
             LoadError::Duplicate => c"Spare metadata is inconsistent (a block remapped twice)",
             LoadError::NoMemory => c"Cannot allocate the remap table",
-            LoadError::PoolTooLarge => c"Spare pool has more than 4294967295 blocks (the most dm-remap supports; use a larger block_size)",
+            LoadError::PoolTooLarge => c"Spare pool has more than 4294967295 blocks, the most dm-remap supports (format it again)",
         }
     }
 }
