@@ -93,24 +93,31 @@ pub fn route_at(t: &[Entry], i: usize, first: u64, count: u64) -> Route {
     if e.main != first {
         return Route::Main { blocks: (e.main - first).min(count) };
     }
-    // A run of consecutive entries of the same kind, contiguous in the pool too.
+    // A run of consecutive entries of the same kind, contiguous in the pool too. One loop per
+    // kind: each compares the 32-bit pool block once per entry.
+    match e.pool() {
+        None => Route::Pending { blocks: run(t, i, first, count, |next, _| next.is_pending()) },
+        Some(spare) => {
+            // In 64 bits: `spare + n` never wraps onto a smaller pool block, and a pending entry
+            // (PENDING) never continues a remapped run.
+            let blocks = run(t, i, first, count, |next, n| !next.is_pending() && u64::from(next.spare) == spare + n);
+            Route::Spare { spare, blocks }
+        }
+    }
+}
+
+/// The length of the run starting at entry `i` (block `first`, which it holds), at most
+/// `count`: entry `i + n` continues it if it holds block `first + n` and `same(entry, n)`.
+#[inline(always)]
+fn run(t: &[Entry], i: usize, first: u64, count: u64, same: impl Fn(&Entry, u64) -> bool) -> u64 {
     let mut n = 1u64;
     while n < count {
         match t.get(i + n as usize) {
-            Some(next) if next.main == first + n && next.is_pending() == e.is_pending() => {
-                if !e.is_pending() && u64::from(next.spare) != u64::from(e.spare) + n {
-                    break;
-                }
-                n += 1;
-            }
+            Some(next) if next.main == first + n && same(next, n) => n += 1,
             _ => break,
         }
     }
-    if e.is_pending() {
-        Route::Pending { blocks: n }
-    } else {
-        Route::Spare { spare: u64::from(e.spare), blocks: n }
-    }
+    n
 }
 
 /// Merges `add` (sorted by `main`, unique) into `old` (the same), writing into `out`, which
