@@ -249,7 +249,13 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str, flavor: Flav
         let f = |name: &str| v.split_whitespace().find_map(|p| p.strip_prefix(name)).unwrap_or("?").to_string();
         let _ = writeln!(md, "| {} | {} | {} |", f("remaps="), f("ms="), f("kb="));
     }
-    let _ = writeln!(md, "\nKernel memory per remap (the difference between the two, per remap): **{} bytes** (target 16); constructor target 150 ms.\n", get("bytes-per-remap"));
+    let _ = writeln!(
+        md,
+        "\nKernel memory per remap (the difference between the two, per remap): **{} bytes** (target 16); constructor \
+         target 150 ms. Each side of each growth is read with the kernel at rest (see \"Kernel memory per remap: how it \
+         is measured\" below).\n",
+        get("bytes-per-remap")
+    );
     for (k, v) in info.iter().filter(|(k, _)| k.starts_with("cache-")) {
         let _ = writeln!(md, "- {k}: {v}");
     }
