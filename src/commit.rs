@@ -12,7 +12,7 @@ use crate::engine::{BadList, CkptState, Engine, Stat, State, WorkerState};
 use crate::health;
 use crate::logic::format::{badb_encode, badb_entry, Remap, Superblock, BADB_OVERFLOW, META_BLOCK, META_SECTORS};
 use crate::logic::loader;
-use crate::logic::remaps::{self, Entry, PENDING};
+use crate::logic::remaps::{self, Entry};
 use crate::metadata::{self, Log};
 use crate::table::Table;
 use core::sync::atomic::Ordering;
@@ -66,8 +66,7 @@ pub(crate) fn place(e: &Engine, log: &mut Log, w: &RcuWriter<Table>, batch: &mut
         return false;
     }
     let existing = remaps::find(e.table.get(w).entries.as_slice(), block)
-        .filter(|en| !en.is_pending())
-        .map(|en| en.spare)
+        .and_then(|en| en.pool())
         .or_else(|| batch.remapped(block));
     let (spare, new) = match existing {
         Some(s) => (s, false),
@@ -215,7 +214,7 @@ fn load_bad_blocks(e: &Engine, bad: &mut BadList, sb: &Superblock, log: &[Entry]
     for i in 0..head.count {
         let main = badb_entry(src, i);
         if remaps::find(log, main).is_none() {
-            out.push(Entry { main, spare: PENDING }, GFP_KERNEL)?;
+            out.push(Entry::pending(main), GFP_KERNEL)?;
         }
     }
     bad.at = Some(CkptState { sector: s0, uuid: sb.uuid, seq: head.seq, slot, written_ns: now_ns() });
@@ -232,7 +231,9 @@ fn build_table(e: &Engine, w: &RcuWriter<Table>, add: &[Remap], pending: &[Entry
     let mut new: KVVec<Entry> = KVVec::with_capacity(add.len() + pending.len(), GFP_KERNEL)?;
     new.extend_from_slice(pending, GFP_KERNEL)?;
     for r in add {
-        new.push(Entry { main: r.main, spare: r.spare }, GFP_KERNEL)?;
+        // Every pool block fits an entry (the loader refuses larger pools, and `Log::allocate`
+        // hands out only pool blocks); were one not to, nothing is committed.
+        new.push(Entry::remap(r.main, r.spare).ok_or(EINVAL)?, GFP_KERNEL)?;
     }
     let n = remaps::sort_dedup(new.as_mut_slice());
     let add = &new.as_slice()[..n];

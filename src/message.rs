@@ -125,8 +125,10 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
             let found = e.table.read(|t| remaps::find(t.entries.as_slice(), block));
             let location = match found {
                 None => Location::Main,
-                Some(en) if en.is_pending() => Location::Pending,
-                Some(en) => Location::Spare { pool_block: en.spare, spare_sector: Some(e.config.geo.pool_sector(en.spare)) },
+                Some(en) => match en.pool() {
+                    None => Location::Pending,
+                    Some(pool) => Location::Spare { pool_block: pool, spare_sector: Some(e.config.geo.pool_sector(pool)) },
+                },
             };
             reply(out, format_args!("{}", BlockReply { block, location }))
         }
@@ -134,7 +136,7 @@ pub(crate) fn message(e: &Engine, args: &Args<'_>, out: &mut StatusWriter<'_>) -
             e.table.read(|t| {
                 let mut sep = "";
                 for en in t.entries.iter().filter(|en| !en.is_pending()).skip(first as usize).take(count as usize) {
-                    let _ = write!(out, "{sep}{}", RemapLine(en.main, en.spare));
+                    let _ = write!(out, "{sep}{}", RemapLine(en.main, u64::from(en.spare)));
                     sep = "\n";
                 }
             });

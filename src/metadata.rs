@@ -180,8 +180,14 @@ fn replay_into(spare: &Dev, sb: &Superblock, from: Resume, tail: &mut KVVec<u8>,
     // (A false from `push` ends the replay with `NoMemory`.)
     let mut chunk = [Entry::default(); 64];
     let mut n = 0;
+    let mut too_large = false;
     let push = |r: Remap| {
-        chunk[n % 64] = Entry { main: r.main, spare: r.spare };
+        // `check_geometry` bounded the pool: every pool block fits an entry.
+        let Some(en) = Entry::remap(r.main, r.spare) else {
+            too_large = true;
+            return false;
+        };
+        chunk[n % 64] = en;
         n += 1;
         if n < 64 {
             return true;
@@ -189,7 +195,8 @@ fn replay_into(spare: &Dev, sb: &Superblock, from: Resume, tail: &mut KVVec<u8>,
         n = 0;
         entries.extend_from_slice(&chunk, GFP_KERNEL).is_ok()
     };
-    let end = loader::replay_from(sb, from, buf.as_mut_slice(), tail_block, read, push).map_err(refused)?;
+    let end = loader::replay_from(sb, from, buf.as_mut_slice(), tail_block, read, push)
+        .map_err(|e| refused(if too_large { LoadError::PoolTooLarge } else { e }))?;
     if entries.extend_from_slice(chunk.get(..n).unwrap_or(&[]), GFP_KERNEL).is_err() {
         return Err(refused(LoadError::NoMemory));
     }
@@ -219,7 +226,7 @@ pub(crate) fn replay(spare: &Dev, sb: Superblock) -> Result<Loaded, CtrError> {
     let from = usize::try_from(end.resume.entries).ok().and_then(|n| entries.as_slice().get(n..)).unwrap_or(&[]);
     open.extend_from_slice(from, GFP_KERNEL).map_err(|_| refused(LoadError::NoMemory))?;
     loader::finish(entries.as_mut_slice()).map_err(refused)?;
-    // The vector grew by doubling: keep an exact-size copy (16 bytes per remap, not up to 32).
+    // The vector grew by doubling: keep an exact-size copy (12 bytes per remap, not up to 24).
     if entries.capacity() > entries.len() + entries.len() / 16 {
         let mut exact = KVVec::with_capacity(entries.len(), GFP_KERNEL).map_err(|_| refused(LoadError::NoMemory))?;
         exact.extend_from_slice(entries.as_slice(), GFP_KERNEL).map_err(|_| refused(LoadError::NoMemory))?;

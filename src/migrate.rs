@@ -41,7 +41,7 @@ pub(crate) fn migrate(e: &Engine, meta: &mut WorkerState, block: u64) -> Result<
     let r = r.and_then(|pool| {
         let published = remaps::find(e.table.get(&meta.table_w).entries.as_slice(), block);
         match published {
-            Some(en) if en.spare == pool => Ok(pool),
+            Some(en) if en.pool() == Some(pool) => Ok(pool),
             _ => Err(EIO),
         }
     });
@@ -79,13 +79,13 @@ fn copy(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, block: u64) -> Re
 fn release_parked(e: &Engine) {
     while let Some(mut p) = e.parked.pop() {
         let pb = p.per_bio();
-        let home = e.table.read(|t| remaps::find(t.entries.as_slice(), pb.first)).filter(|en| !en.is_pending());
+        let home = e.table.read(|t| remaps::find(t.entries.as_slice(), pb.first)).and_then(|en| en.pool());
         let offset = pb.sector - pb.first * e.config.bs_sectors;
         match home {
-            Some(en) => {
+            Some(pool) => {
                 pb.stage = Stage::Spare;
                 e.stats.add(Stat::SpareIos, 1);
-                let at = e.config.geo.pool_sector(en.spare) + offset;
+                let at = e.config.geo.pool_sector(pool) + offset;
                 p.submit(&e.config.spare, at);
             }
             None => {

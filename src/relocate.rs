@@ -19,7 +19,7 @@ use crate::commit::{self, Batch, Weak, BATCH_BIOS};
 use crate::dm::{ratelimit, BlkStatus, HeldBio, IoKind};
 use crate::engine::{Engine, PerBio, Stage, WorkerState};
 use crate::health;
-use crate::logic::remaps::{self, Entry, PENDING};
+use crate::logic::remaps::{self, Entry};
 use crate::migrate;
 use core::sync::atomic::Ordering;
 use kernel::prelude::*;
@@ -154,7 +154,7 @@ fn retry_read(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &mut H
         status = pb.error;
         let known = remaps::find(e.table.get(&meta.table_w).entries.as_slice(), block).is_some()
             || batch.remapped(block).is_some();
-        if !known && batch.pending.push(Entry { main: block, spare: PENDING }, GFP_KERNEL).is_err() {
+        if !known && batch.pending.push(Entry::pending(block), GFP_KERNEL).is_err() {
             break;
         }
         if !known && ratelimit() {

@@ -21,7 +21,7 @@ use crate::engine::{CkptState, Engine, ScanState, Stat, State, WorkerState};
 use crate::health;
 use crate::logic::format::{ckpt_encode, Checkpoint, META_BLOCK, META_SECTORS};
 use crate::logic::loader;
-use crate::logic::remaps::{self, Entry, Route, PENDING};
+use crate::logic::remaps::{self, Entry, Route};
 use crate::logic::scrub::Pacer;
 use crate::migrate;
 use core::sync::atomic::Ordering;
@@ -295,7 +295,7 @@ fn record(e: &Engine, meta: &mut WorkerState, batch: &mut Batch) {
     batch.pending = pending;
     for p in batch.pending.iter() {
         if ratelimit() {
-            pr_warn!("{}: block {} unreadable (found by the scrub): listed as bad until written\n", e.dev_name(), p.main);
+            pr_warn!("{}: block {} unreadable (found by the scrub): listed as bad until written\n", e.dev_name(), { p.main });
         }
         e.stats.add(Stat::MediaErrors, 1);
         meta.hotspots.add(p.main);
@@ -349,7 +349,7 @@ fn block(e: &Engine, st: &mut ScanState, batch: &mut Batch, b: u64) {
         ns = now_ns().saturating_sub(t0);
     }
     if !ok {
-        let _ = batch.pending.push(Entry { main: b, spare: PENDING }, GFP_KERNEL);
+        let _ = batch.pending.push(Entry::pending(b), GFP_KERNEL);
         return;
     }
     if tries == 1 {

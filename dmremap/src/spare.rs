@@ -393,7 +393,10 @@ pub fn inspect(spare: &Path) -> Result<Report, Fail> {
     rep.problems.extend(damaged);
     match result {
         Ok(end) => {
-            let mut entries: Vec<Entry> = rep.remaps.iter().map(|&(main, spare)| Entry { main, spare }).collect();
+            // `finish` checks the blocks (`main`) only; every pool block fits an entry once the
+            // loader has accepted the geometry, and one that would not is still a block.
+            let mut entries: Vec<Entry> =
+                rep.remaps.iter().map(|&(main, spare)| Entry::remap(main, spare).unwrap_or(Entry::pending(main))).collect();
             match loader::finish(&mut entries) {
                 Ok(()) => {
                     rep.pool_free = Some(sb.geometry.pool_blocks - end.next_free);

@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn lru_within_a_set() {
         // Every block remapped, so each block has its own position.
-        let t: Vec<Entry> = (0..1000).map(|b| Entry { main: b, spare: b }).collect();
+        let t: Vec<Entry> = (0..1000).map(|b| Entry { main: b, spare: b as u32 }).collect();
         let c = slots(2); // one set, two ways
         cache_put(&c, 1, 1);
         cache_put(&c, 2, 2);
@@ -207,7 +207,7 @@ mod tests {
         /// Whatever the cache and bitmap hold, routing through them equals plain routing.
         #[test]
         fn cached_route_equals_route(
-            blocks in prop::collection::btree_map(0u64..5000, prop::option::of(0u64..10_000), 0..200),
+            blocks in prop::collection::btree_map(0u64..5000, prop::option::of(0u32..10_000), 0..200),
             probes in prop::collection::vec((0u64..5100, 1u64..20), 1..200),
             size_pow in 1u32..8,
         ) {

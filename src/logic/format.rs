@@ -78,6 +78,14 @@ pub const BADB_RECORDS_OFFSET: u64 = 2 * META_BLOCK as u64;
 pub const MIN_BLOCK_SIZE: u32 = 512;
 /// See [`MIN_BLOCK_SIZE`].
 pub const MAX_BLOCK_SIZE: u32 = 65536;
+/// Most pool blocks a spare may have: `u32::MAX`, numbered 0 to `u32::MAX - 1`, so that the
+/// in-memory table stores a pool block in 32 bits (`remaps::Entry`, 12 bytes per remap) with
+/// `u32::MAX` left for `remaps::PENDING`. The format itself records 64-bit numbers; this is
+/// the kernel's limit: [`Geometry::compute`] lays out no larger pool (a bigger spare keeps
+/// the rest unused), and the loader refuses a spare whose superblock says more
+/// (`loader::LoadError::PoolTooLarge`). It is reached at 2 TiB of pool with 512-byte blocks,
+/// 16 TiB with 4 KiB blocks.
+pub const MAX_POOL_BLOCKS: u64 = u32::MAX as u64;
 
 /// Where things are on the spare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,9 +150,12 @@ impl Geometry {
         while pool > 0 && Self::for_pool(pool, block_size, spare_bytes).is_none() {
             pool -= 1;
         }
-        while Self::for_pool(pool + 1, block_size, spare_bytes).is_some() {
+        while pool < MAX_POOL_BLOCKS && Self::for_pool(pool + 1, block_size, spare_bytes).is_some() {
             pool += 1;
         }
+        // A spare larger than the largest pool keeps the rest unused (a smaller pool always
+        // fits where a larger one did).
+        pool = pool.min(MAX_POOL_BLOCKS);
         if pool == 0 {
             return None;
         }
@@ -759,6 +770,23 @@ mod tests {
         assert_eq!(Geometry::compute(8192 + 8192 + 4095, 4096), None);
         assert!(Geometry::compute(8192 + 8192 + 4096, 4096).is_some());
         assert_eq!(Geometry::compute(1 << 20, 3000), None);
+    }
+
+    #[test]
+    fn pools_are_capped_at_max_pool_blocks() {
+        // 4 TiB with 512-byte blocks would hold about 8.5 G pool blocks: capped, the rest
+        // unused, the layout still consistent (log for the capped pool, records after it).
+        let spare = 1u64 << 42;
+        let g = Geometry::compute(spare, 512).unwrap();
+        assert_eq!(g.pool_blocks, MAX_POOL_BLOCKS);
+        assert_eq!(u64::from(g.log_blocks), MAX_POOL_BLOCKS.div_ceil(ENTRIES_PER_BLOCK as u64));
+        assert!(g.end_bytes() < spare && g.records(spare).is_some());
+        // The same spare with 4 KiB blocks stays under the cap and uses it all.
+        let g = Geometry::compute(spare, 4096).unwrap();
+        assert!(g.pool_blocks < MAX_POOL_BLOCKS);
+        assert_eq!(Geometry::for_pool(g.pool_blocks + 1, 4096, (spare - RECORDS_BYTES) & !4095), None);
+        // Exactly at the cap: the largest pool block is below PENDING.
+        assert_eq!(MAX_POOL_BLOCKS - 1, u64::from(crate::remaps::PENDING) - 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use super::format::{
     badb_decode, ckpt_decode, BadBlocksHeader, Checkpoint, choose_superblock, log_choose, log_entries, log_header, DecodeError, Geometry, Remap, Replay, Superblock,
-    SuperblockChoice, ENTRIES_PER_BLOCK, META_BLOCK,
+    SuperblockChoice, ENTRIES_PER_BLOCK, MAX_POOL_BLOCKS, META_BLOCK,
 };
 use super::mainid::MainId;
 use super::remaps::Entry;
@@ -69,6 +69,8 @@ pub enum LoadError {
     Duplicate,
     /// No memory for the table.
     NoMemory,
+    /// More pool blocks than the in-memory table can number ([`MAX_POOL_BLOCKS`]).
+    PoolTooLarge,
 }
 
 impl LoadError {
@@ -90,6 +92,7 @@ impl LoadError {
             LoadError::BadLog => c"Spare metadata is inconsistent (a log block with impossible fields)",
             LoadError::Duplicate => c"Spare metadata is inconsistent (a block remapped twice)",
             LoadError::NoMemory => c"Cannot allocate the remap table",
+            LoadError::PoolTooLarge => c"Spare pool has more than 4294967295 blocks, the most dm-remap supports (format it again)",
         }
     }
 }
@@ -116,6 +119,11 @@ pub fn check_geometry(sb: &Superblock, want: &Expect) -> Result<(), LoadError> {
     }
     if g.pool_start % bs_sectors != 0 {
         return Err(LoadError::BadGeometry);
+    }
+    // The table numbers pool blocks in 32 bits (`remaps::Entry`); `Geometry::compute` never
+    // lays out more. After this, every pool block the log may name fits an entry.
+    if g.pool_blocks > MAX_POOL_BLOCKS {
+        return Err(LoadError::PoolTooLarge);
     }
     let end = g.pool_blocks.checked_mul(bs_sectors).and_then(|n| n.checked_add(g.pool_start));
     let end = match end {
@@ -586,6 +594,20 @@ mod tests {
     }
 
     #[test]
+    fn pools_beyond_32_bit_block_numbers_are_refused() {
+        // Laid out the way an unlimited `Geometry::compute` would have: one block too many.
+        let spare = 1u64 << 43;
+        let want = Expect { spare_sectors: spare / 512, main_sectors: MAIN, block_size: 512, main_id: MainId::NONE };
+        for (pool, ok) in [(MAX_POOL_BLOCKS, true), (MAX_POOL_BLOCKS + 1, false), (1 << 33, false)] {
+            let g = Geometry::for_pool(pool, 512, spare).unwrap();
+            let sb = Superblock::new(1, [3; 16], MAIN, g, MainId::NONE);
+            let b = enc(&sb);
+            let r = superblock(&b, &b, &want);
+            assert_eq!(r, if ok { Ok(sb) } else { Err(LoadError::PoolTooLarge) }, "{pool} pool blocks");
+        }
+    }
+
+    #[test]
     fn pool_overlapping_the_log_or_wrong_log_size_is_refused() {
         let mut sb = sb_for(4 << 20);
         sb.geometry.pool_start = LOG_START / 512; // the pool on top of the log
@@ -932,13 +954,13 @@ mod tests {
                 assert_eq!(whole(&sp, pairs), (want_end, want.clone(), want_tail), "chunked reads, round {round}");
                 // The kernel's table: the constructor's, with the remaps from the resume point
                 // exchanged.
-                let mut table: Vec<Entry> = ctr.iter().map(|r| Entry { main: r.main, spare: r.spare }).collect();
+                let mut table: Vec<Entry> = ctr.iter().map(|r| Entry::remap(r.main, r.spare).unwrap()).collect();
                 finish(&mut table).unwrap();
-                let mut old: Vec<Entry> = ctr[end.resume.entries as usize..].iter().map(|r| Entry { main: r.main, spare: r.spare }).collect();
-                let mut new: Vec<Entry> = want[end.resume.entries as usize..].iter().map(|r| Entry { main: r.main, spare: r.spare }).collect();
+                let mut old: Vec<Entry> = ctr[end.resume.entries as usize..].iter().map(|r| Entry::remap(r.main, r.spare).unwrap()).collect();
+                let mut new: Vec<Entry> = want[end.resume.entries as usize..].iter().map(|r| Entry::remap(r.main, r.spare).unwrap()).collect();
                 let mut out = vec![Entry::default(); table.len() - old.len() + new.len()];
                 retake(&table, &mut old, &mut new, &mut out).unwrap();
-                let mut all: Vec<Entry> = want.iter().map(|r| Entry { main: r.main, spare: r.spare }).collect();
+                let mut all: Vec<Entry> = want.iter().map(|r| Entry::remap(r.main, r.spare).unwrap()).collect();
                 finish(&mut all).unwrap();
                 assert_eq!(out, all, "round {round}");
             }

@@ -8,22 +8,44 @@
 //! the table (its I/O goes to the main device), remapped to a pool block, or *pending*: a
 //! read of it failed, so the next write to it is relocated (as disk firmware does).
 
-/// Marks a pending entry in [`Entry::spare`].
-pub const PENDING: u64 = u64::MAX;
+/// Marks a pending entry in [`Entry::spare`]. Never a pool block: a spare has at most
+/// [`super::format::MAX_POOL_BLOCKS`] (`u32::MAX`) of them, numbered from 0.
+pub const PENDING: u32 = u32::MAX;
 
-/// One table entry.
+/// One table entry: 12 bytes, packed to 4-byte alignment (a `u64` and a `u32`, no padding),
+/// so a table of a million remaps takes 12 MB, not 16. Never borrow a field (`&e.main` does
+/// not compile for a packed struct); read it by value.
+#[repr(C, packed(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {
     /// Main-device block (target-relative, in relocation blocks).
     pub main: u64,
     /// Pool block, or [`PENDING`].
-    pub spare: u64,
+    pub spare: u32,
 }
 
 impl Entry {
     /// Whether this block is pending (unreadable, not yet relocated).
     pub fn is_pending(&self) -> bool {
         self.spare == PENDING
+    }
+
+    /// `main` remapped to pool block `pool`, if `pool` is one (below
+    /// [`super::format::MAX_POOL_BLOCKS`]). Every pool block of a spare the loader accepted
+    /// is (`loader::check_geometry` refuses a larger pool), so `None` means a caller's bug or
+    /// an unchecked spare, never a value to truncate.
+    pub fn remap(main: u64, pool: u64) -> Option<Entry> {
+        u32::try_from(pool).ok().filter(|&p| p != PENDING).map(|spare| Entry { main, spare })
+    }
+
+    /// `main` pending.
+    pub fn pending(main: u64) -> Entry {
+        Entry { main, spare: PENDING }
+    }
+
+    /// The pool block, unless pending.
+    pub fn pool(&self) -> Option<u64> {
+        (!self.is_pending()).then_some(u64::from(self.spare))
     }
 }
 
@@ -71,24 +93,31 @@ pub fn route_at(t: &[Entry], i: usize, first: u64, count: u64) -> Route {
     if e.main != first {
         return Route::Main { blocks: (e.main - first).min(count) };
     }
-    // A run of consecutive entries of the same kind, contiguous in the pool too.
+    // A run of consecutive entries of the same kind, contiguous in the pool too. One loop per
+    // kind: each compares the 32-bit pool block once per entry.
+    match e.pool() {
+        None => Route::Pending { blocks: run(t, i, first, count, |next, _| next.is_pending()) },
+        Some(spare) => {
+            // In 64 bits: `spare + n` never wraps onto a smaller pool block, and a pending entry
+            // (PENDING) never continues a remapped run.
+            let blocks = run(t, i, first, count, |next, n| !next.is_pending() && u64::from(next.spare) == spare + n);
+            Route::Spare { spare, blocks }
+        }
+    }
+}
+
+/// The length of the run starting at entry `i` (block `first`, which it holds), at most
+/// `count`: entry `i + n` continues it if it holds block `first + n` and `same(entry, n)`.
+#[inline(always)]
+fn run(t: &[Entry], i: usize, first: u64, count: u64, same: impl Fn(&Entry, u64) -> bool) -> u64 {
     let mut n = 1u64;
     while n < count {
         match t.get(i + n as usize) {
-            Some(next) if next.main == first + n && next.is_pending() == e.is_pending() => {
-                if !e.is_pending() && next.spare != e.spare + n {
-                    break;
-                }
-                n += 1;
-            }
+            Some(next) if next.main == first + n && same(next, n) => n += 1,
             _ => break,
         }
     }
-    if e.is_pending() {
-        Route::Pending { blocks: n }
-    } else {
-        Route::Spare { spare: e.spare, blocks: n }
-    }
+    n
 }
 
 /// Merges `add` (sorted by `main`, unique) into `old` (the same), writing into `out`, which
@@ -142,11 +171,11 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    fn table(m: &BTreeMap<u64, u64>) -> Vec<Entry> {
+    fn table(m: &BTreeMap<u64, u32>) -> Vec<Entry> {
         m.iter().map(|(&main, &spare)| Entry { main, spare }).collect()
     }
 
-    fn model_route(m: &BTreeMap<u64, u64>, first: u64, count: u64) -> Route {
+    fn model_route(m: &BTreeMap<u64, u32>, first: u64, count: u64) -> Route {
         let kind = |b: u64| m.get(&b).copied();
         match kind(first) {
             None => {
@@ -158,8 +187,8 @@ mod tests {
                 Route::Pending { blocks: n }
             }
             Some(s) => {
-                let n = (0..count).take_while(|&i| kind(first + i) == Some(s + i)).count() as u64;
-                Route::Spare { spare: s, blocks: n }
+                let n = (0..count).take_while(|&i| kind(first + i).map(u64::from) == Some(u64::from(s) + i)).count() as u64;
+                Route::Spare { spare: u64::from(s), blocks: n }
             }
         }
     }
@@ -182,13 +211,45 @@ mod tests {
         assert_eq!(find(&t, 13), None);
     }
 
+    #[test]
+    fn entries_take_12_bytes_and_pool_blocks_fit_them() {
+        assert_eq!(core::mem::size_of::<Entry>(), 12);
+        assert_eq!(core::mem::align_of::<Entry>(), 4);
+        assert_eq!(Entry::remap(7, 0), Some(Entry { main: 7, spare: 0 }));
+        let last = crate::format::MAX_POOL_BLOCKS - 1;
+        assert_eq!(Entry::remap(7, last).and_then(|e| e.pool()), Some(last));
+        // PENDING and anything wider are not pool blocks: refused, never truncated.
+        assert_eq!(Entry::remap(7, u64::from(PENDING)), None);
+        assert_eq!(Entry::remap(7, 1 << 32), None);
+        assert_eq!(Entry::remap(7, u64::MAX), None);
+        assert_eq!(Entry::pending(7).pool(), None);
+        assert!(Entry::pending(7).is_pending());
+        // Ordered by block first, as the table is sorted.
+        assert!(Entry { main: 1, spare: 9 } < Entry { main: 2, spare: 0 });
+    }
+
+    #[test]
+    fn runs_near_the_top_of_the_pool() {
+        let top = PENDING - 1; // the highest pool block
+        let t = [
+            Entry { main: 5, spare: top - 1 },
+            Entry { main: 6, spare: top },
+            Entry::pending(7),
+            Entry::pending(8),
+        ];
+        assert_eq!(route(&t, 5, 8), Route::Spare { spare: u64::from(top) - 1, blocks: 2 });
+        assert_eq!(route(&t, 6, 8), Route::Spare { spare: u64::from(top), blocks: 1 });
+        // A pending entry after the highest pool block does not extend the run (no wrap).
+        assert_eq!(route(&t, 7, 8), Route::Pending { blocks: 2 });
+    }
+
     proptest! {
         /// Random remap sequences applied with sort_dedup + merge agree with a BTreeMap,
         /// and routing agrees with a block-by-block model.
         #[test]
         fn table_matches_model(
             batches in prop::collection::vec(
-                prop::collection::vec((0u64..200, prop::option::of(0u64..400)), 0..20), 1..12),
+                prop::collection::vec((0u64..200, prop::option::of(0u32..400)), 0..20), 1..12),
             probes in prop::collection::vec((0u64..220, 1u64..40), 1..40),
         ) {
             let mut model = BTreeMap::new();
@@ -199,10 +260,10 @@ mod tests {
                     .map(|&(main, s)| Entry { main, spare: s.unwrap_or(PENDING) })
                     .collect();
                 // Within a batch: a remap beats pending, a later pool block beats an earlier.
-                let mut in_batch: BTreeMap<u64, u64> = BTreeMap::new();
+                let mut in_batch: BTreeMap<u64, u32> = BTreeMap::new();
                 for e in &add {
                     let w = in_batch.entry(e.main).or_insert(e.spare);
-                    let rank = |s: u64| (s != PENDING, s);
+                    let rank = |s: u32| (s != PENDING, s);
                     if rank(e.spare) > rank(*w) {
                         *w = e.spare;
                     }

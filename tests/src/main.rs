@@ -95,6 +95,14 @@ fn main() {
         }
         return;
     }
+    if args.first().map(String::as_str) == Some("bench-ctr") {
+        // Only the constructor-time and memory part of `bench` (`cargo xtask bench --only ctr`).
+        if let Err(e) = bench::ctr_only() {
+            println!("bench failed: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(which @ ("bench-smp" | "bench-fs")) = args.first().map(String::as_str) {
         let reps = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
         let runtime = args.get(2).cloned().unwrap_or_else(|| "1".into());

@@ -63,12 +63,12 @@ fn load(img: &[u8]) -> Loaded {
         Ok(())
     };
     loader::replay(&sb, &mut buf, &mut tail, read, |r| {
-        entries.push(Entry { main: r.main, spare: r.spare });
-        true
+        // None: a pool block the table cannot hold (the loader refuses such pools).
+        Entry::remap(r.main, r.spare).map(|e| entries.push(e)).is_some()
     })
     .map_err(why)?;
     loader::finish(&mut entries).map_err(why)?;
-    let remaps = entries.iter().map(|e| (e.main, e.spare)).collect::<HashMap<u64, u64>>();
+    let remaps = entries.iter().map(|e| (e.main, u64::from(e.spare))).collect::<HashMap<u64, u64>>();
     let mut listed = HashSet::new();
     if let (Some(s0), Some(s1)) = (sb.bad_blocks_sector(0), sb.bad_blocks_sector(1)) {
         let (a, b) = (block(s0 * 512), block(s1 * 512));

@@ -75,6 +75,30 @@ fn report_path(paths: &Paths, flavor: Flavor) -> std::path::PathBuf {
     }
 }
 
+/// `cargo xtask bench --only ctr`: the constructor-time and memory part alone, in its own
+/// icount boot (`vmtest bench-ctr`); prints its figures and writes no report (a partial run
+/// must not replace docs/BENCHMARKS.md).
+pub fn ctr_only(paths: &Paths, flavor: Flavor) -> Result<i32> {
+    let (kernel, module) = crate::prepare(paths, flavor)?;
+    let runner = crate::test::build_vmtest(paths)?;
+    let opts = vm::VmOptions::new(kernel, module, runner, Some("vmtest bench-ctr".into()), 1800).icount();
+    step("benchmark: constructor time and kernel memory only (0 and 1M remaps)");
+    let res = vm::run(paths, &opts)?;
+    std::fs::write(paths.target().join("bench-ctr-console.log"), &res.console)?;
+    for line in res.console.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if let [m, rest @ ..] = w.as_slice() {
+            if *m == crate::protocol::BENCHINFO {
+                println!("{}", rest.join(" "));
+            }
+        }
+    }
+    if res.status != 0 {
+        bail!("the benchmark failed in the VM (status {}); console in target/bench-ctr-console.log", res.status);
+    }
+    Ok(0)
+}
+
 fn run_vm(paths: &Paths, reps: u32, runtime: &str, flavor: Flavor) -> Result<String> {
     let (kernel, module) = crate::prepare(paths, flavor)?;
     let runner = crate::test::build_vmtest(paths)?;
@@ -226,7 +250,13 @@ fn tabulate(paths: &Paths, reps: u32, runtime: &str, console: &str, flavor: Flav
         let f = |name: &str| v.split_whitespace().find_map(|p| p.strip_prefix(name)).unwrap_or("?").to_string();
         let _ = writeln!(md, "| {} | {} | {} |", f("remaps="), f("ms="), f("kb="));
     }
-    let _ = writeln!(md, "\nKernel memory per remap (the difference between the two, per remap): **{} bytes** (target 16); constructor target 150 ms.\n", get("bytes-per-remap"));
+    let _ = writeln!(
+        md,
+        "\nKernel memory per remap (the difference between the two, per remap): **{} bytes** (target 16); constructor \
+         target 150 ms. Each side of each growth is read with the kernel at rest (see \"Kernel memory per remap: how it \
+         is measured\" below).\n",
+        get("bytes-per-remap")
+    );
     for (k, v) in info.iter().filter(|(k, _)| k.starts_with("cache-")) {
         let _ = writeln!(md, "- {k}: {v}");
     }

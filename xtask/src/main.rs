@@ -139,6 +139,10 @@ enum Cmd {
         /// Tabulate a saved console log (target/bench-console.log) instead of running.
         #[arg(long)]
         from_log: Option<std::path::PathBuf>,
+        /// Run one part only and print its figures, writing no report: `ctr` (constructor
+        /// time and kernel memory with 0 and 1M remaps, about 2 min).
+        #[arg(long, value_name = "PART")]
+        only: Option<String>,
         /// The kernel: 6.12 (default: the reference figures in docs/BENCHMARKS.md),
         /// debian-7.2 (to docs/BENCHMARKS-debian-7.2.md), 6.12-debug.
         #[arg(long, value_name = "NAME", default_value = "6.12")]
@@ -203,9 +207,11 @@ fn real_main() -> Result<i32> {
             Ok(vm::run(&paths, &opts)?.status)
         }
         Cmd::Fuzz { seconds, only } => fuzz::fuzz(&paths, seconds, only.as_deref()),
-        Cmd::Bench { reps, runtime, from_log, kernel } => {
-            bench::bench(&paths, reps, &runtime, from_log.as_deref(), Flavor::parse(&kernel)?)
-        }
+        Cmd::Bench { reps, runtime, from_log, only, kernel } => match only.as_deref() {
+            None => bench::bench(&paths, reps, &runtime, from_log.as_deref(), Flavor::parse(&kernel)?),
+            Some("ctr") => bench::ctr_only(&paths, Flavor::parse(&kernel)?),
+            Some(other) => anyhow::bail!("--only {other}: the only part that runs alone is `ctr`"),
+        },
         Cmd::Package => package::package(&paths).map(|_| 0),
         Cmd::Profile { config, workload, runtime, top, kernel } => {
             profile::profile(&paths, &config, &workload, &runtime, top, Flavor::parse(&kernel)?)
