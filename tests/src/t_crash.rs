@@ -172,6 +172,10 @@ fn crash_replay() -> Result<()> {
     let lw = DmDev::create("t-cr-lw", &format!("0 {} log-writes {} {}", SPARE_BYTES / 512, spare.path, logdev.path))?;
     let mark = |m: &str| dmsetup(&["message", "t-cr-lw", "0", "mark", m]);
     let dm = DmDev::create("t-cr", &remap_table(MAIN_BYTES / 512, LineSpec::new(&main.path, &lw.path).format()))?;
+    // No scrub: it starts 10 s after the resume, and on a loaded machine the storm outlasts
+    // that, so the scrub would find (and rightly list) bad blocks the checker's promises do
+    // not know were read. Seen: "block 1111 listed as bad but never found unreadable".
+    dmsetup(&["message", "t-cr", "0", "scan", "stop"])?;
     mark("formatted")?;
     // Some bad blocks are read first: each read fails and lists its block before returning.
     for (k, &b) in bad.iter().take(UNREAD).enumerate() {
