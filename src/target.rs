@@ -55,6 +55,18 @@ fn block_size_fits(bs: u32, dev: &Dev) -> bool {
 }
 
 impl Remap {
+    /// The blocks `[first, end)` a bio of `size` bytes at target sector `sector` touches. No
+    /// overflow: the sector is inside the target (dm checks), far below 2^63, and a bio is at
+    /// most 4 GiB; `end > first` as the bio is not empty. Shifts, as block sizes are powers of
+    /// two: no division-by-zero branch on the I/O path.
+    #[inline]
+    fn block_range(&self, sector: u64, size: u64) -> (u64, u64) {
+        let c = &self.e.config;
+        let first = sector >> c.bs_shift;
+        let end = sector.wrapping_add(size.div_ceil(512)).wrapping_add(c.bs_sectors.wrapping_sub(1)) >> c.bs_shift;
+        (first, end)
+    }
+
     /// `map` for every bio the fast path does not take: flushes, discards, bios over
     /// several pieces, remapped or pending blocks, the block being moved.
     #[inline(never)]
@@ -82,7 +94,8 @@ impl Remap {
             let t = e.gate.enter();
             (Some(t), e.migrating.load(Ordering::SeqCst))
         };
-        // This CPU's count of its kind, for the latency sample.
+        // This CPU's count of its kind, for the latency sample; discards and write-zeroes
+        // (rare, uncounted) are timed every time.
         let nth = match op {
             Op::Read => e.stats.add_return(Stat::Reads, 1),
             Op::Write => e.stats.add_return(Stat::Writes, 1),
@@ -90,8 +103,7 @@ impl Remap {
         };
         let sector = bio.target_sector();
         let bs_sectors = e.config.bs_sectors;
-        let first = sector / bs_sectors;
-        let end = (sector + size.div_ceil(512)).div_ceil(bs_sectors);
+        let (first, end) = self.block_range(sector, size);
         // Reads and writes may come back to the worker block by block (a failed write is
         // rewritten or relocated per block), which bounds them; a discard or write-zeroes
         // never does, so it goes out whole where it touches no remapped block.
@@ -322,11 +334,7 @@ impl Target for Remap {
         let gate = if op == Op::Write { Some(e.gate.enter()) } else { None };
         let m = if op == Op::Write { e.migrating.load(Ordering::SeqCst) } else { NOT_MIGRATING };
         let sector = bio.target_sector();
-        let shift = e.config.bs_shift;
-        // No overflow: the sector is inside the target (dm checks), far below 2^63, and a
-        // bio is at most 4 GiB; `end >= first` as the bio is not empty.
-        let first = sector >> shift;
-        let end = sector.wrapping_add(size.div_ceil(512)).wrapping_add(e.config.bs_sectors.wrapping_sub(1)) >> shift;
+        let (first, end) = self.block_range(sector, size);
         let blocks = end.wrapping_sub(first);
         if !e.table.is_empty() || blocks > MAX_BIO_BLOCKS || (m >= first && m - first < blocks) {
             if let Some(t) = gate {
