@@ -31,8 +31,7 @@ struct Lib {
 }
 
 fn load() -> Option<Lib> {
-    // SAFETY: dlopen with a constant, NUL-terminated name; the handle is never closed, so
-    // the symbols stay valid for the life of the process.
+    // SAFETY: dlopen with a constant, NUL-terminated name; the handle is never closed, so the symbols stay valid for the life of the process.
     let h = unsafe { nix::libc::dlopen(c"libblkid.so.1".as_ptr(), nix::libc::RTLD_NOW | nix::libc::RTLD_LOCAL) };
     if h.is_null() {
         return None;
@@ -42,8 +41,7 @@ fn load() -> Option<Lib> {
         let p = unsafe { nix::libc::dlsym(h, name.as_ptr()) };
         (!p.is_null()).then_some(p)
     };
-    // SAFETY: each symbol is the libblkid function of that name, whose C prototype is the
-    // field's type (blkid.h: blkid_probe is a pointer, blkid_loff_t is int64_t).
+    // SAFETY: each symbol is the libblkid function of that name, whose C prototype is the field's type (blkid.h: blkid_probe is a pointer, blkid_loff_t is int64_t).
     unsafe {
         Some(Lib {
             new_probe: std::mem::transmute::<*mut c_void, NewProbe>(sym(c"blkid_new_probe")?),
@@ -73,9 +71,7 @@ pub enum Found {
 /// `None`: libblkid is not available or failed.
 pub fn probe(fd: RawFd) -> Option<Found> {
     let lib = load()?;
-    // SAFETY: the probe is created, used on `fd` (open for the whole call, owned by the
-    // caller) and freed on every path; values returned by lookup point into the probe and are
-    // copied before it is freed.
+    // SAFETY: the probe is created, used on `fd` (open for the whole call, owned by the caller) and freed on every path; values returned by lookup point into the probe and are copied before it is freed.
     unsafe {
         let pr = (lib.new_probe)();
         if pr.is_null() {

@@ -114,9 +114,7 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
 
     /// Sets the target's per-bio data.
     pub(crate) fn set_per_bio(&mut self, p: P) {
-        // SAFETY: type invariant: `pb` is `bio`'s per-bio area, of a `P`'s size and
-        // alignment, exclusively ours while we hold the bio; `P: Copy`, so overwriting an
-        // initialised value drops nothing.
+        // SAFETY: type invariant: `pb` is `bio`'s per-bio area, of a `P`'s size and alignment, exclusively ours while we hold the bio; `P: Copy`, so overwriting an initialised value drops nothing.
         unsafe { self.pb.write(p) };
         self.init = true;
     }
@@ -132,8 +130,7 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
     /// The target's per-bio data (`P::default()` if not set yet).
     pub(crate) fn per_bio(&mut self) -> &mut P {
         self.ensure_init();
-        // SAFETY: type invariant: `pb` is `bio`'s per-bio area, initialised (just above),
-        // exclusively ours while we hold the bio.
+        // SAFETY: type invariant: `pb` is `bio`'s per-bio area, initialised (just above), exclusively ours while we hold the bio.
         unsafe { &mut *self.pb }
     }
 

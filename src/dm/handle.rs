@@ -56,8 +56,7 @@ impl Revoker {
     /// be dropped before device-mapper frees `ti`.
     pub(super) unsafe fn new(ti: *mut bindings::dm_target) -> Result<Self> {
         let mut name = [0u8; NAME_BYTES];
-        // SAFETY: `ti` is valid with its table (contract); dm_device_name returns the mapped
-        // device's NUL-terminated name, which lives as long as the device.
+        // SAFETY: `ti` is valid with its table (contract); dm_device_name returns the mapped device's NUL-terminated name, which lives as long as the device.
         let dev = unsafe { CStr::from_ptr(bindings::dmr_device_name(ti)) }.to_bytes();
         let n = dev.len().min(NAME_BYTES - 1);
         name[..n].copy_from_slice(&dev[..n]);
@@ -91,8 +90,7 @@ impl TargetHandle {
         if ti.0.is_null() {
             return;
         }
-        // SAFETY: type invariant of `Shared`: a non-null `ti`, under the lock, is a live
-        // target whose table is set.
+        // SAFETY: type invariant of `Shared`: a non-null `ti`, under the lock, is a live target whose table is set.
         unsafe { bindings::dm_table_event((*ti.0).table) };
     }
 
@@ -132,10 +130,7 @@ impl TargetHandle {
         if ti.0.is_null() {
             return Err(ENODEV);
         }
-        // SAFETY: type invariant of `Shared`: a non-null `ti`, under the lock, is a live
-        // target; `envp` is a NULL-terminated array of pointers to NUL-terminated strings in
-        // `buf`, which outlives the call (the kernel copies them into the event before
-        // returning).
+        // SAFETY: type invariant of `Shared`: a non-null `ti`, under the lock, is a live target; `envp` is a NULL-terminated array of pointers to NUL-terminated strings in `buf`, which outlives the call (the kernel copies them into the event before returning).
         let r = noio(|| unsafe { bindings::dmr_uevent(ti.0, envp.as_mut_ptr()) });
         kernel::error::to_result(r)
     }

@@ -144,8 +144,7 @@ impl DeviceIterator<'_> {
             return;
         }
         if let Some(f) = self.f {
-            // SAFETY: type invariant: `f` and `data` come from dm for this call on `ti`; `dev` is
-            // an open device of `ti`.
+            // SAFETY: type invariant: `f` and `data` come from dm for this call on `ti`; `dev` is an open device of `ti`.
             self.ret = unsafe { f(self.ti, dev.as_ptr(), start, len, self.data) };
         }
     }

@@ -79,8 +79,7 @@ unsafe fn run<H: WorkHandler>(inner: &Inner, f: impl FnOnce(&H)) {
     }
     // SAFETY: plain memalloc_noio_save, restored below on the same task.
     let flags = unsafe { bindings::dmr_noio_save() };
-    // SAFETY: type invariant: a non-null `ctx` is a strong reference the worker owns, and
-    // `unbind`/`drop` release it only after waiting for this run (we are a work item's run).
+    // SAFETY: type invariant: a non-null `ctx` is a strong reference the worker owns, and `unbind`/`drop` release it only after waiting for this run (we are a work item's run).
     f(unsafe { &*ctx });
     // SAFETY: pairs with the save above.
     unsafe { bindings::dmr_noio_restore(flags) };
@@ -132,8 +131,7 @@ impl<H: WorkHandler> Worker<H> {
             return Err(ENOMEM);
         }
         inner.wq = wq;
-        // SAFETY: `inner` is ours and not yet shared: nothing else touches its C fields.
-        // `work_fn::<H>`/`scan_fn::<H>` are the functions for a `Worker<H>`'s items.
+        // SAFETY: `inner` is ours and not yet shared: nothing else touches its C fields. `work_fn::<H>`/`scan_fn::<H>` are the functions for a `Worker<H>`'s items.
         unsafe {
             bindings::dmr_bio_queue_init(inner.queue.get());
             bindings::dmr_init_work(inner.work.get(), Some(work_fn::<H>));
@@ -169,8 +167,7 @@ impl<H: WorkHandler> Worker<H> {
             bindings::dmr_cancel_delayed_work_sync(self.inner.scan.get());
             bindings::flush_work(self.inner.work.get());
         }
-        // SAFETY: type invariant: `p` is an `Arc<H>` reference the worker owned; the swap took
-        // it out of the worker, and no run uses it any more.
+        // SAFETY: type invariant: `p` is an `Arc<H>` reference the worker owned; the swap took it out of the worker, and no run uses it any more.
         Some(unsafe { Arc::from_raw(p.cast::<H>()) })
     }
 
@@ -205,8 +202,7 @@ impl<H: WorkHandler> Worker<H> {
         if bio.is_null() {
             None
         } else {
-            // SAFETY: only `Bio::defer`/`Bio::hold` push, for a worker with this per-bio
-            // type, and popping transfers ownership.
+            // SAFETY: only `Bio::defer`/`Bio::hold` push, for a worker with this per-bio type, and popping transfers ownership.
             Some(unsafe { HeldBio::from_raw(bio) })
         }
     }
@@ -223,8 +219,7 @@ impl<H: WorkHandler> Drop for Worker<H> {
         // Device-mapper completes all I/O before a target is destroyed, and the worker
         // completes every bio it pops, so the queue is empty here.
         if !p.is_null() {
-            // SAFETY: type invariant: a reference the worker owned; the workqueue is gone, so
-            // no run uses it.
+            // SAFETY: type invariant: a reference the worker owned; the workqueue is gone, so no run uses it.
             drop(unsafe { Arc::from_raw(p.cast::<H>()) });
         }
     }
