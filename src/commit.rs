@@ -125,11 +125,9 @@ pub(crate) fn commit_publish(e: &Engine, meta: &mut WorkerState, batch: Batch) -
                     meta.recent_remaps.add(now_ns() / 1_000_000_000, remaps.len() as u32);
                     e.table.replace(&mut meta.table_w, table);
                 }
-                Err(_) => {
-                    // The pending marks are lost with the table (memory-only hints: the
-                    // next read error marks a block again).
-                    pr_err!("{}: metadata commit failed; relocation stopped (degraded)\n", e.dev_name());
-                    e.set_state(State::Degraded);
+                Err(failed) => {
+                    drop(table);
+                    commit_failed(e, meta, remaps.as_slice(), pending.as_slice(), failed);
                 }
             },
         }
@@ -144,6 +142,50 @@ pub(crate) fn commit_publish(e: &Engine, meta: &mut WorkerState, batch: Batch) -
         save_bad_blocks(e, meta);
     }
     committed
+}
+
+/// After a failed log write (`Log::commit`): the remaps the log holds for sure are published,
+/// since the next load replays them (a write to such a block acknowledged on the main device
+/// would read back stale); the ones it may hold are put in doubt, and writes to them are
+/// refused until a reload reads what the log holds (docs/design.md, "A commit that fails").
+/// Relocation stops (degraded: no more commits). The batch's bios fail, as its commit did.
+/// Called before they complete, so a write that follows one of them sees the doubt.
+fn commit_failed(e: &Engine, meta: &mut WorkerState, remaps: &[Remap], pending: &[Entry], failed: metadata::CommitFailed) {
+    e.set_state(State::Degraded);
+    let doubt = remaps.get(failed.doubt.clone()).unwrap_or(&[]);
+    if !doubt.is_empty() {
+        e.table.hold_general();
+        for r in doubt {
+            e.doubt.add(r.main);
+        }
+    }
+    let durable = remaps.get(..failed.durable).unwrap_or(&[]);
+    if !durable.is_empty() {
+        // The pending marks go with them (memory-only hints); without memory for the table,
+        // every write is refused instead (nothing may reach a block the log now moves).
+        match build_table(e, &meta.table_w, durable, pending) {
+            Ok(table) => e.table.replace(&mut meta.table_w, table),
+            Err(_) => {
+                e.table.hold_general();
+                e.doubt.refuse_all();
+            }
+        }
+    }
+    match e.doubt.count() {
+        Some(0) => pr_err!("{}: metadata commit failed; relocation stopped (degraded)\n", e.dev_name()),
+        Some(n) => pr_err!(
+            "{}: metadata commit failed; relocation stopped (degraded); {} of {} new remaps durable, {} in doubt: writes to those blocks fail until the table is reloaded\n",
+            e.dev_name(),
+            durable.len(),
+            remaps.len(),
+            n
+        ),
+        None => pr_err!(
+            "{}: metadata commit failed; relocation stopped (degraded); no memory to publish {} durable remaps: every write fails until the table is reloaded\n",
+            e.dev_name(),
+            durable.len()
+        ),
+    }
 }
 
 /// Writes the table's pending blocks as the bad-block list, with FUA, to the slot not holding

@@ -371,6 +371,71 @@ impl Figures {
     }
 }
 
+/// The blocks whose new remaps were in a log write that failed (`commit::commit_publish`): the
+/// log may or may not hold them, so neither the main block nor the pool block is sure to be
+/// what the next load reads, and writes to them are refused until a reload resolves it
+/// (docs/design.md, "A commit that fails"). Set once, by the worker, when the spare fails
+/// (the state is then degraded, so no later commit adds more); read locklessly by `map`.
+pub(crate) struct InDoubt {
+    /// The blocks, `count` of them valid; room for one log block's entries, reserved at
+    /// construction (a failed commit never allocates).
+    blocks: KVVec<AtomicU64>,
+    count: AtomicU32,
+    /// Every write is refused: more blocks were in doubt than `blocks` holds, or the remaps
+    /// that did become durable could not be published.
+    all: AtomicBool,
+}
+
+impl InDoubt {
+    pub(crate) fn new() -> Result<Self> {
+        let mut blocks = KVVec::with_capacity(logic::format::ENTRIES_PER_BLOCK, GFP_KERNEL)?;
+        for _ in 0..logic::format::ENTRIES_PER_BLOCK {
+            blocks.push(AtomicU64::new(0), GFP_KERNEL)?;
+        }
+        Ok(Self { blocks, count: AtomicU32::new(0), all: AtomicBool::new(false) })
+    }
+
+    /// Whether any block is in doubt (`map`'s test before it looks further).
+    #[inline]
+    pub(crate) fn any(&self) -> bool {
+        self.count.load(Ordering::Acquire) != 0 || self.all.load(Ordering::Acquire)
+    }
+
+    /// Adds `b`; past the room for them, every block is in doubt. Worker only.
+    pub(crate) fn add(&self, b: u64) {
+        let n = self.count.load(Ordering::Relaxed) as usize;
+        match self.blocks.get(n) {
+            Some(slot) => {
+                slot.store(b, Ordering::Relaxed);
+                // Release: a reader that sees the count sees the block.
+                self.count.store(n as u32 + 1, Ordering::Release);
+            }
+            None => self.refuse_all(),
+        }
+    }
+
+    /// Every block is in doubt from now on.
+    pub(crate) fn refuse_all(&self) {
+        self.all.store(true, Ordering::Release);
+    }
+
+    /// How many blocks are in doubt (for the log line); `None` for all of them.
+    pub(crate) fn count(&self) -> Option<u32> {
+        (!self.all.load(Ordering::Acquire)).then(|| self.count.load(Ordering::Acquire))
+    }
+
+    /// `logic::remaps::doubt_clip` over these blocks: `None` if a write at `first` must fail,
+    /// else how many of its `blocks` may go on.
+    pub(crate) fn clip(&self, first: u64, blocks: u64) -> Option<u64> {
+        if self.all.load(Ordering::Acquire) {
+            return None;
+        }
+        let n = self.count.load(Ordering::Acquire) as usize;
+        let set = self.blocks.as_slice().get(..n).unwrap_or(&[]);
+        logic::remaps::doubt_clip(set.iter().map(|a| a.load(Ordering::Relaxed)), first, blocks)
+    }
+}
+
 /// One `remap` target instance: parts that own their data.
 #[pin_data]
 pub(crate) struct Engine {
@@ -388,6 +453,8 @@ pub(crate) struct Engine {
     pub(crate) migrating: AtomicU64,
     /// Writes parked by map while their block moves.
     pub(crate) parked: BioQueue<PerBio>,
+    /// Blocks a failed commit left in doubt: writes to them are refused.
+    pub(crate) doubt: InDoubt,
     /// The scan's own state (`scan::step`), apart from `meta` so that the scan reads without
     /// holding the metadata lock.
     #[pin]

@@ -41,6 +41,15 @@ pub(crate) struct Log {
     pub(crate) unformatted: bool,
 }
 
+/// What a failed [`Log::commit`] leaves: `new[..durable]` is in the log for sure, `new[doubt]`
+/// may or may not be (the write that failed held them), the rest is not. The log's state in
+/// memory is then no longer the spare's: the caller stops committing (degraded).
+#[derive(Debug)]
+pub(crate) struct CommitFailed {
+    pub(crate) durable: usize,
+    pub(crate) doubt: core::ops::Range<usize>,
+}
+
 /// A loaded spare: the log state and the remaps it records, sorted by main block.
 pub(crate) struct Loaded {
     pub(crate) log: Log,
@@ -286,14 +295,17 @@ impl Log {
     /// Makes `new` durable: appends them to the log in new versions of the tail block (never
     /// over its durable version) and further blocks. The first write carries a preflush, so
     /// the relocated data written before it is durable first; every write is FUA.
-    /// Returns the number of log blocks written.
-    pub(crate) fn commit(&mut self, spare: &Dev, new: &[Remap]) -> Result<u64> {
+    /// Returns the number of log blocks written; on failure, which of `new` may be durable
+    /// ([`CommitFailed`]): a batch that spills into the next log block is written a block at a
+    /// time, and a write that fails may still have reached the disk.
+    pub(crate) fn commit(&mut self, spare: &Dev, new: &[Remap]) -> Result<u64, CommitFailed> {
+        let before = |at: usize| CommitFailed { durable: at, doubt: at..at };
         // The loader refuses sequence numbers near the limit; still, never overflow.
-        let seq = self.seq.checked_add(1).ok_or(EINVAL)?;
+        let seq = self.seq.checked_add(1).ok_or(before(0))?;
         let next_free = self.next_free;
         let uuid = self.sb.uuid;
         let log_blocks = self.sb.geometry.log_blocks;
-        let b = as_block_mut(self.tail.as_mut_slice()).ok_or(EINVAL)?;
+        let b = as_block_mut(self.tail.as_mut_slice()).ok_or(before(0))?;
         let mut i = 0;
         let mut first = true;
         let mut written = 0;
@@ -302,18 +314,23 @@ impl Log {
             if h.is_full() {
                 if h.index + 1 >= log_blocks {
                     // The log holds one entry per pool block, so this cannot happen.
-                    return Err(ENOSPC);
+                    return Err(before(i));
                 }
                 log_init(b, &uuid, h.index + 1);
                 self.tail_written = false;
             }
+            let start = i;
             while i < new.len() && log_push(b, new[i]) {
                 i += 1;
             }
             log_seal(b, seq, next_free);
             let slot = if self.tail_written { 1 - self.tail_slot } else { 0 };
             let kind = if first { IoKind::WriteCommit } else { IoKind::WriteFua };
-            spare.rw_sync(Geometry::log_slot_sector(log_header(b).index, slot), &mut b[..], kind)?;
+            if spare.rw_sync(Geometry::log_slot_sector(log_header(b).index, slot), &mut b[..], kind).is_err() {
+                // Earlier blocks are durable (each write was FUA); this one's new entries may
+                // or may not be; the rest were never written.
+                return Err(CommitFailed { durable: start, doubt: start..i });
+            }
             first = false;
             written += 1;
             self.tail_slot = slot;

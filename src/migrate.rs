@@ -23,6 +23,11 @@ use kernel::prelude::*;
 /// publish it sends the parked writes to the pool block (or back to the main device if
 /// the move failed). Returns the pool block.
 pub(crate) fn migrate(e: &Engine, meta: &mut WorkerState, block: u64) -> Result<u64> {
+    // Once presuspend has run, no move starts (`quiesce`): this table may be on its way out,
+    // and a new one may already read the log.
+    if e.suspended.load(Ordering::SeqCst) {
+        return Err(EBUSY);
+    }
     if remaps::find(e.table.get(&meta.table_w).entries.as_slice(), block).is_some_and(|en| !en.is_pending()) {
         return Err(EEXIST);
     }
@@ -53,6 +58,14 @@ pub(crate) fn migrate(e: &Engine, meta: &mut WorkerState, block: u64) -> Result<
         e.figures.proactive_relocations.fetch_add(1, Ordering::Relaxed);
     }
     r
+}
+
+/// For presuspend, after the scan is stopped and `suspended` set: waits for a move in progress
+/// (each runs under the metadata lock), so that none runs or starts once this returns. The
+/// old table of a reload then writes the spare only for the bios still in flight, which dm
+/// waits for before the new table's first resume reads the log.
+pub(crate) fn quiesce(e: &Engine) {
+    drop(e.meta.lock());
 }
 
 /// The copy of `migrate`: reads the block (with retries) and writes it to a new pool block.
@@ -87,6 +100,11 @@ fn release_parked(e: &Engine) {
                 e.stats.add(Stat::SpareIos, 1);
                 let at = e.config.geo.pool_sector(pool) + offset;
                 p.submit(&e.config.spare, at);
+            }
+            None if e.doubt.clip(pb.first, 1).is_none() => {
+                // Its commit failed and the log may hold the move: neither device is sure to
+                // be the block's home, so the write fails (dropping a parked bio does).
+                drop(p);
             }
             None => {
                 // The move failed: the main device, through the gate like any write.

@@ -108,6 +108,16 @@ fn relocate_write(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &m
         let before = batch.remaps.len();
         let WorkerState { log, table_w, data, .. } = &mut *meta;
         if !commit::place(e, log, table_w, batch, block, &mut data.as_mut_slice()[..bs], pb.fua) {
+            // A write to a pending block that map sent here while the pool could take it, but
+            // the pool filled or the spare failed since: the main device, as map would now
+            // send it (it may well accept the write). Not for a block with a pool block
+            // (its home is the spare) or one in doubt (`engine::InDoubt`).
+            if pb.stage == Stage::PendingWrite && !moved && e.doubt.clip(block, 1).is_some() {
+                let main = e.config.main.rw_sync(block * e.config.bs_sectors, &mut data.as_mut_slice()[..bs], kind);
+                if main.is_ok() {
+                    continue;
+                }
+            }
             return failed;
         }
         if batch.remaps.len() > before {

@@ -63,6 +63,9 @@ impl Table {
 pub(crate) struct Published {
     rcu: RcuBox<Table>,
     empty: AtomicBool,
+    /// Set once for good ([`Published::hold_general`]): `empty` stays clear whatever is
+    /// published, so every bio takes the general path (which checks the blocks in doubt).
+    general: AtomicBool,
 }
 
 impl Published {
@@ -70,7 +73,7 @@ impl Published {
     pub(crate) fn new(t: KBox<Table>) -> (Self, RcuWriter<Table>) {
         let empty = AtomicBool::new(t.entries.is_empty());
         let (rcu, w) = RcuBox::new(t);
-        (Self { rcu, empty }, w)
+        (Self { rcu, empty, general: AtomicBool::new(false) }, w)
     }
 
     /// Whether the current version is empty (see the type's comment for the ordering).
@@ -101,8 +104,16 @@ impl Published {
         self.publish(new, |new| self.rcu.replace_sync(w, new));
     }
 
+    /// From now on no bio takes the fast path (blocks are in doubt: `engine::InDoubt`). Worker
+    /// only, like `publish`, so the two never race.
+    pub(crate) fn hold_general(&self) {
+        self.general.store(true, Ordering::Relaxed);
+        // SeqCst: ordered before the stores that make the doubt visible to the bios it fails.
+        self.empty.store(false, Ordering::SeqCst);
+    }
+
     fn publish(&self, new: KBox<Table>, swap: impl FnOnce(KBox<Table>)) {
-        let empty = new.entries.is_empty();
+        let empty = new.entries.is_empty() && !self.general.load(Ordering::Relaxed);
         if !empty {
             self.empty.store(false, Ordering::Release);
         }

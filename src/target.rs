@@ -18,7 +18,7 @@ use crate::dm::{
     Op, StatusType, StatusWriter, Target, WorkHandler, Worker, WriteGate,
 };
 use crate::engine::{
-    Alerts, BadList, Config, Counters, Engine, Figures, PerBio, ScanState, Stage, Stat, State, Tunables, WorkerState,
+    Alerts, BadList, Config, Counters, Engine, Figures, InDoubt, PerBio, ScanState, Stage, Stat, State, Tunables, WorkerState,
     LATENCY_SAMPLE, NOT_MIGRATING,
 };
 use crate::health;
@@ -31,6 +31,7 @@ use crate::logic::{
 };
 use crate::message;
 use crate::metadata;
+use crate::migrate;
 use crate::relocate;
 use crate::scan;
 use crate::table::{Published, Table};
@@ -126,6 +127,19 @@ impl Remap {
             Route::Pending { blocks } if op == Op::Write && e.state() == State::Operational => (blocks, Stage::PendingWrite),
             Route::Pending { blocks } => (blocks, Stage::Main),
         };
+        if op != Op::Read && stage != Stage::Spare && e.doubt.any() {
+            // After a failed commit: a block whose remap the log may or may not hold takes no
+            // write, on either device, until a reload (docs/design.md, "A commit that fails").
+            match e.doubt.clip(first, blocks) {
+                Some(n) => blocks = n,
+                None => {
+                    if let Some(t) = gate {
+                        e.gate.leave(t);
+                    }
+                    return bio.kill();
+                }
+            }
+        }
         let gate = match gate {
             Some(t) if stage != Stage::Main => {
                 // Not to the main device: nothing for a relocation to wait for.
@@ -260,6 +274,7 @@ impl Target for Remap {
         let stats = Counters::new().map_err(nomem_e)?;
         let gate = WriteGate::new().map_err(nomem_e)?;
         let parked = BioQueue::new().map_err(nomem_e)?;
+        let doubt = InDoubt::new().map_err(nomem_e)?;
         let log = loaded.log;
         let handle = ctx.handle();
         let tunables = Tunables::new(&line);
@@ -285,6 +300,7 @@ impl Target for Remap {
                 gate,
                 migrating: AtomicU64::new(NOT_MIGRATING),
                 parked,
+                doubt,
                 sched <- kernel::new_mutex!((), "dm_remap_sched"),
                 scan <- kernel::new_mutex!(scan, "dm_remap_scan"),
                 suspended: AtomicBool::new(true),
@@ -391,6 +407,9 @@ impl Target for Remap {
         // No scan I/O while the device is suspended (or after it is destroyed): a message
         // cannot restart it until resume (`scan::start` checks the flag under `sched`).
         scan::suspend(&self.e);
+        // No move of a readable block runs or starts from here on (`migrate::migrate` checks
+        // `suspended`, set just above); a move that started waits for it.
+        migrate::quiesce(&self.e);
     }
 
     fn presuspend_undo(&self) {

@@ -200,6 +200,13 @@ impl<P: Copy + Default + Send> Bio<'_, P> {
         f & bindings::dmr_const::DMR_REQ_FUA as u32 != 0
     }
 
+    /// Fails the bio from `map` with an I/O error without sending it anywhere (dm's
+    /// DM_MAPIO_KILL); its `end_io` is not called, so the caller must have released whatever
+    /// the per-bio data would have (a gate ticket).
+    pub(crate) fn kill(self) -> MapResult {
+        MapResult::Kill
+    }
+
     /// Parks the bio from `map` in `q`; the target submits it later (`dm::parked::ParkedBio`).
     pub(crate) fn park(mut self, q: &super::BioQueue<P>) -> MapResult {
         self.ensure_init();

@@ -18,6 +18,8 @@
 #include <linux/ratelimit.h>
 #include <linux/timekeeping.h>
 #include <linux/sched/mm.h>
+
+#include "srcu_check.h"
 #include <linux/spinlock.h>
 #include <linux/srcu.h>
 #include <linux/workqueue.h>

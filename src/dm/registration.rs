@@ -155,6 +155,7 @@ unsafe extern "C" fn map_callback<T: Target>(
     match t.map(bio) {
         MapResult::Remapped => bindings::DM_MAPIO_REMAPPED as c_int,
         MapResult::Submitted(_) => bindings::DM_MAPIO_SUBMITTED as c_int,
+        MapResult::Kill => bindings::DM_MAPIO_KILL as c_int,
     }
 }
 

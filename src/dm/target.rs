@@ -21,6 +21,8 @@ pub(crate) enum MapResult {
     Remapped,
     /// The target took the bio ([`Bio::defer`]) and will complete it.
     Submitted(Token),
+    /// Fail the bio with an I/O error, unsent ([`Bio::kill`]); `end_io` does not see it.
+    Kill,
 }
 
 /// What `end_io` tells device-mapper.

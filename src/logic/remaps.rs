@@ -71,6 +71,24 @@ pub enum Route {
     },
 }
 
+/// A write's first piece, given the blocks in doubt (`doubt`, any order: the new remaps of a
+/// log write that failed, which the log may or may not hold). `None` if block `first` is in
+/// doubt (the write must fail, since neither its main block nor its pool block is sure to be
+/// the one the next load reads); otherwise the blocks from `first` (at most `blocks`) before
+/// the next block in doubt.
+pub fn doubt_clip(doubt: impl IntoIterator<Item = u64>, first: u64, blocks: u64) -> Option<u64> {
+    let mut n = blocks;
+    for d in doubt {
+        if d == first {
+            return None;
+        }
+        if d > first && d - first < n {
+            n = d - first;
+        }
+    }
+    Some(n)
+}
+
 /// Index of the first entry with `main >= block`.
 pub fn lower_bound(t: &[Entry], block: u64) -> usize {
     t.partition_point(|e| e.main < block)
@@ -282,4 +300,16 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn doubt_clip_stops_before_and_refuses_doubtful_blocks() {
+        assert_eq!(doubt_clip([], 5, 8), Some(8));
+        assert_eq!(doubt_clip([5], 5, 8), None);
+        assert_eq!(doubt_clip([9, 7, 100, 2], 5, 8), Some(2));
+        assert_eq!(doubt_clip([13], 5, 8), Some(8));
+        assert_eq!(doubt_clip([12], 5, 8), Some(7));
+        assert_eq!(doubt_clip([u64::MAX, 0], u64::MAX - 1, 1), Some(1));
+        assert_eq!(doubt_clip([u64::MAX], u64::MAX, 1), None);
+    }
+
 }

@@ -17,6 +17,9 @@ pub const TESTS: &[crate::Test] = &[
     ("correct_pending_block_writable_with_pool_full", pending_writable_when_full),
     ("correct_slow_scan_step_blocks_neither_relocation_nor_suspend", slow_scan_step),
     ("correct_large_discard_goes_out_as_through_dm_linear", large_discard),
+    ("correct_reload_waits_for_a_move_in_progress", reload_during_move),
+    ("correct_failed_commit_spilling_into_next_log_block", failed_commit_spill),
+    ("correct_pending_write_goes_to_main_when_pool_filled_first", pending_write_after_pool_filled),
 ];
 
 const MIB: u64 = 1 << 20;
@@ -389,4 +392,157 @@ fn large_discard() -> Result<()> {
     println!("    discard requests on the main device: dm-linear {linear}, dm-remap {remap}");
     ensure!(linear > 0, "the discard never reached the loop device");
     expect_eq("discard requests through dm-remap (as through dm-linear)", remap, linear)
+}
+
+/// Holds the worker back (the metadata lock) with a `remap` message of block 70, whose pool
+/// block and commit each wait `SPARE_WRITE_DELAY_MS`, while `during` runs once the message's
+/// pool write has started. Returns `during`'s result after the message succeeded.
+fn while_worker_held<T>(dm: &DmDev, during: impl FnOnce() -> Result<T>) -> Result<T> {
+    msg(&dm.name, &["maintenance", "on"])?;
+    let base = status_of(&dm.name, |s| s.spare_ios)?;
+    let name = dm.name.clone();
+    let mover = std::thread::spawn(move || msg(&name, &["remap", &(70 * 8).to_string()]));
+    let r = wait_pool_write(&dm.name, base, 60).and_then(|()| during());
+    let moved = mover.join().map_err(|_| anyhow::anyhow!("remap thread panicked"))?;
+    ensure!(moved?.starts_with("block=70 location=spare"), "remap reply");
+    // Maintenance stays on: `maintenance off` takes the metadata lock, so it would wait for
+    // whatever the worker does next.
+    r
+}
+
+/// Issue 32.1: a read retry finds block 60 weak (its one read failed, the retry works), and
+/// its move is writing the slow spare when `dmsetup reload` + `resume` swap in a new table.
+/// The old table must not commit the move after the new one read the log (presuspend waits
+/// for it), or the new table sends the next write to the main device and the load after it
+/// replays the move: the write reads back stale.
+fn reload_during_move() -> Result<()> {
+    let lo = LoopDev::new("rm-main", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    let old = pattern(21, BS as usize);
+    write_at(&lo.path, 60 * BS, &old)?;
+    let good = format!("0 {n} linear {} 0", lo.path);
+    let main = DmDev::create("t-rm-main", &bad_table(&lo.path, n, &[(60, 1)]))?;
+    let spare = SlowSpare::new("rm-spare")?;
+    let line = LineSpec::new(&main.path, &spare.dm.path).read_retries(1).no_scan();
+    let dm = DmDev::create("t-rm", &remap_table(n, line.format()))?;
+    // The read fails once on the main device; the worker, held back, retries it after the
+    // bad segment is gone: one failed read, then a good one.
+    let reader = while_worker_held(&dm, || {
+        let path = dm.path.clone();
+        let reader = std::thread::spawn(move || read_at(&path, 60 * BS, BS as usize));
+        std::thread::sleep(Duration::from_millis(300));
+        dmsetup(&["reload", &main.name, "--table", &good])?;
+        dmsetup(&["resume", &main.name])?;
+        Ok(reader)
+    })?;
+    let read = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    expect_data("the read retried by the worker", &read.context("read of block 60")?, &old, &[])?;
+    // The move of block 60 starts as the read completes: its pool write takes 2 s. Swap in a
+    // new table at once.
+    let t = Instant::now();
+    dmsetup(&["reload", &dm.name, "--table", &remap_table(n, line)])?;
+    dmsetup(&["resume", &dm.name])?;
+    println!("    reload + resume took {} ms", t.elapsed().as_millis());
+    let new = pattern(22, BS as usize);
+    write_at(&dm.path, 60 * BS, &new).context("the write after the reload")?;
+    expect_data("block 60 after the reload", &read_at(&dm.path, 60 * BS, BS as usize)?, &new, &old)?;
+    drop(dm);
+    let dm = DmDev::create("t-rm", &remap_table(n, line))?;
+    expect_data("block 60 after re-creation", &read_at(&dm.path, 60 * BS, BS as usize)?, &new, &old)?;
+    expect_eq("field 8 (remaps) after re-creation", status_of(&dm.name, |s| s.remaps)?, 2)?;
+    Ok(())
+}
+
+/// Issue 32.2: a batch of two relocations spills from log block 0 (one entry short of full)
+/// into block 1, whose write fails. Block 400's remap is durable in block 0, so it must be
+/// published: a write to it acknowledged on the main device would read back stale after the
+/// next load. Block 401's remap was in the failed write, which the log may or may not hold:
+/// writes to it must fail until a reload resolves it.
+fn failed_commit_spill() -> Result<()> {
+    use dm_remap_logic::format::{Geometry, ENTRIES_PER_BLOCK};
+    let fill = ENTRIES_PER_BLOCK as u64 - 1;
+    let lo = LoopDev::new("fc-main", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    let old = pattern(30, BS as usize);
+    write_at(&lo.path, 401 * BS, &old)?;
+    let good = format!("0 {n} linear {} 0", lo.path);
+    let main = DmDev::create("t-fc-main", &bad_table(&lo.path, n, &[(100, fill), (400, 2)]))?;
+    let sl = LoopDev::new("fc-spare", 8 * MIB)?;
+    let s = 8 * MIB / 512;
+    let linear = format!("0 {s} linear {} 0", sl.path);
+    let spare = DmDev::create("t-fc-spare", &linear)?;
+    let line = LineSpec::new(&main.path, &spare.path).no_scan();
+    let dm = DmDev::create("t-fc", &remap_table(n, line.format()))?;
+    write_at(&dm.path, 100 * BS, &pattern(31, (fill * BS) as usize)).context("the write that fills log block 0")?;
+    expect_eq("field 8 (remaps): log block 0 one entry short", status_of(&dm.name, |s| s.remaps)?, fill)?;
+    // Log block 1 (both slots, contiguous) fails every I/O.
+    let l1 = Geometry::log_slot_sector(1, 0);
+    ensure!(Geometry::log_slot_sector(1, 1) == l1 + 8, "log slots of a block are adjacent");
+    let broken = format!("0 {l1} linear {p} 0\n{l1} 16 error\n{} {} linear {p} {}", l1 + 16, s - l1 - 16, l1 + 16, p = sl.path);
+    dmsetup(&["reload", &spare.name, "--table", &broken])?;
+    dmsetup(&["resume", &spare.name])?;
+    match write_at(&dm.path, 400 * BS, &pattern(32, 2 * BS as usize)) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => bail!("the write whose commit fails: expected EIO, got {other:?}"),
+    }
+    expect_eq("state", status_of(&dm.name, |s| s.state.name().to_string())?, "degraded".to_string())?;
+    expect_eq("field 8 (remaps): block 400's durable remap published", status_of(&dm.name, |s| s.remaps)?, fill + 1)?;
+    // The main device takes writes again (its failure was passing).
+    dmsetup(&["reload", &main.name, "--table", &good])?;
+    dmsetup(&["resume", &main.name])?;
+    let a = pattern(33, BS as usize);
+    write_at(&dm.path, 400 * BS, &a).context("a write to block 400, whose remap is durable")?;
+    expect_data("block 400", &read_at(&dm.path, 400 * BS, BS as usize)?, &a, &[])?;
+    match write_at(&dm.path, 401 * BS, &pattern(34, BS as usize)) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => bail!("a write to block 401, in doubt: expected EIO, got {other:?}"),
+    }
+    expect_data("block 401 (in doubt) reads the main device", &read_at(&dm.path, 401 * BS, BS as usize)?, &old, &[])?;
+    drop(dm);
+    dmsetup(&["reload", &spare.name, "--table", &linear])?;
+    dmsetup(&["resume", &spare.name])?;
+    let dm = DmDev::create("t-fc", &remap_table(n, line))?;
+    expect_eq("field 8 (remaps) after re-creation", status_of(&dm.name, |s| s.remaps)?, fill + 1)?;
+    expect_data("block 400 after re-creation", &read_at(&dm.path, 400 * BS, BS as usize)?, &a, &[])?;
+    expect_data("block 401 after re-creation (its record never reached the spare)", &read_at(&dm.path, 401 * BS, BS as usize)?, &old, &[])?;
+    let b = pattern(35, BS as usize);
+    write_at(&dm.path, 401 * BS, &b).context("block 401 is writable after the reload")?;
+    expect_data("block 401", &read_at(&dm.path, 401 * BS, BS as usize)?, &b, &old)?;
+    Ok(())
+}
+
+/// Issue 32.3: a write to a pending block reaches the worker while the pool has room, but the
+/// pool fills (a `remap` message takes its one block) before the worker runs: the write goes
+/// to the main device, which takes it, instead of failing.
+fn pending_write_after_pool_filled() -> Result<()> {
+    let lo = LoopDev::new("pf-main", 16 * MIB)?;
+    let n = 16 * MIB / 512;
+    let good = format!("0 {n} linear {} 0", lo.path);
+    let main = DmDev::create("t-pf-main", &bad_table(&lo.path, n, &[(20, 1)]))?;
+    let g = dm_remap_logic::format::Geometry::for_pool(1, 4096, u64::MAX).context("layout")?;
+    let sl = LoopDev::new("pf-spare", g.end_bytes())?;
+    let ss = g.end_bytes() / 512;
+    let spare = DmDev::create("t-pf-spare", &format!("0 {ss} delay {p} 0 0 {p} 0 {SPARE_WRITE_DELAY_MS}", p = sl.path))?;
+    let line = LineSpec::new(&main.path, &spare.path).read_retries(1).no_scan();
+    let dm = DmDev::create("t-pf", &remap_table(n, line.format()))?;
+    match read_at(&dm.path, 20 * BS, BS as usize) {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        other => bail!("reading the bad block: expected EIO, got {other:?}"),
+    }
+    expect_eq("field 11 (pending)", status_of(&dm.name, |s| s.pending)?, 1)?;
+    dmsetup(&["reload", &main.name, "--table", &good])?;
+    dmsetup(&["resume", &main.name])?;
+    let a = pattern(36, BS as usize);
+    while_worker_held(&dm, || {
+        expect_eq("state while the pool's last block is being taken", status_of(&dm.name, |s| s.state.name().to_string())?, "maintenance".to_string())?;
+        write_at(&dm.path, 20 * BS, &a).context("the write to the pending block")?;
+        Ok(())
+    })?;
+    msg(&dm.name, &["maintenance", "off"])?;
+    expect_eq("state", status_of(&dm.name, |s| s.state.name().to_string())?, "spare_full".to_string())?;
+    expect_data("block 20", &read_at(&dm.path, 20 * BS, BS as usize)?, &a, &[])?;
+    drop(dm);
+    let dm = DmDev::create("t-pf", &remap_table(n, line))?;
+    expect_data("block 20 after re-creation", &read_at(&dm.path, 20 * BS, BS as usize)?, &a, &[])?;
+    Ok(())
 }

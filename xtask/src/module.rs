@@ -135,3 +135,25 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
     }
 }
+
+#[cfg(test)]
+mod srcu_tests {
+    use std::process::Command;
+
+    /// `src/dm/srcu_check.h` compiled alone as the kernel's autoconf.h would leave it.
+    fn compiles(defines: &[&str]) -> bool {
+        let header = concat!(env!("CARGO_MANIFEST_DIR"), "/../src/dm/srcu_check.h");
+        let mut c = Command::new("cc");
+        c.args(["-fsyntax-only", "-x", "c"]).args(defines.iter().map(|d| format!("-D{d}"))).arg(header);
+        c.output().expect("cc runs").status.success()
+    }
+
+    /// The module refuses to build for a kernel with Tiny SRCU, whose read unlock is not
+    /// interrupt-safe (the write gate is left from end_io), and builds with Tree SRCU.
+    #[test]
+    fn build_refuses_tiny_srcu() {
+        assert!(compiles(&["CONFIG_TREE_SRCU=1"]), "Tree SRCU (both supported kernels) must build");
+        assert!(!compiles(&["CONFIG_TINY_SRCU=1"]), "Tiny SRCU must be refused");
+        assert!(!compiles(&[]), "a kernel with neither symbol is not one we know: refused");
+    }
+}
