@@ -36,6 +36,14 @@ fn expect_data(what: &str, got: &[u8], want: &[u8], old: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Fails unless `r` is the error EIO (what a refused or failed I/O returns), naming `what`.
+fn expect_eio<T: std::fmt::Debug>(what: &str, r: std::io::Result<T>) -> Result<()> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(()),
+        other => bail!("{what}: expected EIO, got {other:?}"),
+    }
+}
+
 /// A spare whose writes take `SPARE_WRITE_DELAY_MS` (reads are immediate): dm-delay over a
 /// loop device.
 struct SlowSpare {
@@ -315,10 +323,7 @@ fn pending_writable_when_full() -> Result<()> {
     msg(&dm.name, &["remap", &(40 * 8).to_string()])?;
     msg(&dm.name, &["maintenance", "off"])?;
     expect_eq("state", status_of(&dm.name, |s| s.state.name().to_string())?, "spare_full".to_string())?;
-    match read_at(&dm.path, 20 * BS, BS as usize) {
-        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
-        other => bail!("reading the bad block: expected EIO, got {other:?}"),
-    }
+    expect_eio("reading the bad block", read_at(&dm.path, 20 * BS, BS as usize))?;
     expect_eq("field 11 (pending)", status_of(&dm.name, |s| s.pending)?, 1)?;
     let a = pattern(11, BS as usize);
     write_at(&dm.path, 20 * BS, &a).context("write to the pending block with the pool full")?;
@@ -481,10 +486,7 @@ fn failed_commit_spill() -> Result<()> {
     let broken = format!("0 {l1} linear {p} 0\n{l1} 16 error\n{} {} linear {p} {}", l1 + 16, s - l1 - 16, l1 + 16, p = sl.path);
     dmsetup(&["reload", &spare.name, "--table", &broken])?;
     dmsetup(&["resume", &spare.name])?;
-    match write_at(&dm.path, 400 * BS, &pattern(32, 2 * BS as usize)) {
-        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
-        other => bail!("the write whose commit fails: expected EIO, got {other:?}"),
-    }
+    expect_eio("the write whose commit fails", write_at(&dm.path, 400 * BS, &pattern(32, 2 * BS as usize)))?;
     expect_eq("state", status_of(&dm.name, |s| s.state.name().to_string())?, "degraded".to_string())?;
     expect_eq("field 8 (remaps): block 400's durable remap published", status_of(&dm.name, |s| s.remaps)?, fill + 1)?;
     // The main device takes writes again (its failure was passing).
@@ -493,10 +495,7 @@ fn failed_commit_spill() -> Result<()> {
     let a = pattern(33, BS as usize);
     write_at(&dm.path, 400 * BS, &a).context("a write to block 400, whose remap is durable")?;
     expect_data("block 400", &read_at(&dm.path, 400 * BS, BS as usize)?, &a, &[])?;
-    match write_at(&dm.path, 401 * BS, &pattern(34, BS as usize)) {
-        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
-        other => bail!("a write to block 401, in doubt: expected EIO, got {other:?}"),
-    }
+    expect_eio("a write to block 401, in doubt", write_at(&dm.path, 401 * BS, &pattern(34, BS as usize)))?;
     expect_data("block 401 (in doubt) reads the main device", &read_at(&dm.path, 401 * BS, BS as usize)?, &old, &[])?;
     drop(dm);
     dmsetup(&["reload", &spare.name, "--table", &linear])?;
@@ -525,10 +524,7 @@ fn pending_write_after_pool_filled() -> Result<()> {
     let spare = DmDev::create("t-pf-spare", &format!("0 {ss} delay {p} 0 0 {p} 0 {SPARE_WRITE_DELAY_MS}", p = sl.path))?;
     let line = LineSpec::new(&main.path, &spare.path).read_retries(1).no_scan();
     let dm = DmDev::create("t-pf", &remap_table(n, line.format()))?;
-    match read_at(&dm.path, 20 * BS, BS as usize) {
-        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
-        other => bail!("reading the bad block: expected EIO, got {other:?}"),
-    }
+    expect_eio("reading the bad block", read_at(&dm.path, 20 * BS, BS as usize))?;
     expect_eq("field 11 (pending)", status_of(&dm.name, |s| s.pending)?, 1)?;
     dmsetup(&["reload", &main.name, "--table", &good])?;
     dmsetup(&["resume", &main.name])?;
