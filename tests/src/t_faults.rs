@@ -95,7 +95,10 @@ fn failslab_ctr() -> Result<()> {
     // load an injected failure refused leaves it blank.
     let blank = LoopDev::new("fs-blank", 4 * MIB)?;
     let bparams = format!("{} {} 1 format", bad.path(), blank.path);
-    let zero = vec![0u8; 2 * 4096];
+    // The whole spare: a load that resumed also wrote the scrub checkpoint (at its suspend,
+    // in the record area at the spare's end), and format refuses a spare whose last MiB holds
+    // anything.
+    let zero = vec![0u8; 4 * MIB as usize];
     let (mut refused_blank, mut n) = (0, 0u32);
     loop {
         n += 1;
