@@ -139,19 +139,16 @@ fn migration_read_retry() -> Result<()> {
     let main = DmDev::create("t-mr-main", &bad_table(&lo.path, n, &[(60, 1)]))?;
     let spare = SlowSpare::new("mr-spare")?;
     let dm = DmDev::create("t-mr", &remap_table(n, LineSpec::new(&main.path, &spare.dm.path).format().read_retries(1)))?;
-    msg(&dm.name, &["maintenance", "on"])?;
     // Holds the worker back: a relocation of block 70 (two delayed writes, about 4 s).
     let base = status_of(&dm.name, |s| s.spare_ios)?;
-    let name = dm.name.clone();
-    let mover = std::thread::spawn(move || msg(&name, &["remap", &(70 * 8).to_string()]));
-    wait_pool_write(&dm.name, base, 60)?;
-    let path = dm.path.clone();
-    let reader = std::thread::spawn(move || read_at(&path, 60 * BS, BS as usize));
-    std::thread::sleep(Duration::from_millis(300));
-    dmsetup(&["reload", &main.name, "--table", &good])?;
-    dmsetup(&["resume", &main.name])?;
-    let moved = mover.join().map_err(|_| anyhow::anyhow!("remap thread panicked"))?;
-    ensure!(moved?.starts_with("block=70 location=spare"), "remap reply");
+    let reader = while_worker_held(&dm, || {
+        let path = dm.path.clone();
+        let reader = std::thread::spawn(move || read_at(&path, 60 * BS, BS as usize));
+        std::thread::sleep(Duration::from_millis(300));
+        dmsetup(&["reload", &main.name, "--table", &good])?;
+        dmsetup(&["resume", &main.name])?;
+        Ok(reader)
+    })?;
     // The weak block's move writes its pool block now (the read may complete before or
     // after it).
     let new = pattern(6, BS as usize);
