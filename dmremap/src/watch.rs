@@ -43,8 +43,7 @@ impl What {
 fn log(msg: &str) {
     println!("{msg}");
     if let Ok(c) = std::ffi::CString::new(msg) {
-        // SAFETY: a constant format with one NUL-terminated string argument; openlog is not
-        // needed (the default ident is the program name).
+        // SAFETY: a constant format with one NUL-terminated string argument; openlog is not needed (the default ident is the program name).
         unsafe { nix::libc::syslog(nix::libc::LOG_WARNING | nix::libc::LOG_DAEMON, c"%s".as_ptr(), c.as_ptr()) };
     }
 }

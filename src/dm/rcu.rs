@@ -64,9 +64,7 @@ impl<T> RcuWriter<T> {
         self.bytes = self.bytes.saturating_sub(self.retired[self.head].2);
         self.head = (self.head + 1) % RETIRED;
         self.len -= 1;
-        // SAFETY: type invariant: `p` came from `KBox::into_raw`, is owned here and no reader
-        // can still see it (its grace period ended); it leaves the ring above, so it is freed
-        // once.
+        // SAFETY: type invariant: `p` came from `KBox::into_raw`, is owned here and no reader can still see it (its grace period ended); it leaves the ring above, so it is freed once.
         drop(unsafe { KBox::from_raw(p) });
     }
 

@@ -103,9 +103,7 @@ unsafe extern "C" fn ctr_callback<T: Target>(
     // SAFETY: `ti` is the target being constructed.
     unsafe { (*ti).per_io_data_size = core::mem::size_of::<T::PerBio>() as c_uint };
     let nomem = CtrError { code: ENOMEM, msg: c"Cannot allocate target context" };
-    // SAFETY: `ti` is being constructed with its table; the revoker is dropped at the end of
-    // this function on failure, or with the instance in `dtr` on success, both before
-    // device-mapper frees `ti`.
+    // SAFETY: `ti` is being constructed with its table; the revoker is dropped at the end of this function on failure, or with the instance in `dtr` on success, both before device-mapper frees `ti`.
     let result = match unsafe { Revoker::new(ti) } {
         Err(_) => Err(nomem),
         Ok(revoker) => {
