@@ -70,6 +70,9 @@ pub(crate) fn place(e: &Engine, log: &mut Log, w: &RcuWriter<Table>, batch: &mut
         .or_else(|| batch.remapped(block));
     let (spare, new) = match existing {
         Some(s) => (s, false),
+        // A lost main device takes no new pool block (`relocate::main_failure`); a block
+        // already in the pool still takes its data.
+        None if e.main_lost.load(Ordering::Relaxed) => return false,
         // Room first, so a pool block is never taken without being recorded.
         None if batch.remaps.reserve(1, GFP_KERNEL).is_err() => return false,
         None => match log.allocate() {

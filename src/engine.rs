@@ -167,6 +167,8 @@ pub(crate) struct Alerts {
     pub(crate) spare_level: u8,
     /// Degradation alerted.
     pub(crate) degraded: bool,
+    /// The main device's loss alerted.
+    pub(crate) main_lost: bool,
     /// An alert arose in maintenance mode and waits for it to end.
     pub(crate) held: bool,
 }
@@ -180,6 +182,12 @@ pub(crate) struct WorkerState {
     pub(crate) data: KVVec<u8>,
     pub(crate) hotspots: Hotspots,
     pub(crate) recent_errors: RecentCount,
+    /// Main-device failures in a row that no retry cured, since the last success the worker
+    /// saw (`relocate::main_failure`).
+    pub(crate) main_fail_run: u32,
+    /// One block, for probing the main device (`relocate::main_failure`): `data` holds the
+    /// block being relocated meanwhile.
+    pub(crate) probe: KVVec<u8>,
     pub(crate) recent_remaps: RecentCount,
     pub(crate) alerts: Alerts,
     /// The persistent bad-block list (`commit::save_bad_blocks`).
@@ -344,6 +352,10 @@ pub(crate) struct Figures {
     pub(crate) hotspot_count: AtomicU64,
     /// When the last alert was raised (ns), 0 if never.
     pub(crate) last_alert_ns: AtomicU64,
+    /// Main-device errors that one retry by the worker cured (status field 27).
+    pub(crate) retried_ok: AtomicU64,
+    /// Main-device errors that are not media errors (passed to the caller, no pool block).
+    pub(crate) other_errors: AtomicU64,
 }
 
 impl Figures {
@@ -366,6 +378,8 @@ impl Figures {
             health: AtomicU8::new(100),
             eta_secs: AtomicU64::new(0),
             hotspot_count: AtomicU64::new(0),
+            retried_ok: AtomicU64::new(0),
+            other_errors: AtomicU64::new(0),
             last_alert_ns: AtomicU64::new(0),
         }
     }
@@ -465,6 +479,9 @@ pub(crate) struct Engine {
     /// Between presuspend and resume (and before the first resume): no scan may start.
     pub(crate) suspended: AtomicBool,
     pub(crate) state: AtomicU8,
+    /// The main device is gone (every probe failed): nothing more is relocated; I/O to
+    /// blocks on the spare goes on. Until the table is reloaded.
+    pub(crate) main_lost: AtomicBool,
     /// Set by end_io (which cannot raise events) for the worker to raise one.
     pub(crate) event_pending: AtomicBool,
     /// Whether preresume has run once (the first one reloads the log).
@@ -504,6 +521,7 @@ impl Engine {
     pub(crate) fn shown_state(&self) -> logic::status::State {
         use logic::status::State as S;
         match self.state() {
+            _ if self.main_lost.load(Ordering::Relaxed) => S::MainLost,
             State::Degraded => S::Degraded,
             State::SpareFull => S::SpareFull,
             State::Operational if self.tunables.maintenance.load(Ordering::Relaxed) => S::Maintenance,
@@ -516,7 +534,7 @@ impl Engine {
         now_ns().saturating_sub(self.config.created_ns) / 1_000_000_000
     }
 
-    /// The 26 status fields, from the live counters.
+    /// The 28 status fields, from the live counters.
     pub(crate) fn status(&self) -> Status<'static> {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let lat_n = self.stats.sum(Stat::LatencyCount);
@@ -550,6 +568,8 @@ impl Engine {
             alert_threshold: self.tunables.alert_threshold.load(Ordering::Relaxed),
             since_alert: (last != 0).then(|| now_ns().saturating_sub(last) / 1_000_000_000),
             state: self.shown_state(),
+            retried_ok: Some(r(&self.figures.retried_ok)),
+            other_errors: Some(r(&self.figures.other_errors)),
         }
     }
 

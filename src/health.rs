@@ -72,6 +72,10 @@ pub(crate) fn check_alerts(e: &Engine, meta: &mut WorkerState) {
         meta.alerts.degraded = true;
         why = Some(("the spare device failed; relocation stopped", "degraded"));
     }
+    if e.main_lost.load(Ordering::Relaxed) && !meta.alerts.main_lost {
+        meta.alerts.main_lost = true;
+        why = Some(("the main device stopped answering; relocation stopped", "main_lost"));
+    }
     let maintenance = e.tunables.maintenance.load(Ordering::Relaxed);
     if why.is_none() && !(meta.alerts.held && !maintenance) {
         return;

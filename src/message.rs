@@ -42,7 +42,7 @@ fn scan_report(e: &Engine) -> ScanReport {
     let t = &e.tunables;
     let state = if !t.scan_enabled.load(Ordering::Relaxed) {
         ScrubState::Off
-    } else if t.maintenance.load(Ordering::Relaxed) || e.state() == State::Degraded || e.suspended.load(Ordering::Relaxed) {
+    } else if t.maintenance.load(Ordering::Relaxed) || e.state() == State::Degraded || e.main_lost.load(Ordering::Relaxed) || e.suspended.load(Ordering::Relaxed) {
         ScrubState::Paused
     } else if f.scan_resting.load(Ordering::Relaxed) {
         ScrubState::Resting

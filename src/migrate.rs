@@ -34,6 +34,10 @@ pub(crate) fn migrate(e: &Engine, meta: &mut WorkerState, block: u64) -> Result<
     if e.state() != State::Operational {
         return Err(if e.state() == State::SpareFull { ENOSPC } else { EIO });
     }
+    // Nothing to copy from, and no pool block for it (`relocate::main_failure`).
+    if e.main_lost.load(Ordering::Relaxed) {
+        return Err(EIO);
+    }
     let mut batch = Batch::new()?;
     e.migrating.store(block, Ordering::SeqCst);
     // Every write that did not see the mark entered the gate before this wait.

@@ -85,9 +85,12 @@ fn handle_bio(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &mut H
 fn relocate_write(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &mut HeldBio<PerBio>, pb: &PerBio) -> BlkStatus {
     let failed = if pb.stage == Stage::FailedWrite { pb.error } else { BlkStatus::IOERR };
     let bs = e.config.line.block_size as usize;
-    // A failed write of several blocks does not say which one is bad: rewrite each on
-    // the main device first, and relocate only those that fail again.
-    let retry_main = pb.stage == Stage::FailedWrite && pb.blocks > 1;
+    // A failed write is rewritten on the main device once, block by block, before anything
+    // is relocated: a one-shot error (a bus reset, a write cache hiccup) then costs no pool
+    // block, and a failed write of several blocks does not say which one is bad.
+    let retry_main = pb.stage == Stage::FailedWrite && !e.main_lost.load(Ordering::Relaxed);
+    // Whether every block took its rewrite: the error was transient (counted once).
+    let mut cured = retry_main;
     // A FUA write is acknowledged durable: so is every rewrite made for it.
     let kind = if pb.fua { IoKind::WriteFua } else { IoKind::Write };
     for i in 0..u64::from(pb.blocks) {
@@ -99,11 +102,17 @@ fn relocate_write(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &m
             || batch.remapped(block).is_some();
         if retry_main && !moved {
             if e.config.main.rw_sync(block * e.config.bs_sectors, &mut meta.data.as_mut_slice()[..bs], kind).is_ok() {
+                meta.main_fail_run = 0;
                 continue;
             }
         }
+        cured = false;
         if pb.stage == Stage::FailedWrite && !moved {
             health::note_error(meta, block);
+            if main_failure(e, meta, block) {
+                // Lost: nothing more is relocated (a gone disk would drain the pool).
+                return failed;
+            }
         }
         let before = batch.remaps.len();
         let WorkerState { log, table_w, data, .. } = &mut *meta;
@@ -129,7 +138,62 @@ fn relocate_write(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &m
             }
         }
     }
+    if cured {
+        e.figures.retried_ok.fetch_add(1, Ordering::Relaxed);
+        if ratelimit() {
+            pr_info!("{}: write of block {} failed once and took its rewrite: nothing relocated\n", e.dev_name(), pb.first);
+        }
+    }
     BlkStatus::OK
+}
+
+/// A failure on the main device that the worker's own retry did not cure; true if the main
+/// device is lost. A main device that has gone (unplugged, deleted, dead) fails every I/O:
+/// relocating each failed write would drain the pool a block at a time. So after
+/// `main_lost_after` such failures in a row with no success between, the worker reads two
+/// blocks far from this one: if either reads, this is a bad patch and the run starts again;
+/// if both fail, the main device is taken as lost (`Engine::main_lost`, alerted as
+/// `main_lost`) until the table is reloaded. Blocks already on the spare are still served.
+pub(crate) fn main_failure(e: &Engine, meta: &mut WorkerState, block: u64) -> bool {
+    if e.main_lost.load(Ordering::Relaxed) {
+        return true;
+    }
+    meta.main_fail_run = meta.main_fail_run.saturating_add(1);
+    if meta.main_fail_run < e.config.line.main_lost_after {
+        return false;
+    }
+    meta.main_fail_run = 0;
+    let n = e.config.main_blocks;
+    let bs = e.config.line.block_size as usize;
+    let (mut tried, mut read) = (0, 0);
+    for d in [n / 2, n / 4] {
+        let probe = block.saturating_add(d).checked_rem(n).unwrap_or(0);
+        // Not the failing block, nor one the table already knows to be bad or moved.
+        if probe == block || remaps::find(e.table.get(&meta.table_w).entries.as_slice(), probe).is_some() {
+            continue;
+        }
+        tried += 1;
+        let sector = probe * e.config.bs_sectors;
+        if e.config.main.rw_sync(sector, &mut meta.probe.as_mut_slice()[..bs], IoKind::Read).is_ok() {
+            read += 1;
+            break;
+        }
+    }
+    if tried == 0 || read > 0 {
+        if ratelimit() {
+            pr_warn!("{}: {} main-device failures in a row, but a probe read succeeded: a bad patch, not a lost device\n", e.dev_name(), e.config.line.main_lost_after);
+        }
+        return false;
+    }
+    e.main_lost.store(true, Ordering::Relaxed);
+    e.event_pending.store(true, Ordering::Relaxed);
+    pr_err!(
+        "{}: main device lost: {} failures in a row and {} probe reads failed; relocation stopped, blocks on the spare still served (reload the table once the disk is back or replaced)\n",
+        e.dev_name(),
+        e.config.line.main_lost_after,
+        tried
+    );
+    true
 }
 
 fn retry_read(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &mut HeldBio<PerBio>, pb: &PerBio) -> BlkStatus {
@@ -139,9 +203,19 @@ fn retry_read(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &mut H
         let block = pb.first + i;
         let mut tries = 0;
         let mut ok = false;
-        while tries < e.config.line.read_retries && !ok {
+        while tries < e.config.line.read_retries && !ok && !e.main_lost.load(Ordering::Relaxed) {
             tries += 1;
             ok = e.config.main.rw_sync(block * e.config.bs_sectors, &mut meta.data.as_mut_slice()[..bs], IoKind::Read).is_ok();
+        }
+        if ok {
+            meta.main_fail_run = 0;
+            if tries == 1 {
+                e.figures.retried_ok.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if main_failure(e, meta, block) {
+            // Lost: the error goes to the caller; nothing is listed.
+            status = pb.error;
+            break;
         }
         // In a multi-block read that failed, a block that reads at once may be innocent.
         let weak = ok && (pb.blocks == 1 || tries > 1);

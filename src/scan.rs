@@ -39,7 +39,11 @@ fn schedule(e: &Engine, ms: u32) {
         return;
     }
     let t = &e.tunables;
-    if t.scan_enabled.load(Ordering::Relaxed) && !t.maintenance.load(Ordering::Relaxed) && e.state() != State::Degraded {
+    if t.scan_enabled.load(Ordering::Relaxed)
+        && !t.maintenance.load(Ordering::Relaxed)
+        && e.state() != State::Degraded
+        && !e.main_lost.load(Ordering::Relaxed)
+    {
         e.worker.schedule_scan(ms);
     }
 }
@@ -148,6 +152,7 @@ fn stopped(e: &Engine) -> bool {
     !e.tunables.scan_enabled.load(Ordering::Relaxed)
         || e.tunables.maintenance.load(Ordering::Relaxed)
         || e.state() == State::Degraded
+        || e.main_lost.load(Ordering::Relaxed)
         || e.suspended.load(Ordering::Relaxed)
 }
 

@@ -14,7 +14,7 @@
 
 use crate::commit;
 use crate::dm::{
-    self, now_ns, Args, Bio, BioQueue, BlkStatus, CtrContext, CtrError, DeviceIterator, Dev, EndIo, Limits, MapResult,
+    self, now_ns, ratelimit, Args, Bio, BioQueue, BlkStatus, CtrContext, CtrError, DeviceIterator, Dev, EndIo, Limits, MapResult,
     Op, StatusType, StatusWriter, Target, WorkHandler, Worker, WriteGate,
 };
 use crate::engine::{
@@ -201,15 +201,31 @@ impl Remap {
         let e = &*self.e;
         let op = bio.op();
         let media = status.is_media_error();
-        if stage == Stage::Main && media {
-            e.stats.add(Stat::MediaErrors, 1);
+        if stage == Stage::Main {
+            if media {
+                e.stats.add(Stat::MediaErrors, 1);
+            } else {
+                e.figures.other_errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
         match stage {
-            Stage::Main if media && matches!(op, Op::Read | Op::Write) => {
+            Stage::Main if media && matches!(op, Op::Read | Op::Write) && !e.main_lost.load(Ordering::Relaxed) => {
                 let pb = bio.per_bio();
+                if ratelimit() {
+                    // What the driver's error became at this layer: the policy table of
+                    // docs/design.md is read from these lines.
+                    pr_warn!("{}: main device: {} error on {} of block {}: retrying\n", e.dev_name(), status.name(), op_name(op), pb.first);
+                }
                 pb.error = status;
                 pb.stage = if op == Op::Write { Stage::FailedWrite } else { Stage::FailedRead };
                 bio.hold(&e.worker)
+            }
+            Stage::Main => {
+                if ratelimit() {
+                    let why = if media { "the main device is lost" } else { "not a media error" };
+                    pr_warn!("{}: main device: {} error on {} of block {}: passed on ({})\n", e.dev_name(), status.name(), op_name(op), bio.per_bio().first, why);
+                }
+                EndIo::Done
             }
             // The spare itself failed (data in the pool, or its flush): nothing can be
             // relocated safely any more; the error goes to the caller.
@@ -265,6 +281,7 @@ impl Target for Remap {
         let geo = loaded.log.sb.geometry;
         let nomem = |_| CtrError { code: ENOMEM, msg: c"Cannot allocate target state" };
         let data = KVVec::from_elem(0u8, line.block_size as usize, GFP_KERNEL).map_err(nomem)?;
+        let probe = KVVec::from_elem(0u8, line.block_size as usize, GFP_KERNEL).map_err(nomem)?;
         let worker = Worker::new(c"kdmremapd").map_err(|code| CtrError { code, msg: c"Cannot create workqueue" })?;
         let main_blocks = len / bs_sectors;
         let nomem_e = |_: Error| CtrError { code: ENOMEM, msg: c"Cannot allocate target state" };
@@ -291,6 +308,8 @@ impl Target for Remap {
                         data,
                         hotspots: Hotspots::default(),
                         recent_errors: RecentCount::default(),
+                        main_fail_run: 0,
+                        probe,
                         recent_remaps: RecentCount::default(),
                         alerts: Alerts::default(),
                         bad,
@@ -305,6 +324,7 @@ impl Target for Remap {
                 scan <- kernel::new_mutex!(scan, "dm_remap_scan"),
                 suspended: AtomicBool::new(true),
                 state: AtomicU8::new(State::Operational as u8),
+                main_lost: AtomicBool::new(false),
                 event_pending: AtomicBool::new(false),
                 resumed: AtomicBool::new(false),
                 stats,
@@ -476,6 +496,17 @@ impl WorkHandler for Engine {
 
     fn scan(&self) {
         scan::step(self);
+    }
+}
+
+/// An operation as log lines name it.
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Read => "read",
+        Op::Write => "write",
+        Op::Discard => "discard",
+        Op::WriteZeroes => "write-zeroes",
+        Op::Other => "request",
     }
 }
 

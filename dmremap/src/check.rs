@@ -51,6 +51,7 @@ pub fn judge(s: &Status) -> (Code, String) {
     };
     match s.state.as_str() {
         "degraded" => raise(Code::Critical, "the spare failed: nothing more can be relocated".into()),
+        "main_lost" => raise(Code::Critical, "the main device stopped answering: only blocks on the spare are served".into()),
         "spare_full" => raise(Code::Warning, "the spare is full: the next failing write returns an error".into()),
         _ => {}
     }

@@ -25,6 +25,8 @@ fn metrics(s: &Status) -> Vec<(&'static str, &'static str, &'static str, f64)> {
         ("dmremap_writes_total", "counter", "Write bios submitted to the target.", f(s.writes)),
         ("dmremap_spare_ios_total", "counter", "I/Os sent to the spare device.", f(s.spare_ios)),
         ("dmremap_media_errors_total", "counter", "Media errors seen on the main device.", f(s.media_errors)),
+        ("dmremap_retried_errors_total", "counter", "Main-device errors one retry cured (no sample: the module does not say).", s.retried_errors.map_or(f64::NAN, f)),
+        ("dmremap_other_errors_total", "counter", "Main-device errors that were not media errors, passed on (no sample: the module does not say).", s.other_errors.map_or(f64::NAN, f)),
         ("dmremap_remaps", "gauge", "Blocks relocated to the spare.", f(s.remaps)),
         ("dmremap_spare_blocks", "gauge", "Spare blocks in the pool.", f(s.spare_blocks)),
         ("dmremap_spare_free_blocks", "gauge", "Spare blocks not used yet.", f(s.spare_free)),
@@ -132,7 +134,7 @@ pub fn render(devs: &[Dev]) -> String {
     }
     let _ = writeln!(out, "# HELP dmremap_state Target state (1 for the current one).\n# TYPE dmremap_state gauge");
     for (name, s) in &ok {
-        for st in ["operational", "maintenance", "spare_full", "degraded"] {
+        for st in ["operational", "maintenance", "spare_full", "degraded", "main_lost"] {
             let _ = writeln!(out, "dmremap_state{{device=\"{}\",state=\"{st}\"}} {}", escape(name), u8::from(s.state == st));
         }
     }

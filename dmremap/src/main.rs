@@ -38,6 +38,8 @@ pub enum Kind {
 pub const STATUS_SPARE_FULL: i32 = 8;
 /// `dmremap status` exit code when the target is degraded (the status is printed).
 pub const STATUS_DEGRADED: i32 = 9;
+/// `dmremap status` exit code when the main device is lost (the status is printed).
+pub const STATUS_MAIN_LOST: i32 = 10;
 
 /// A failure: its kind and the sentence to print.
 #[derive(Debug)]
@@ -343,6 +345,7 @@ fn run(cli: Cli) -> Result<i32, Fail> {
                 no_scan: false,
                 scrub_speed_min: None,
                 scrub_speed_max: None,
+                main_lost_after: None,
             };
             // The id the kernel checks against the spare's record: the ctr refuses a spare
             // recorded for another main device.
@@ -434,6 +437,7 @@ fn run(cli: Cli) -> Result<i32, Fail> {
             Ok(match s.state.as_str() {
                 "spare_full" => STATUS_SPARE_FULL,
                 "degraded" => STATUS_DEGRADED,
+                "main_lost" => STATUS_MAIN_LOST,
                 _ => 0,
             })
         }

@@ -1,4 +1,5 @@
-//! The target's 26-field status line (docs/status.md), parsed and shown.
+//! The target's status line (docs/status.md: 26 fields, 28 since main-device loss
+//! detection), parsed and shown.
 
 use crate::{Fail, Kind};
 use serde::Serialize;
@@ -32,6 +33,9 @@ pub struct Status {
     pub alert_threshold: u64,
     pub seconds_since_alert: Option<u64>,
     pub state: String,
+    /// Fields 27 and 28; `null` from a module that prints 26 fields.
+    pub retried_errors: Option<u64>,
+    pub other_errors: Option<u64>,
 }
 
 /// Parses the fields after `<start> <len> remap` (or a whole `dmsetup status` line), with
@@ -66,6 +70,8 @@ pub fn parse(line: &str) -> Result<Status, Fail> {
         alert_threshold: u64::from(s.alert_threshold),
         seconds_since_alert: s.since_alert,
         state: s.state.name().into(),
+        retried_errors: s.retried_ok,
+        other_errors: s.other_errors,
     })
 }
 
@@ -168,6 +174,7 @@ mod tests {
             "spare_blocks", "spare_free", "pending", "write_relocations", "proactive_relocations", "metadata_commits",
             "metadata_seq", "cache_hits", "cache_misses", "scanned_this_pass", "scan_passes", "health",
             "seconds_to_exhaustion", "hotspots", "main_latency_us", "alert_threshold", "seconds_since_alert", "state",
+            "retried_errors", "other_errors",
         ];
         want.sort_unstable();
         let mut keys = keys;

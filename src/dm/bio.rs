@@ -39,10 +39,35 @@ impl BlkStatus {
     }
 
     /// Whether this error says the medium failed (the errors relocation is for), as opposed
-    /// to no space, try again, unsupported, ...
+    /// to no space, try again, unsupported, a transport or timeout, ... `IOERR` counts:
+    /// drivers that cannot tell (virtio-blk) return it for a bad sector. The policy per
+    /// status is the table in docs/design.md, "Errors from real drivers".
     pub(crate) fn is_media_error(self) -> bool {
         self.0 == bindings::dmr_const::DMR_BLK_STS_IOERR as u8
             || self.0 == bindings::dmr_const::DMR_BLK_STS_MEDIUM as u8
+    }
+
+    /// The kernel's name of the status, as `blk_errors[]` spells it, for log lines.
+    pub(crate) fn name(self) -> &'static str {
+        use bindings::dmr_const as c;
+        let names: [(c::Type, &str); 15] = [
+            (c::DMR_BLK_STS_OK, "ok"),
+            (c::DMR_BLK_STS_IOERR, "I/O"),
+            (c::DMR_BLK_STS_MEDIUM, "critical medium"),
+            (c::DMR_BLK_STS_NOSPC, "critical space allocation"),
+            (c::DMR_BLK_STS_AGAIN, "busy"),
+            (c::DMR_BLK_STS_TARGET, "critical target"),
+            (c::DMR_BLK_STS_NOTSUPP, "operation not supported"),
+            (c::DMR_BLK_STS_TIMEOUT, "timeout"),
+            (c::DMR_BLK_STS_TRANSPORT, "recoverable transport"),
+            (c::DMR_BLK_STS_RESV_CONFLICT, "reservation conflict"),
+            (c::DMR_BLK_STS_INVAL, "invalid"),
+            (c::DMR_BLK_STS_PROTECTION, "protection"),
+            (c::DMR_BLK_STS_RESOURCE, "kernel resource"),
+            (c::DMR_BLK_STS_DEV_RESOURCE, "device resource"),
+            (c::DMR_BLK_STS_OFFLINE, "device offline"),
+        ];
+        names.iter().find(|(v, _)| *v as u8 == self.0).map_or("other", |(_, n)| n)
     }
 }
 

@@ -5,6 +5,7 @@
 //! ([`CtrError`]).
 
 use super::handle::Revoker;
+use super::dev::DevTracker;
 use super::{bindings, Dev, TargetHandle};
 use core::ffi::{c_char, c_uint, CStr};
 use core::marker::PhantomData;
@@ -82,17 +83,20 @@ impl<'a> Args<'a> {
 pub(crate) struct CtrContext<'a> {
     ti: *mut bindings::dm_target,
     revoker: &'a Revoker,
+    devs: &'a DevTracker,
     _p: PhantomData<&'a mut bindings::dm_target>,
 }
 
 impl<'a> CtrContext<'a> {
-    /// The context of the constructor call on `ti`, whose handles `revoker` revokes.
+    /// The context of the constructor call on `ti`, whose handles `revoker` revokes and
+    /// whose devices `devs` counts.
     ///
     /// # Safety
-    /// `ti` must be the target being constructed, valid for `'a`, and `revoker` its own.
-    pub(super) unsafe fn new(ti: *mut bindings::dm_target, revoker: &'a Revoker) -> Self {
+    /// `ti` must be the target being constructed, valid for `'a`, and `revoker` and `devs`
+    /// its own, dropped before device-mapper frees `ti`.
+    pub(super) unsafe fn new(ti: *mut bindings::dm_target, revoker: &'a Revoker, devs: &'a DevTracker) -> Self {
         // INVARIANT: per the function's contract.
-        Self { ti, revoker, _p: PhantomData }
+        Self { ti, revoker, devs, _p: PhantomData }
     }
 }
 
@@ -110,8 +114,8 @@ impl CtrContext<'_> {
         let mut dev: *mut bindings::dm_dev = core::ptr::null_mut();
         // SAFETY: `ti` is valid; `path` is NUL-terminated; `dev` is a valid out pointer.
         kernel::error::to_result(unsafe { bindings::dm_get_device(self.ti, path.as_ptr(), mode, &mut dev) })?;
-        // SAFETY: `dm_get_device` succeeded: `dev` is an open device of `ti`, now owned by `Dev`.
-        unsafe { Dev::from_raw(self.ti, dev) }
+        // SAFETY: `dm_get_device` succeeded: `dev` is an open device of `ti`, now owned by `Dev`; `devs` is the tracker of `ti` (type invariant).
+        unsafe { Dev::from_raw(self.ti, dev, self.devs) }
     }
 
     /// Number of empty flush bios the target receives per flush (0 drops flushes).

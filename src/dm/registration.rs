@@ -7,6 +7,7 @@
 //! `ctr` until `dtr`. Every callback but `ctr` runs between those two, on that target, which
 //! is what each callback's `# Safety` section states.
 
+use super::dev::DevTracker;
 use super::handle::Revoker;
 use super::{
     bindings, noio, Args, Bio, BlkStatus, CtrContext, CtrError, DeviceIterator, EndIo, Limits, MapResult, StatusType,
@@ -70,11 +71,13 @@ impl<T: Target> Drop for Registration<T> {
     }
 }
 
-/// What `ti->private` owns: the target and the revoker of its handles. Fields drop in
-/// declaration order: the target first (its worker drained, its devices put), then its
+/// What `ti->private` owns: the target, the count of its open devices and the revoker of
+/// its handles. Fields drop in declaration order: the target first (its worker drained),
+/// then the wait for its last device to be put (wherever the target kept it), then its
 /// handles are revoked, all before `dtr` returns and device-mapper frees `ti`.
 struct Instance<T> {
     target: T,
+    _devs: DevTracker,
     _revoker: Revoker,
 }
 
@@ -104,13 +107,14 @@ unsafe extern "C" fn ctr_callback<T: Target>(
     unsafe { (*ti).per_io_data_size = core::mem::size_of::<T::PerBio>() as c_uint };
     let nomem = CtrError { code: ENOMEM, msg: c"Cannot allocate target context" };
     // SAFETY: `ti` is being constructed with its table; the revoker is dropped at the end of this function on failure, or with the instance in `dtr` on success, both before device-mapper frees `ti`.
-    let result = match unsafe { Revoker::new(ti) } {
-        Err(_) => Err(nomem),
-        Ok(revoker) => {
-            // SAFETY: `ti` is the target being constructed, valid for this call; `revoker` is its own.
-            let mut ctx = unsafe { CtrContext::new(ti, &revoker) };
-            T::new(&mut ctx, &args)
-                .and_then(|target| KBox::new(Instance { target, _revoker: revoker }, GFP_KERNEL).map_err(|_| nomem))
+    let result = match (unsafe { Revoker::new(ti) }, DevTracker::new()) {
+        (Err(_), _) | (_, Err(_)) => Err(nomem),
+        (Ok(revoker), Ok(devs)) => {
+            // SAFETY: `ti` is the target being constructed, valid for this call; `revoker` and `devs` are its own, dropped like the revoker (above).
+            let mut ctx = unsafe { CtrContext::new(ti, &revoker, &devs) };
+            let target = T::new(&mut ctx, &args);
+            drop(ctx);
+            target.and_then(|target| KBox::new(Instance { target, _devs: devs, _revoker: revoker }, GFP_KERNEL).map_err(|_| nomem))
         }
     };
     match result {

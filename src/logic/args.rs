@@ -5,7 +5,7 @@
 //! Feature arguments, in the style of dm-integrity and dm-cache:
 //! `block_size <bytes>`, `read_retries <n>`, `format`, `cache_size <entries>`,
 //! `no_proactive`, `main_id <id>`, `alert_threshold <0-100>`, `no_scan`,
-//! `scrub_speed_min <MiB/s>`, `scrub_speed_max <MiB/s>`.
+//! `scrub_speed_min <MiB/s>`, `scrub_speed_max <MiB/s>`, `main_lost_after <n>`.
 
 use super::format::valid_block_size;
 use super::mainid::MainId;
@@ -23,10 +23,15 @@ pub const MAX_READ_RETRIES: u32 = 16;
 pub const DEFAULT_ALERT_THRESHOLD: u8 = 50;
 /// Default lookup cache size, entries.
 pub const DEFAULT_CACHE_SIZE: u32 = 256;
+/// Default run of failures on the main device, none cured by a retry, after which the
+/// worker probes whether the main device is still there (`main_lost_after`).
+pub const DEFAULT_MAIN_LOST_AFTER: u32 = 8;
+/// Largest accepted `main_lost_after`.
+pub const MAX_MAIN_LOST_AFTER: u32 = 1024;
 /// Most arguments a table line may have.
 const MAX_ARGS: usize = 24;
 /// Number of distinct features.
-const NFEATURES: usize = 10;
+const NFEATURES: usize = 11;
 
 /// A feature argument, kept in the order given so the line prints back exactly.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -51,6 +56,8 @@ pub enum Feature {
     ScrubSpeedMin,
     /// `scrub_speed_max <MiB/s>`.
     ScrubSpeedMax,
+    /// `main_lost_after <n>`.
+    MainLostAfter,
 }
 
 /// A parsed table line. Devices are given as argument indices, so the caller can pass the
@@ -82,6 +89,9 @@ pub struct TableLine {
     pub scrub_speed_min: u32,
     /// The scrub's ceiling, MiB/s (its rate while the device is idle).
     pub scrub_speed_max: u32,
+    /// Consecutive uncured main-device failures before the worker probes the main device
+    /// (1 to [`MAX_MAIN_LOST_AFTER`]).
+    pub main_lost_after: u32,
     /// The `#feature_args` number, if the line had one.
     pub feature_count: Option<u32>,
     order: [Option<Feature>; NFEATURES],
@@ -116,6 +126,8 @@ pub enum TableError {
     BadAlertThreshold,
     /// A scrub speed is not 1 to 100000, or the floor is above the ceiling.
     BadScrubSpeed,
+    /// `main_lost_after` is not a number from 1 to 1024.
+    BadMainLostAfter,
 }
 
 impl TableError {
@@ -137,6 +149,7 @@ impl TableError {
             TableError::BadScrubSpeed => {
                 c"Invalid scrub_speed_min/scrub_speed_max: must be 1 to 100000 MiB/s, the min not above the max"
             }
+            TableError::BadMainLostAfter => c"Invalid main_lost_after: must be 1 to 1024",
         }
     }
 }
@@ -170,6 +183,7 @@ impl TableLine {
             scan: true,
             scrub_speed_min: DEFAULT_SPEED_MIN,
             scrub_speed_max: DEFAULT_SPEED_MAX,
+            main_lost_after: DEFAULT_MAIN_LOST_AFTER,
             feature_count: None,
             order: [None; NFEATURES],
         };
@@ -194,6 +208,7 @@ impl TableLine {
                 b"no_scan" => Feature::NoScan,
                 b"scrub_speed_min" => Feature::ScrubSpeedMin,
                 b"scrub_speed_max" => Feature::ScrubSpeedMax,
+                b"main_lost_after" => Feature::MainLostAfter,
                 _ => return Err(TableError::UnknownFeature),
             };
             if line.order[..seen].contains(&Some(f)) {
@@ -237,6 +252,11 @@ impl TableLine {
                 Feature::NoScan => line.scan = false,
                 Feature::ScrubSpeedMin => line.scrub_speed_min = parse_u32(value()?).ok_or(TableError::BadScrubSpeed)?,
                 Feature::ScrubSpeedMax => line.scrub_speed_max = parse_u32(value()?).ok_or(TableError::BadScrubSpeed)?,
+                Feature::MainLostAfter => {
+                    line.main_lost_after = parse_u32(value()?)
+                        .filter(|&n| (1..=MAX_MAIN_LOST_AFTER).contains(&n))
+                        .ok_or(TableError::BadMainLostAfter)?;
+                }
             }
         }
         // Checked once both are known: either may be given alone, against the other's default.
@@ -278,6 +298,7 @@ impl fmt::Display for Features<'_> {
                 Feature::NoScan => f.write_str(" no_scan")?,
                 Feature::ScrubSpeedMin => write!(f, " scrub_speed_min {}", l.scrub_speed_min)?,
                 Feature::ScrubSpeedMax => write!(f, " scrub_speed_max {}", l.scrub_speed_max)?,
+                Feature::MainLostAfter => write!(f, " main_lost_after {}", l.main_lost_after)?,
             }
         }
         Ok(())
@@ -315,6 +336,8 @@ pub struct LineSpec<'a> {
     pub scrub_speed_min: Option<u32>,
     /// `scrub_speed_max <MiB/s>`.
     pub scrub_speed_max: Option<u32>,
+    /// `main_lost_after <n>`.
+    pub main_lost_after: Option<u32>,
 }
 
 #[allow(dead_code)] // the host's printer
@@ -355,6 +378,10 @@ impl<'a> LineSpec<'a> {
     pub fn scrub_speed(self, min: u32, max: u32) -> Self {
         LineSpec { scrub_speed_min: Some(min), scrub_speed_max: Some(max), ..self }
     }
+    /// With `main_lost_after`.
+    pub fn main_lost_after(self, n: u32) -> Self {
+        LineSpec { main_lost_after: Some(n), ..self }
+    }
 }
 
 impl fmt::Display for LineSpec<'_> {
@@ -369,7 +396,8 @@ impl fmt::Display for LineSpec<'_> {
             + 2 * usize::from(self.alert_threshold.is_some())
             + usize::from(self.no_scan)
             + 2 * usize::from(self.scrub_speed_min.is_some())
-            + 2 * usize::from(self.scrub_speed_max.is_some());
+            + 2 * usize::from(self.scrub_speed_max.is_some())
+            + 2 * usize::from(self.main_lost_after.is_some());
         if count == 0 {
             return Ok(());
         }
@@ -397,7 +425,11 @@ impl fmt::Display for LineSpec<'_> {
         if self.no_scan {
             f.write_str(" no_scan")?;
         }
-        for (name, v) in [("scrub_speed_min", self.scrub_speed_min), ("scrub_speed_max", self.scrub_speed_max)] {
+        for (name, v) in [
+            ("scrub_speed_min", self.scrub_speed_min),
+            ("scrub_speed_max", self.scrub_speed_max),
+            ("main_lost_after", self.main_lost_after),
+        ] {
             if let Some(v) = v {
                 write!(f, " {name} {v}")?;
             }
@@ -503,6 +535,10 @@ mod tests {
             ("a b 4 scrub_speed_min 5 scrub_speed_max 4", BadScrubSpeed),
             ("a b 1 scrub_speed_max", MissingValue),
             ("a b 4 scrub_speed_min 1 scrub_speed_min 1", DuplicateFeature),
+            ("a b 2 main_lost_after 0", BadMainLostAfter),
+            ("a b 2 main_lost_after 1025", BadMainLostAfter),
+            ("a b 2 main_lost_after x", BadMainLostAfter),
+            ("a b 1 main_lost_after", MissingValue),
             ("a b 22 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22", TooManyArgs),
         ] {
             assert_eq!(parse(line), Err(e), "{line:?}");
@@ -525,6 +561,7 @@ mod tests {
             ns in proptest::bool::ANY,
             smin in proptest::option::of(1u32..=DEFAULT_SPEED_MAX),
             smax in proptest::option::of(DEFAULT_SPEED_MAX..=super::super::scrub::MAX_SPEED),
+            lost in proptest::option::of(1u32..=MAX_MAIN_LOST_AFTER),
         ) {
             let id = id.as_deref().and_then(|s| MainId::parse(s.as_bytes()));
             let spec = LineSpec {
@@ -540,6 +577,7 @@ mod tests {
                 no_scan: ns,
                 scrub_speed_min: smin,
                 scrub_speed_max: smax,
+                main_lost_after: lost,
             };
             let text = spec.to_string();
             let l = parse(&text).unwrap();
@@ -549,6 +587,7 @@ mod tests {
             proptest::prop_assert_eq!(l.cache_size, cs.unwrap_or(DEFAULT_CACHE_SIZE));
             proptest::prop_assert_eq!((l.alert_threshold, l.scan), (thr.unwrap_or(DEFAULT_ALERT_THRESHOLD), !ns));
             proptest::prop_assert_eq!((l.scrub_speed_min, l.scrub_speed_max), (smin.unwrap_or(DEFAULT_SPEED_MIN), smax.unwrap_or(DEFAULT_SPEED_MAX)));
+            proptest::prop_assert_eq!(l.main_lost_after, lost.unwrap_or(DEFAULT_MAIN_LOST_AFTER));
             proptest::prop_assert_eq!(format!("/dev/sdb 8:32{}", l.features()), text);
         }
     }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The 26-field `dmsetup status` line (fields documented in docs/status.md).
+//! The `dmsetup status` line: 26 fields, and two appended since (docs/status.md).
 
 use core::fmt;
 
@@ -15,13 +15,18 @@ pub enum State {
     Degraded,
     /// No free pool block.
     SpareFull,
+    /// The main device stopped answering (every probe failed): nothing is relocated; blocks
+    /// on the spare are still served. Shown before any other state.
+    MainLost,
 }
 
 impl State {
     /// The state a word names.
     #[allow(dead_code)] // the host's parser
     pub fn parse(word: &str) -> Option<State> {
-        [State::Operational, State::Maintenance, State::Degraded, State::SpareFull].into_iter().find(|s| s.name() == word)
+        [State::Operational, State::Maintenance, State::Degraded, State::SpareFull, State::MainLost]
+            .into_iter()
+            .find(|s| s.name() == word)
     }
 
     /// The word printed.
@@ -31,6 +36,7 @@ impl State {
             State::Maintenance => "maintenance",
             State::Degraded => "degraded",
             State::SpareFull => "spare_full",
+            State::MainLost => "main_lost",
         }
     }
 }
@@ -48,9 +54,11 @@ impl DevNo {
     }
 }
 
-/// Fields the kernel prints. A parser accepts more (later versions may append fields) but
-/// not fewer.
+/// Fields every version prints. A parser accepts more (later versions append fields) but
+/// not fewer: an older module's 26-field line still parses, its appended fields `None`.
 pub const FIELDS: usize = 26;
+/// Fields this version prints ([`FIELDS`] and the appended ones).
+pub const FIELDS_NOW: usize = 28;
 
 /// Why a status line was not one of ours.
 #[allow(dead_code)] // the host's parser
@@ -126,6 +134,12 @@ pub struct Status<'a> {
     pub since_alert: Option<u64>,
     /// 26: state.
     pub state: State,
+    /// 27: main-device errors that one retry cured (a cured write relocates nothing; a
+    /// cured read marks its block weak, as before); `None` from a module
+    /// that prints only 26 fields.
+    pub retried_ok: Option<u64>,
+    /// 28: main-device errors that were not media errors (passed on, no pool block).
+    pub other_errors: Option<u64>,
 }
 
 #[allow(dead_code)] // the host's parser (dmremap, the tests); the kernel only prints
@@ -136,7 +150,7 @@ impl<'a> Status<'a> {
     pub fn parse(line: &'a str) -> Result<Status<'a>, StatusError> {
         let mut words = line.split_ascii_whitespace().peekable();
         let mut head: [&str; 3] = [""; 3];
-        let mut f: [&str; FIELDS] = [""; FIELDS];
+        let mut f: [&str; FIELDS_NOW] = [""; FIELDS_NOW];
         let mut n = 0;
         // A `dmsetup status` line starts with `<start> <len> remap`.
         let all: [Option<&str>; 3] = [words.next(), words.next(), words.next()];
@@ -150,7 +164,7 @@ impl<'a> Status<'a> {
             f[..n].copy_from_slice(&head[..n]);
         }
         for w in words {
-            if n < FIELDS {
+            if n < FIELDS_NOW {
                 f[n] = w;
             }
             n += 1;
@@ -187,6 +201,8 @@ impl<'a> Status<'a> {
             alert_threshold: small(24)?,
             since_alert: if f[24] == "-" { None } else { Some(num(25)?) },
             state: State::parse(f[25]).ok_or(StatusError::BadField(26))?,
+            retried_ok: if n > 26 { Some(num(27)?) } else { None },
+            other_errors: if n > 27 { Some(num(28)?) } else { None },
         })
     }
 }
@@ -240,7 +256,12 @@ impl fmt::Display for Status<'_> {
             Some(t) => write!(f, "{t}")?,
             None => f.write_str("-")?,
         }
-        write!(f, " {}", s.state.name())
+        write!(f, " {}", s.state.name())?;
+        // Appended fields print only as a pair, so that a printed line always parses back.
+        if let (Some(a), Some(b)) = (s.retried_ok, s.other_errors) {
+            write!(f, " {a} {b}")?;
+        }
+        Ok(())
     }
 }
 
@@ -277,6 +298,8 @@ mod tests {
             alert_threshold: 24,
             since_alert: None,
             state: State::SpareFull,
+            retried_ok: None,
+            other_errors: None,
         };
         let text = s.to_string();
         let f: Vec<&str> = text.split(' ').collect();
@@ -290,7 +313,12 @@ mod tests {
         assert!(t.ends_with(" 24 3 maintenance"));
         assert_eq!(Status::parse(&text), Ok(s));
         assert_eq!(Status::parse(&format!("0 32768 remap {text}")), Ok(s), "a whole dmsetup line");
-        assert_eq!(Status::parse(&format!("{text} 27 28")), Ok(s), "fields appended later are ignored");
+        let now = Status { retried_ok: Some(27), other_errors: Some(28), ..s };
+        assert_eq!(now.to_string(), format!("{text} 27 28"), "the two appended fields");
+        assert_eq!(Status::parse(&format!("{text} 27 28")), Ok(now));
+        assert_eq!(Status::parse(&format!("{text} 27 28 29 x")), Ok(now), "fields appended later are ignored");
+        assert_eq!(Status::parse(&format!("{text} 27 x")), Err(StatusError::BadField(28)));
+        assert_eq!(Status::parse(&text).map(|p| (p.retried_ok, p.other_errors)), Ok((None, None)), "an older module's line");
     }
 
     #[test]
@@ -322,9 +350,10 @@ mod tests {
             health in proptest::num::u8::ANY,
             thr in proptest::num::u8::ANY,
             since in proptest::option::of(proptest::num::u64::ANY),
-            st in 0usize..4,
+            st in 0usize..5,
+            extra in proptest::option::of((proptest::num::u64::ANY, proptest::num::u64::ANY)),
         ) {
-            let state = [State::Operational, State::Maintenance, State::Degraded, State::SpareFull][st];
+            let state = [State::Operational, State::Maintenance, State::Degraded, State::SpareFull, State::MainLost][st];
             let s = Status {
                 version: "0.1.0",
                 main: DevNo(devs[0], devs[1]),
@@ -334,11 +363,13 @@ mod tests {
                 proactive_relocations: n[9], commits: n[10], seq: n[11], cache_hits: n[12],
                 cache_misses: n[13], scanned: n[14], scan_passes: n[15], health, eta_secs: n[16],
                 hotspots: n[17], latency_us: n[18], alert_threshold: thr, since_alert: since, state,
+                retried_ok: extra.map(|e| e.0), other_errors: extra.map(|e| e.1),
             };
             let text = s.to_string();
             let back = Status::parse(&text).unwrap();
             proptest::prop_assert_eq!(back.to_string(), text.clone());
             proptest::prop_assert_eq!((back.remaps, back.health, back.since_alert, back.state, back.main), (s.remaps, health, since, state, s.main));
+            proptest::prop_assert_eq!((back.retried_ok, back.other_errors), (s.retried_ok, s.other_errors));
         }
     }
 }
