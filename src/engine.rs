@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::dm::{
-    now_ns, BioQueue, BlkStatus, Dev, PerCpu, RcuWriter, SavedIter, TargetHandle, Ticket, Worker, WriteGate,
+    now_ns, ratelimit, BioQueue, BlkStatus, Dev, PerCpu, RcuWriter, SavedIter, TargetHandle, Ticket, Worker, WriteGate,
 };
 use crate::logic::{
     self,
@@ -356,6 +356,8 @@ pub(crate) struct Figures {
     pub(crate) retried_ok: AtomicU64,
     /// Main-device errors that are not media errors (passed to the caller, no pool block).
     pub(crate) other_errors: AtomicU64,
+    /// Main-device errors logged so far (`Engine::log_error`).
+    pub(crate) logged_errors: AtomicU64,
 }
 
 impl Figures {
@@ -380,6 +382,7 @@ impl Figures {
             hotspot_count: AtomicU64::new(0),
             retried_ok: AtomicU64::new(0),
             other_errors: AtomicU64::new(0),
+            logged_errors: AtomicU64::new(0),
             last_alert_ns: AtomicU64::new(0),
         }
     }
@@ -491,6 +494,9 @@ pub(crate) struct Engine {
     pub(crate) tunables: Tunables,
 }
 
+/// Main-device errors each instance logs before its error lines are rate-limited.
+pub(crate) const ERRORS_ALWAYS_LOGGED: u64 = 64;
+
 /// Default seconds the scan rests between passes (and waits after a resume).
 pub(crate) const DEFAULT_SCAN_INTERVAL: u32 = 10;
 
@@ -504,6 +510,13 @@ impl Engine {
     }
 
     /// Moves to a worse state (never back); the worker raises the alert.
+    /// Whether to log a main-device error: the first [`ERRORS_ALWAYS_LOGGED`] of this
+    /// instance always (what the driver's error became at this layer, for the operator and
+    /// the policy table of docs/design.md), then rate-limited like every other line.
+    pub(crate) fn log_error(&self) -> bool {
+        self.figures.logged_errors.fetch_add(1, Ordering::Relaxed) < ERRORS_ALWAYS_LOGGED || ratelimit()
+    }
+
     /// The dm device's `major:minor`, which every log line about this target starts with
     /// (as upstream targets print `dm_device_name`).
     pub(crate) fn dev_name(&self) -> &str {

@@ -14,7 +14,7 @@
 
 use crate::commit;
 use crate::dm::{
-    self, now_ns, ratelimit, Args, Bio, BioQueue, BlkStatus, CtrContext, CtrError, DeviceIterator, Dev, EndIo, Limits, MapResult,
+    self, now_ns, Args, Bio, BioQueue, BlkStatus, CtrContext, CtrError, DeviceIterator, Dev, EndIo, Limits, MapResult,
     Op, StatusType, StatusWriter, Target, WorkHandler, Worker, WriteGate,
 };
 use crate::engine::{
@@ -211,7 +211,7 @@ impl Remap {
         match stage {
             Stage::Main if media && matches!(op, Op::Read | Op::Write) && !e.main_lost.load(Ordering::Relaxed) => {
                 let pb = bio.per_bio();
-                if ratelimit() {
+                if e.log_error() {
                     // What the driver's error became at this layer: the policy table of
                     // docs/design.md is read from these lines.
                     pr_warn!("{}: main device: {} error on {} of block {}: retrying\n", e.dev_name(), status.name(), op_name(op), pb.first);
@@ -221,7 +221,7 @@ impl Remap {
                 bio.hold(&e.worker)
             }
             Stage::Main => {
-                if ratelimit() {
+                if e.log_error() {
                     let why = if media { "the main device is lost" } else { "not a media error" };
                     pr_warn!("{}: main device: {} error on {} of block {}: passed on ({})\n", e.dev_name(), status.name(), op_name(op), bio.per_bio().first, why);
                 }

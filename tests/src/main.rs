@@ -31,6 +31,7 @@ mod t_crash;
 mod t_correct;
 mod t_safety;
 mod t_scrub;
+mod t_realfaults;
 mod t_reliability;
 mod t_tool;
 
@@ -81,6 +82,7 @@ fn all_tests() -> Vec<Test> {
     v.extend_from_slice(t_reliability::TESTS);
     v.extend_from_slice(t_crash::TESTS);
     v.extend_from_slice(t_faults::TESTS);
+    v.extend_from_slice(t_realfaults::TESTS);
     v
 }
 

@@ -334,7 +334,13 @@ pub const GUEST_MODULES: &[&str] = &[
     "dm_log_writes", "dm_thin_pool",
     // The benchmark's filesystem runs (`vmtest bench-fs`).
     "ext4",
+    // Real drivers' errors (tests/src/t_realfaults.rs): sd for scsi_debug's disks, nvme for
+    // QEMU's emulated NVMe disk.
+    "sd_mod", "nvme",
 ];
+
+/// Modules in the initramfs that the tests load themselves, with their own parameters.
+pub const GUEST_MODULES_ON_DEMAND: &[&str] = &["scsi_debug"];
 
 /// The module files (relative to the modules directory) that `names` need, with their
 /// dependencies, from modules.dep.

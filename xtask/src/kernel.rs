@@ -76,6 +76,9 @@ pub struct Boot {
     pub image: PathBuf,
     /// The distro's modules to put in the initramfs and load, if the kernel is a distro's.
     pub modules: Option<GuestModules>,
+    /// Modules of a kernel built here that the tests load themselves, with their own
+    /// parameters (scsi_debug): /ondemand/<name>.ko in the guest.
+    pub ondemand: Vec<PathBuf>,
 }
 
 /// A distro kernel's modules for the guest.
@@ -97,7 +100,10 @@ pub struct GuestModules {
 /// What the VM boots for `flavor`, whose module tree is `kdir` (from [`kernel`]).
 pub fn boot(paths: &Paths, flavor: Flavor, kdir: &Path) -> Result<Boot> {
     if flavor != Flavor::Debian72 {
-        return Ok(Boot { image: kdir.join("arch/x86/boot/bzImage"), modules: None });
+        // scsi_debug and the CRC modules it needs (tinyconfig leaves them modules).
+        let ondemand = ["crypto/crct10dif_common.ko", "crypto/crct10dif_generic.ko", "lib/crc-t10dif.ko", "drivers/scsi/scsi_debug.ko"]
+            .iter().map(|m| kdir.join(m)).filter(|p| p.exists()).collect();
+        return Ok(Boot { image: kdir.join("arch/x86/boot/bzImage"), modules: None, ondemand });
     }
     crate::debian::check_vmlinuz(paths)?;
     let names = crate::debian::GUEST_MODULES;
@@ -113,10 +119,12 @@ pub fn boot(paths: &Paths, flavor: Flavor, kdir: &Path) -> Result<Boot> {
         modules: Some(GuestModules {
             dir: crate::debian::modules_dir(paths),
             release: crate::debian::release(),
-            files: crate::debian::module_closure(paths, names)?,
+            // The modules the tests load themselves come along, unloaded.
+            files: crate::debian::module_closure(paths, &[names, crate::debian::GUEST_MODULES_ON_DEMAND].concat())?,
             load: names.iter().map(|s| s.to_string()).collect(),
             extra,
         }),
+        ondemand: Vec::new(),
     })
 }
 

@@ -245,6 +245,7 @@ fn vm_tests_inner(paths: &Paths, filter: Option<&str>, suite: &Suite, t: &mut Ta
     let f = std::fs::File::create(&disk)?;
     f.set_len(64 << 20)?;
     drop(f);
+    let faults = fault_disks(&suite.dir(paths)?)?;
     for phase in [None, Some("--after-reboot")] {
         let mut cmd = vec!["vmtest".to_string()];
         cmd.extend(phase.map(str::to_string));
@@ -256,7 +257,7 @@ fn vm_tests_inner(paths: &Paths, filter: Option<&str>, suite: &Suite, t: &mut Ta
         }
         // The sanitizer kernel runs the suite about ten times slower.
         let timeout = if suite.flavor == Flavor::Debug { 7200 } else { 1800 };
-        let opts = suite.boot(suite.runner.clone(), vm::shell_join(&cmd), timeout).disk(Some(disk.clone()));
+        let opts = suite.boot(suite.runner.clone(), vm::shell_join(&cmd), timeout).disk(Some(disk.clone())).qemu_args(&faults);
         count_vm_results(&vm::run(paths, &opts)?, t);
     }
     if filter.map_or(true, |f| "powercut".contains(f) || f.contains("powercut")) {
@@ -264,6 +265,56 @@ fn vm_tests_inner(paths: &Paths, filter: Option<&str>, suite: &Suite, t: &mut Ta
     }
     Ok(())
 }
+
+/// QEMU's own error injection (its `blkdebug` driver) under two real guest drivers: a
+/// virtio-blk disk and an emulated NVMe disk, each over a fresh 64 MiB image with the rules
+/// of [`BLKDEBUG_RULES`]. The guest finds them by serial (tests/src/t_realfaults.rs). Fresh
+/// for each boot: a one-shot rule fires once per boot.
+fn fault_disks(dir: &std::path::Path) -> Result<Vec<String>> {
+    let conf = dir.join("blkdebug.conf");
+    std::fs::write(&conf, BLKDEBUG_RULES)?;
+    let mut args = Vec::new();
+    // High PCI slots: the guest finds them after the persistent disk, which stays /dev/vda.
+    for (id, device, slot) in [("dmrfv", "virtio-blk-pci", "0x1e"), ("dmrfn", "nvme", "0x1f")] {
+        let img = dir.join(format!("{id}.img"));
+        let f = std::fs::File::create(&img)?;
+        f.set_len(64 << 20)?;
+        drop(f);
+        args.push("-drive".into());
+        args.push(format!("if=none,id={id},format=raw,cache=writeback,file=blkdebug:{}:{}", conf.display(), img.display()));
+        args.push("-device".into());
+        args.push(format!("{device},drive={id},serial={id},addr={slot}"));
+    }
+    Ok(args)
+}
+
+/// The blkdebug rules of both fault disks, in 512-byte sectors; with 4 KiB blocks: block 100
+/// never reads, block 200 never takes a write, block 300 fails its first read and block 400
+/// its first write (`once`), then both work. EIO (5) is what a host disk returns for a bad
+/// sector. tests/src/t_realfaults.rs has the same numbers.
+const BLKDEBUG_RULES: &str = "\
+[inject-error]
+event = \"read_aio\"
+errno = \"5\"
+sector = \"800\"
+
+[inject-error]
+event = \"write_aio\"
+errno = \"5\"
+sector = \"1600\"
+
+[inject-error]
+event = \"read_aio\"
+errno = \"5\"
+sector = \"2400\"
+once = \"on\"
+
+[inject-error]
+event = \"write_aio\"
+errno = \"5\"
+sector = \"3200\"
+once = \"on\"
+";
 
 /// The systemd boot test's name for `--filter`.
 const BOOT_TEST: &str = "boot_systemd";

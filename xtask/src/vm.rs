@@ -246,6 +246,10 @@ fn initramfs(paths: &Paths, opts: &VmOptions) -> Result<PathBuf> {
     for (lib, real) in libs.iter().zip(real.lines()) {
         files.insert(usr_path(lib), Entry::Host(root.join(real.trim_start_matches('/')), 0o755));
     }
+    for ko in &opts.kernel.ondemand {
+        let name = ko.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        files.insert(format!("ondemand/{name}"), Entry::Host(ko.clone(), 0o644));
+    }
     files.insert("dm-remap.ko".into(), Entry::Host(opts.module.clone(), 0o644));
     files.insert("init".into(), Entry::Host(paths.repo.join("tests/vm/init"), 0o755));
     let cmd = opts.cmd.clone().unwrap_or_default();
