@@ -485,6 +485,9 @@ pub(crate) struct Engine {
     /// The main device is gone (every probe failed): nothing more is relocated; I/O to
     /// blocks on the spare goes on. Until the table is reloaded.
     pub(crate) main_lost: AtomicBool,
+    /// A main-device I/O ended "device offline": the worker probes the device
+    /// (`relocate::check_suspect`).
+    pub(crate) main_suspect: AtomicBool,
     /// Set by end_io (which cannot raise events) for the worker to raise one.
     pub(crate) event_pending: AtomicBool,
     /// Whether preresume has run once (the first one reloads the log).

@@ -163,6 +163,29 @@ pub(crate) fn main_failure(e: &Engine, meta: &mut WorkerState, block: u64) -> bo
         return false;
     }
     meta.main_fail_run = 0;
+    if !probe(e, meta, block) {
+        if ratelimit() {
+            pr_warn!("{}: {} main-device failures in a row, but a probe read succeeded: a bad patch, not a lost device\n", e.dev_name(), e.config.line.main_lost_after);
+        }
+        return false;
+    }
+    true
+}
+
+/// A main-device I/O ended `BLK_STS_OFFLINE` (`end_io` set `Engine::main_suspect`): the
+/// driver says the device is offline, which may be for good. Probed at once, since such
+/// errors are passed on, never relocated, and so never start a run of failures.
+pub(crate) fn check_suspect(e: &Engine) {
+    if e.main_suspect.swap(false, Ordering::Relaxed) && !e.main_lost.load(Ordering::Relaxed) {
+        let mut meta = e.meta.lock();
+        let _ = probe(e, &mut meta, 0);
+        health::check_alerts(e, &mut meta);
+    }
+}
+
+/// Reads two blocks of the main device far from `block` (and not in the table); if neither
+/// reads, marks the main device lost and returns true.
+fn probe(e: &Engine, meta: &mut WorkerState, block: u64) -> bool {
     let n = e.config.main_blocks;
     let bs = e.config.line.block_size as usize;
     let (mut tried, mut read) = (0, 0);
@@ -180,17 +203,13 @@ pub(crate) fn main_failure(e: &Engine, meta: &mut WorkerState, block: u64) -> bo
         }
     }
     if tried == 0 || read > 0 {
-        if ratelimit() {
-            pr_warn!("{}: {} main-device failures in a row, but a probe read succeeded: a bad patch, not a lost device\n", e.dev_name(), e.config.line.main_lost_after);
-        }
         return false;
     }
     e.main_lost.store(true, Ordering::Relaxed);
     e.event_pending.store(true, Ordering::Relaxed);
     pr_err!(
-        "{}: main device lost: {} failures in a row and {} probe reads failed; relocation stopped, blocks on the spare still served (reload the table once the disk is back or replaced)\n",
+        "{}: main device lost: {} probe reads failed after failures no retry cured; relocation stopped, blocks on the spare still served (reload the table once the disk is back or replaced)\n",
         e.dev_name(),
-        e.config.line.main_lost_after,
         tried
     );
     true

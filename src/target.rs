@@ -221,6 +221,9 @@ impl Remap {
                 bio.hold(&e.worker)
             }
             Stage::Main => {
+                if status == BlkStatus::OFFLINE && !e.main_lost.load(Ordering::Relaxed) && !e.main_suspect.swap(true, Ordering::Relaxed) {
+                    e.worker.kick();
+                }
                 if e.log_error() {
                     let why = if media { "the main device is lost" } else { "not a media error" };
                     pr_warn!("{}: main device: {} error on {} of block {}: passed on ({})\n", e.dev_name(), status.name(), op_name(op), bio.per_bio().first, why);
@@ -325,6 +328,7 @@ impl Target for Remap {
                 suspended: AtomicBool::new(true),
                 state: AtomicU8::new(State::Operational as u8),
                 main_lost: AtomicBool::new(false),
+                main_suspect: AtomicBool::new(false),
                 event_pending: AtomicBool::new(false),
                 resumed: AtomicBool::new(false),
                 stats,
@@ -491,6 +495,7 @@ impl WorkHandler for Engine {
 
     fn work(&self) {
         relocate::drain(self);
+        relocate::check_suspect(self);
         health::check_flagged(self);
     }
 

@@ -32,6 +32,8 @@ impl BlkStatus {
     pub(crate) const OK: Self = Self(bindings::dmr_const::DMR_BLK_STS_OK as u8);
     /// Generic I/O error (what most drivers return for a failed sector).
     pub(crate) const IOERR: Self = Self(bindings::dmr_const::DMR_BLK_STS_IOERR as u8);
+    /// The device is offline (SCSI after its error handler gave up, a deleted disk).
+    pub(crate) const OFFLINE: Self = Self(bindings::dmr_const::DMR_BLK_STS_OFFLINE as u8);
 
     /// Whether this is success.
     pub(crate) fn is_ok(self) -> bool {
