@@ -150,9 +150,9 @@ fn relocate_write(e: &Engine, meta: &mut WorkerState, batch: &mut Batch, bio: &m
 /// A failure on the main device that the worker's own retry did not cure; true if the main
 /// device is lost. A main device that has gone (unplugged, deleted, dead) fails every I/O:
 /// relocating each failed write would drain the pool a block at a time. So after
-/// `main_lost_after` such failures in a row with no success between, the worker reads two
-/// blocks far from this one: if either reads, this is a bad patch and the run starts again;
-/// if both fail, the main device is taken as lost (`Engine::main_lost`, alerted as
+/// `main_lost_after` such failures in a row with no success of its own between, the worker
+/// probes the main device (`probe`): if a probe reads, these are bad blocks and the run
+/// starts again; if every probe fails, the main device is taken as lost (`Engine::main_lost`, alerted as
 /// `main_lost`) until the table is reloaded. Blocks already on the spare are still served.
 pub(crate) fn main_failure(e: &Engine, meta: &mut WorkerState, block: u64) -> bool {
     if e.main_lost.load(Ordering::Relaxed) {
@@ -183,13 +183,15 @@ pub(crate) fn check_suspect(e: &Engine) {
     }
 }
 
-/// Reads two blocks of the main device far from `block` (and not in the table); if neither
-/// reads, marks the main device lost and returns true.
+/// Reads up to four blocks of the main device (not `block`, not in the table), stopping at the
+/// first that reads; if none reads, marks the main device lost and returns true.
 fn probe(e: &Engine, meta: &mut WorkerState, block: u64) -> bool {
     let n = e.config.main_blocks;
     let bs = e.config.line.block_size as usize;
     let (mut tried, mut read) = (0, 0);
-    for d in [n / 2, n / 4] {
+    // The two neighbours (bad blocks in a pattern, every other or every fourth block, leave
+    // them readable) and two far blocks at unrelated distances (a bad patch leaves those).
+    for d in [n.saturating_sub(1), 1, n / 2, n / 3] {
         let probe = block.saturating_add(d).checked_rem(n).unwrap_or(0);
         // Not the failing block, nor one the table already knows to be bad or moved.
         if probe == block || remaps::find(e.table.get(&meta.table_w).entries.as_slice(), probe).is_some() {
