@@ -100,7 +100,7 @@ fn activate_one(e: &TabEntry) -> Result<bool, Fail> {
         no_scan: e.options.no_scan,
         scrub_speed_min: e.options.scrub_speed_min,
         scrub_speed_max: e.options.scrub_speed_max,
-        main_lost_after: None,
+        main_lost_after: e.options.main_lost_after,
     };
     // The length the spare was made for: the whole main device when `format` wrote it.
     let bs_sectors = u64::from(bs / 512).max(1);

@@ -49,6 +49,8 @@ pub struct TabOptions {
     pub scrub_speed_min: Option<u32>,
     /// `scrub_speed_max=<MiB/s>`.
     pub scrub_speed_max: Option<u32>,
+    /// `main_lost_after=<n>`.
+    pub main_lost_after: Option<u32>,
 }
 
 /// One device.
@@ -95,7 +97,7 @@ impl TabError {
             TabError::BadName => "invalid name (1 to 127 characters, no '/', not . or ..)",
             TabError::BadDevice => "a device must be an absolute path (the spare may also be UUID=<uuid>)",
             TabError::BadUuid => "UUID= needs the spare's 32 hex digits (dmremap inspect shows it)",
-            TabError::UnknownOption => "unknown option (block_size, read_retries, cache_size, no_proactive, main_id, alert_threshold, no_scan, scrub_speed_min, scrub_speed_max, noauto)",
+            TabError::UnknownOption => "unknown option (block_size, read_retries, cache_size, no_proactive, main_id, alert_threshold, no_scan, scrub_speed_min, scrub_speed_max, main_lost_after, noauto)",
             TabError::DuplicateOption => "an option is given twice",
             TabError::BadValue => "an option has a bad or missing value",
         }
@@ -143,7 +145,7 @@ fn options(s: &str) -> Result<TabOptions, TabError> {
     if s == "-" || s.is_empty() {
         return Ok(o);
     }
-    let mut seen: [&str; 10] = [""; 10];
+    let mut seen: [&str; 11] = [""; 11];
     let mut n = 0;
     for opt in s.split(',') {
         let (key, val) = match opt.split_once('=') {
@@ -171,12 +173,15 @@ fn options(s: &str) -> Result<TabOptions, TabError> {
             }
             ("scrub_speed_min", _) => o.scrub_speed_min = Some(num()?),
             ("scrub_speed_max", _) => o.scrub_speed_max = Some(num()?),
+            ("main_lost_after", _) => {
+                o.main_lost_after = Some(num().and_then(|v| if (1..=super::args::MAX_MAIN_LOST_AFTER).contains(&v) { Ok(v) } else { Err(TabError::BadValue) })?)
+            }
             ("noauto", None) => o.noauto = true,
             ("main_id", Some(v)) => o.main_id = Some(MainId::parse(v.as_bytes()).ok_or(TabError::BadValue)?),
             ("no_proactive" | "noauto" | "no_scan" | "main_id", _) => return Err(TabError::BadValue),
             _ => return Err(TabError::UnknownOption),
         }
-        // At most 10 distinct keys exist, so `seen` cannot overflow before a duplicate or an
+        // At most 11 distinct keys exist, so `seen` cannot overflow before a duplicate or an
         // unknown key is refused.
         if let Some(slot) = seen.get_mut(n) {
             *slot = key;
@@ -228,6 +233,8 @@ mod tests {
         assert_eq!(e.options.main_id, MainId::parse(b"WD-1"));
         let e = parse_line("g /dev/a /dev/b block_size=8192,cache_size=0,no_proactive").unwrap().unwrap();
         assert_eq!((e.options.block_size, e.options.cache_size, e.options.no_proactive), (Some(8192), Some(0), true));
+        let e = parse_line("h /dev/a /dev/b main_lost_after=3").unwrap().unwrap();
+        assert_eq!(e.options.main_lost_after, Some(3));
         let e = parse_line("h /dev/a /dev/b scrub_speed_max=200,scrub_speed_min=5").unwrap().unwrap();
         assert_eq!((e.options.scrub_speed_min, e.options.scrub_speed_max), (Some(5), Some(200)));
     }
@@ -254,6 +261,8 @@ mod tests {
             ("x /dev/a /dev/b noauto=1", BadValue),
             ("x /dev/a /dev/b cache_size=3", BadValue),
             ("x /dev/a /dev/b alert_threshold=101", BadValue),
+            ("x /dev/a /dev/b main_lost_after=0", BadValue),
+            ("x /dev/a /dev/b main_lost_after=1025", BadValue),
             ("x /dev/a /dev/b no_scan=1", BadValue),
             ("x /dev/a /dev/b scrub_speed_min=0", BadValue),
             ("x /dev/a /dev/b scrub_speed_min=33", BadValue),
