@@ -207,6 +207,10 @@ pub fn expect_eq<T: PartialEq + std::fmt::Debug>(what: &str, a: T, b: T) -> Resu
     Ok(())
 }
 
+/// What the log reader puts where /dev/kmsg said records were overwritten before they were
+/// read: a log with a hole cannot be judged, so it fails the test like a bug report would.
+pub const KLOG_LOST: &str = "LOST: kernel log records were overwritten before the runner read them";
+
 /// The kernel log, read record by record from /dev/kmsg.
 pub struct Kmsg {
     f: File,
@@ -221,25 +225,61 @@ impl Kmsg {
 
     /// The messages logged since the last call.
     pub fn drain(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 8192];
-        loop {
-            match self.f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let rec = String::from_utf8_lossy(&buf[..n]);
-                    // "prio,seq,time,flags;message\n[ continuation lines]"
-                    if let Some((_, msg)) = rec.split_once(';') {
-                        out.push(msg.lines().next().unwrap_or("").to_string());
-                    }
-                }
-                // EPIPE: records were overwritten before we read them; go on.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-                Err(_) => break,
-            }
-        }
-        out
+        drain_records(&mut self.f)
     }
+}
+
+/// Reads /dev/kmsg-style records until the reader has none (EAGAIN or end); each record's
+/// first line. An EPIPE (the reader fell behind the ring buffer and the kernel skipped it
+/// ahead) leaves [`KLOG_LOST`] in place of what was lost.
+fn drain_records(r: &mut impl Read) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let rec = String::from_utf8_lossy(&buf[..n]);
+                // "prio,seq,time,flags;message\n[ continuation lines]"
+                if let Some((_, msg)) = rec.split_once(';') {
+                    out.push(msg.lines().next().unwrap_or("").to_string());
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                if out.last().map(String::as_str) != Some(KLOG_LOST) {
+                    out.push(KLOG_LOST.to_string());
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// The runner's kernel log: one reader for the whole run, into which a test that makes the
+/// kernel log a lot (an injected failure's stack dump per iteration) drains as it goes, with
+/// [`klog_poll`], so the ring buffer never wraps before the runner judges the test's log.
+static KLOG: std::sync::Mutex<Option<(Kmsg, Vec<String>)>> = std::sync::Mutex::new(None);
+
+/// Opens the runner's log reader (once, before the first test).
+pub fn klog_open() -> Result<()> {
+    let k = Kmsg::open()?;
+    *KLOG.lock().unwrap_or_else(|e| e.into_inner()) = Some((k, Vec::new()));
+    Ok(())
+}
+
+/// Moves what the kernel logged since the last poll into the runner's buffer; does nothing
+/// before [`klog_open`].
+pub fn klog_poll() {
+    if let Some((k, lines)) = KLOG.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        lines.extend(k.drain());
+    }
+}
+
+/// Everything logged since the last take (polling first), emptying the buffer.
+pub fn klog_take() -> Vec<String> {
+    klog_poll();
+    KLOG.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(|(_, l)| std::mem::take(l)).unwrap_or_default()
 }
 
 /// Kernel log lines that fail any test: the kernel found a bug.
@@ -252,6 +292,7 @@ pub fn is_kernel_bug(line: &str) -> bool {
         // tells dm-remap's leaks from the rest of the kernel's.)
         "panicked", "general protection fault",
         "scheduling while atomic", "sleeping function called from invalid context",
+        KLOG_LOST,
     ];
     BAD.iter().any(|b| line.contains(b))
 }
@@ -290,6 +331,34 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert!(bug_reports(&l).is_empty(), "an injected allocation failure's stack dump");
+    }
+
+    /// A reader that returns its records one per read, an EPIPE where `None` stands, then
+    /// EAGAIN, as /dev/kmsg opened non-blocking does.
+    struct FakeKmsg(std::collections::VecDeque<Option<&'static str>>);
+
+    impl Read for FakeKmsg {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.pop_front() {
+                Some(Some(r)) => {
+                    buf[..r.len()].copy_from_slice(r.as_bytes());
+                    Ok(r.len())
+                }
+                Some(None) => Err(std::io::Error::from_raw_os_error(libc::EPIPE)),
+                None => Err(std::io::Error::from_raw_os_error(libc::EAGAIN)),
+            }
+        }
+    }
+
+    #[test]
+    fn overwritten_records_fail_the_log() {
+        let mut r = FakeKmsg([Some("6,1,0,-;a\n"), None, None, Some("6,9,0,-;Call Trace:\n SUBSYSTEM=x\n")].into());
+        let l = drain_records(&mut r);
+        assert_eq!(l, vec!["a", KLOG_LOST, "Call Trace:"]);
+        // The lost records may have held the line that excused the stack dump: never excused.
+        assert_eq!(bug_reports(&l), vec!["a", KLOG_LOST, "Call Trace:"]);
+        let mut r = FakeKmsg([Some("6,1,0,-;a\n"), Some("6,2,0,-;b\n")].into());
+        assert!(bug_reports(&drain_records(&mut r)).is_empty());
     }
 
     #[test]

@@ -35,7 +35,7 @@ mod t_realfaults;
 mod t_reliability;
 mod t_tool;
 
-use harness::{is_kernel_bug, Kmsg};
+use harness::is_kernel_bug;
 use std::time::Instant;
 
 /// A test: its name and body.
@@ -178,15 +178,12 @@ fn main() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     println!("vmtest: clocksource {}", std::fs::read_to_string(cs).unwrap_or_default().trim());
-    let mut kmsg = match Kmsg::open() {
-        Ok(k) => k,
-        Err(e) => {
-            println!("vmtest: cannot open /dev/kmsg: {e:#}");
-            std::process::exit(1);
-        }
-    };
+    if let Err(e) = harness::klog_open() {
+        println!("vmtest: cannot open /dev/kmsg: {e:#}");
+        std::process::exit(1);
+    }
     // Anything the boot itself logged is not a test's doing, but it is still a kernel bug.
-    let boot_bugs: Vec<String> = kmsg.drain().into_iter().filter(|l| is_kernel_bug(l)).collect();
+    let boot_bugs: Vec<String> = harness::klog_take().into_iter().filter(|l| is_kernel_bug(l)).collect();
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     if !boot_bugs.is_empty() {
         println!("{}boot: kernel reported a bug during boot:\n    {}", protocol::FAIL, boot_bugs.join("\n    "));
@@ -201,9 +198,9 @@ fn main() {
         }
         println!("{}{name}", protocol::RUN);
         let start = Instant::now();
-        kmsg.drain();
+        harness::klog_take();
         let result = std::panic::catch_unwind(body);
-        let bugs = harness::bug_reports(&kmsg.drain());
+        let bugs = harness::bug_reports(&harness::klog_take());
         let leftovers = harness::leftover_devices();
         let verdict = match result {
             Err(_) => Err("the test panicked".to_string()),

@@ -48,6 +48,9 @@ fn load_failing_nth(dm: &DM, nth: &std::fs::File, name: &DmName, len: u64, param
     let left: u32 = String::from_utf8_lossy(&buf[..got?]).trim().parse()?;
     let activated = if loaded { dm.device_suspend(&id, DmOptions::default()).map(|_| ()) } else { Ok(()) };
     dm.device_remove(&id, DmOptions::default())?;
+    // Each injected failure in a slab cache's creation dumps the stack: drain them as they
+    // come, or thousands of loads wrap the ring buffer before the runner reads the log.
+    klog_poll();
     activated?;
     Ok((loaded, left == 0))
 }
@@ -157,6 +160,7 @@ fn failslab_relocation() -> Result<()> {
         let got = nth.read_at(&mut buf, 0);
         nth.write_all_at(b"0", 0)?;
         let left: u32 = String::from_utf8_lossy(&buf[..got?]).trim().parse()?;
+        klog_poll();
         let state = status_of(&dmn.name, |s| s.state.name().to_string())?;
         ensure!(state == "maintenance", "after failing allocation {n} of a remap: state {state}");
         match r {
