@@ -108,10 +108,7 @@ fn expect_block(what: &str, block: u64, want: &[u8]) -> Result<()> {
 fn blkdebug(serial: &str, source: &str, statuses: &[&str]) -> Result<()> {
     let disk = disk_by_serial(serial)?;
     let dev = format!("/dev/{disk}");
-    let spare = LoopDev::new("rf", 16 * MIB)?;
-    let len = sectors(&dev)?;
-    let mut k = Kmsg::open()?;
-    k.drain();
+    let (spare, len, mut k) = rig(&dev)?;
     let dm = DmDev::create(NAME, &remap_table(len, spec(&dev, &spare.path).format()))?;
     let data = |b: u64, gen: u64| pattern(b * 1000 + gen, BS as usize);
 
@@ -258,6 +255,16 @@ impl Drop for ScsiDebug {
     }
 }
 
+/// What each test here starts from, for a main disk `dev`: a 16 MiB spare, the disk's length
+/// in sectors, and the kernel log from now on (what the fault made the drivers say).
+fn rig(dev: &str) -> Result<(LoopDev, u64, Kmsg)> {
+    let spare = LoopDev::new("rf", 16 * MIB)?;
+    let len = sectors(dev)?;
+    let mut k = Kmsg::open()?;
+    k.drain();
+    Ok((spare, len, k))
+}
+
 /// WRITE(10), the command sd uses for a small disk.
 const WRITE_10: &str = "0x2a";
 
@@ -267,10 +274,7 @@ const WRITE_10: &str = "0x2a";
 fn scsi_medium() -> Result<()> {
     let sd = ScsiDebug::new(64)?;
     let dev = sd.dev();
-    let spare = LoopDev::new("rf", 16 * MIB)?;
-    let len = sectors(&dev)?;
-    let mut k = Kmsg::open()?;
-    k.drain();
+    let (spare, len, mut k) = rig(&dev)?;
     let dm = DmDev::create(NAME, &remap_table(len, spec(&dev, &spare.path).format()))?;
     let data = |b: u64, gen: u64| pattern(b * 1000 + gen + 7, BS as usize);
     let source = "SCSI (scsi_debug)";
@@ -329,10 +333,7 @@ fn scsi_timeouts() -> Result<()> {
     let sd = ScsiDebug::new(64)?;
     let dev = sd.dev();
     std::fs::write(format!("/sys/block/{}/device/timeout", sd.disk), "2")?;
-    let spare = LoopDev::new("rf", 16 * MIB)?;
-    let len = sectors(&dev)?;
-    let mut k = Kmsg::open()?;
-    k.drain();
+    let (spare, len, mut k) = rig(&dev)?;
     let _dm = DmDev::create(NAME, &remap_table(len, spec(&dev, &spare.path).format().main_lost_after(LOST_AFTER)))?;
     let source = "SCSI (scsi_debug)";
     let free = status_of(NAME, |s| s.free)?;
@@ -395,10 +396,7 @@ fn scsi_timeouts() -> Result<()> {
 fn scsi_host_bytes() -> Result<()> {
     let sd = ScsiDebug::new(64)?;
     let dev = sd.dev();
-    let spare = LoopDev::new("rf", 16 * MIB)?;
-    let len = sectors(&dev)?;
-    let mut k = Kmsg::open()?;
-    k.drain();
+    let (spare, len, mut k) = rig(&dev)?;
     let _dm = DmDev::create(NAME, &remap_table(len, spec(&dev, &spare.path).format()))?;
     let cases = [
         ("0x0f", "DID_TRANSPORT_FAILFAST"),
@@ -448,10 +446,7 @@ fn scsi_deleted() -> Result<()> {
     const IODEPTH: u64 = 8;
     let sd = ScsiDebug::new(64)?;
     let dev = sd.dev();
-    let spare = LoopDev::new("rf", 16 * MIB)?;
-    let len = sectors(&dev)?;
-    let mut k = Kmsg::open()?;
-    k.drain();
+    let (spare, len, mut k) = rig(&dev)?;
     let dm = DmDev::create(NAME, &remap_table(len, spec(&dev, &spare.path).format().main_lost_after(LOST_AFTER)))?;
     // Block 10 on the spare before the disk goes.
     write_block(10, &pattern(10, BS as usize))?;
