@@ -9,7 +9,7 @@ use crate::{dm, ident, spare, Fail, Kind};
 use dm_remap_logic::args::LineSpec;
 use dm_remap_logic::format::{Superblock, META_BLOCK};
 use dm_remap_logic::loader;
-use dm_remap_logic::tab::{parse_line, DevRef, TabEntry};
+use dm_remap_logic::tab::{parse_line, DevRef, SpareMissing, TabEntry};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -116,11 +116,26 @@ fn read_tab(tab: &Path) -> Result<Vec<(usize, String)>, Fail> {
     Ok(text.lines().enumerate().map(|(i, l)| (i + 1, l.to_string())).collect())
 }
 
-/// Activates `name` (any line, `noauto` too) or every line without `noauto`. Returns 0 if
+/// Which lines `activate` brings up.
+#[derive(Clone, Copy)]
+pub enum Pick<'a> {
+    /// One line, `noauto` or not.
+    Name(&'a str),
+    /// Every line without `noauto` (the systemd unit's boot path).
+    All,
+    /// Every line with `initramfs`, waiting for its devices (the initramfs).
+    Initramfs,
+}
+
+/// Activates the lines `pick` chooses; with `list`, only prints their names. Returns 0 if
 /// every chosen line is up, else the exit code of the last failure; each failure is one line
 /// on stderr naming the table line.
-pub fn activate(tab: &Path, name: Option<&str>) -> Result<i32, Fail> {
+pub fn activate(tab: &Path, pick: Pick<'_>, list: bool) -> Result<i32, Fail> {
     let lines = read_tab(tab)?;
+    let name = match pick {
+        Pick::Name(n) => Some(n),
+        _ => None,
+    };
     let mut code = 0;
     let mut found = false;
     for (no, text) in &lines {
@@ -138,13 +153,22 @@ pub fn activate(tab: &Path, name: Option<&str>) -> Result<i32, Fail> {
                 continue;
             }
         };
-        match name {
-            Some(n) if n != entry.name => continue,
-            None if entry.options.noauto => continue,
+        match pick {
+            Pick::Name(n) if n != entry.name => continue,
+            Pick::All if entry.options.noauto => continue,
+            Pick::Initramfs if !entry.options.initramfs => continue,
             _ => {}
         }
         found = true;
-        match activate_one(&entry) {
+        if list {
+            println!("{}", entry.name);
+            continue;
+        }
+        let done = match pick {
+            Pick::Initramfs => activate_waiting(&entry),
+            _ => activate_one(&entry),
+        };
+        match done {
             Ok(true) => println!("activated {}", entry.name),
             Ok(false) => println!("{} is already active", entry.name),
             Err(f) => {
@@ -157,6 +181,75 @@ pub fn activate(tab: &Path, name: Option<&str>) -> Result<i32, Fail> {
         return Err(Fail::new(Kind::NotRemap, format!("{n} is not in {}", tab.display())));
     }
     Ok(code)
+}
+
+/// Where the spare of `e` is now, if it is there.
+fn spare_now(e: &TabEntry) -> Option<PathBuf> {
+    match e.spare {
+        DevRef::Path(p) => Path::new(p).exists().then(|| PathBuf::from(p)),
+        DevRef::Uuid(u) => find_spare(&u),
+    }
+}
+
+/// The initramfs path: waits up to `spare_timeout` for the devices of `e` to appear (udev
+/// makes the links as the disks are probed), then activates it. A spare still missing then
+/// follows `spare_missing`: `fail` leaves the device down; `readonly` maps the main device
+/// alone, read-only, through dm-linear, and says so on the console and in the kernel log.
+fn activate_waiting(e: &TabEntry) -> Result<bool, Fail> {
+    if dm::exists(e.name) {
+        return Ok(false);
+    }
+    let DevRef::Path(main) = e.main else { return Err(Fail::new(Kind::Refused, "the main device cannot be given by UUID")) };
+    let secs = e.options.spare_timeout.unwrap_or(dm_remap_logic::tab::DEFAULT_SPARE_TIMEOUT);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(u64::from(secs));
+    let mut said = false;
+    loop {
+        let here = (Path::new(main).exists(), spare_now(e).is_some());
+        if here == (true, true) {
+            return activate_one(e);
+        }
+        if std::time::Instant::now() >= deadline {
+            if !here.0 {
+                return Err(Fail::new(Kind::Io, format!("main device {main} not found after {secs} s")));
+            }
+            let spare = match e.spare {
+                DevRef::Path(p) => p.to_string(),
+                DevRef::Uuid(u) => format!("UUID={}", hex(&u)),
+            };
+            return match e.options.spare_missing {
+                SpareMissing::Fail => Err(Fail::new(
+                    Kind::Io,
+                    format!("spare {spare} not found after {secs} s; not brought up (spare_missing=readonly would map the main device alone, read-only)"),
+                )),
+                SpareMissing::ReadOnly => {
+                    not_in_use(Path::new(main), "main device")?;
+                    let sectors = spare::size_of(Path::new(main))? / 512;
+                    dm::create_linear_ro(e.name, main, sectors)?;
+                    let msg = format!(
+                        "{}: spare {spare} not found after {secs} s: /dev/mapper/{} is the main device alone, READ-ONLY, through dm-linear (spare_missing=readonly); blocks relocated to the spare read the main device's old copy; attach the spare and reboot",
+                        e.name, e.name
+                    );
+                    eprintln!("dmremap: {msg}");
+                    kmsg(2, &msg);
+                    Ok(true)
+                }
+            };
+        }
+        if !said {
+            eprintln!("dmremap: {}: waiting up to {secs} s for {}", e.name, if here.0 { "the spare" } else { "the main device" });
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// One line in the kernel log at `level` (the journal keeps it: the initramfs has no other
+/// log).
+fn kmsg(level: u8, msg: &str) {
+    if let Ok(mut f) = OpenOptions::new().write(true).open("/dev/kmsg") {
+        use std::io::Write;
+        let _ = writeln!(f, "<{level}>dmremap: {msg}");
+    }
 }
 
 /// `/dev/mapper/<holder>` of every LVM LV (DM UUID `LVM-...`) stacked on dm device `n`,

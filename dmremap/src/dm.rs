@@ -26,6 +26,18 @@ pub fn create(n: &str, len: u64, params: &str) -> Result<String, Fail> {
 /// [`create`], with a DM UUID (`REMAP-<spare uuid>` for `activate`: udev's
 /// /dev/disk/by-id/dm-uuid-REMAP-* link and a prefix rules can match).
 pub fn create_with_uuid(n: &str, uuid: Option<&str>, len: u64, params: &str) -> Result<String, Fail> {
+    create_one(n, uuid, ("remap", len, params), DmOptions::default())
+}
+
+/// Creates `name` as a read-only dm-linear map of all of `main` (`sectors` long): the
+/// boot-time stand-in when the spare is missing (`spare_missing=readonly`).
+pub fn create_linear_ro(n: &str, main: &str, sectors: u64) -> Result<String, Fail> {
+    create_one(n, None, ("linear", sectors, &format!("{main} 0")), DmOptions::default().set_flags(devicemapper::DmFlags::DM_READONLY))
+}
+
+/// Creates `name` with one target (`(type, sectors, params)`), loaded with `load` options,
+/// and resumes it; a refused table removes the device again. Returns its device node.
+fn create_one(n: &str, uuid: Option<&str>, (target, len, params): (&str, u64, &str), load: DmOptions) -> Result<String, Fail> {
     let dm = dm()?;
     let dn = name(n)?;
     let du = match uuid {
@@ -36,8 +48,8 @@ pub fn create_with_uuid(n: &str, uuid: Option<&str>, len: u64, params: &str) -> 
         .device_create(dn, du, DmOptions::default())
         .map_err(|e| Fail::new(Kind::Dm, format!("cannot create device {n}: {e}")))?;
     let id = DevId::Name(dn);
-    let table = vec![(0u64, len, "remap".to_string(), params.to_string())];
-    let loaded = dm.table_load(&id, &table, DmOptions::default()).and_then(|_| dm.device_suspend(&id, DmOptions::default()));
+    let table = vec![(0u64, len, target.to_string(), params.to_string())];
+    let loaded = dm.table_load(&id, &table, load).and_then(|_| dm.device_suspend(&id, DmOptions::default()));
     if let Err(e) = loaded {
         let _ = dm.device_remove(&id, DmOptions::default());
         return Err(Fail::new(Kind::Dm, format!("the kernel refused the table for {n} (the reason is in the kernel log, dmesg): {e}")));
@@ -68,6 +80,12 @@ fn ensure_node(node: &str, major: u32, minor: u32) -> Result<(), Fail> {
 /// Removes `name` and its node.
 pub fn remove(n: &str) -> Result<(), Fail> {
     check_remap(n)?;
+    remove_any(n)
+}
+
+/// Removes dm device `name` whatever its target (the shutdown ramfs takes down the LVs on a
+/// remap device too).
+pub fn remove_any(n: &str) -> Result<(), Fail> {
     let dm = dm()?;
     dm.device_remove(&DevId::Name(name(n)?), DmOptions::default())
         .map_err(|e| Fail::new(Kind::Dm, format!("cannot remove {n} (is it in use?): {e}")))?;

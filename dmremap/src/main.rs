@@ -6,6 +6,7 @@
 mod activate;
 mod check;
 mod dm;
+mod exitrd;
 mod export;
 mod ident;
 mod msgs;
@@ -181,11 +182,18 @@ enum Cmd {
     /// Bring up the devices of /etc/dmremaptab (all but `noauto` ones, or the one named).
     Activate {
         /// One device of the table (noauto included).
-        #[arg(required_unless_present = "all")]
+        #[arg(required_unless_present_any = ["all", "initramfs"])]
         name: Option<String>,
         /// Every line without `noauto` (what the boot unit runs).
         #[arg(long, conflicts_with = "name")]
         all: bool,
+        /// Every line with `initramfs`, waiting up to each line's `spare_timeout` for its
+        /// devices (what the initramfs runs before mounting the root; docs/boot.md).
+        #[arg(long, conflicts_with_all = ["name", "all"])]
+        initramfs: bool,
+        /// Print the names of the lines that would be brought up; bring up nothing.
+        #[arg(long)]
+        list: bool,
         /// The table to read.
         #[arg(long, default_value = activate::TAB)]
         tab: PathBuf,
@@ -222,6 +230,13 @@ enum Cmd {
         more: Vec<PathBuf>,
         #[arg(long, default_value = activate::TAB)]
         tab: PathBuf,
+    },
+    /// Fill /run/initramfs with the shutdown ramfs that takes down a dm-remap device holding
+    /// the root (dmremap-exitrd.service runs it at shutdown; docs/boot.md). Nothing is done
+    /// when no dm-remap device is up or another tool's shutdown ramfs is there.
+    ExitrdPrepare {
+        #[arg(long, default_value = exitrd::DIR)]
+        dir: PathBuf,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -392,10 +407,18 @@ fn run(cli: Cli) -> Result<i32, Fail> {
         Cmd::ScrubSpeed { name, min, max } => msgs::simple(&name, &format!("scrub_speed {min} {max}")),
         Cmd::AlertThreshold { name, value } => msgs::simple(&name, &format!("alert_threshold {value}")),
         Cmd::ClearStats { name } => msgs::simple(&name, "clear_stats"),
-        Cmd::Activate { name, tab, .. } => activate::activate(&tab, name.as_deref()),
+        Cmd::Activate { name, tab, initramfs, list, .. } => {
+            let pick = match (&name, initramfs) {
+                (Some(n), _) => activate::Pick::Name(n),
+                (None, true) => activate::Pick::Initramfs,
+                (None, false) => activate::Pick::All,
+            };
+            activate::activate(&tab, pick, list)
+        }
         Cmd::Deactivate { name, tab, lvm, .. } => activate::deactivate(&tab, name.as_deref(), lvm),
         Cmd::UdevMember { devnode, links, tab } => Ok(udev::run(&devnode, &links, &tab)),
         Cmd::Generator { dir, tab, .. } => systemd::generate(&tab, &dir),
+        Cmd::ExitrdPrepare { dir } => exitrd::prepare(&dir),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "dmremap", &mut std::io::stdout());
             Ok(0)
@@ -450,6 +473,11 @@ fn run(cli: Cli) -> Result<i32, Fail> {
 }
 
 fn main() {
+    // Run by systemd-shutdown as the shutdown ramfs's /shutdown (PID 1): see exitrd.rs.
+    let mut args = std::env::args();
+    if args.next().as_deref() == Some("/shutdown") && std::process::id() == 1 {
+        exitrd::run(args.next().as_deref().unwrap_or("reboot"));
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => std::process::exit(code),

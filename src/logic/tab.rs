@@ -51,7 +51,31 @@ pub struct TabOptions {
     pub scrub_speed_max: Option<u32>,
     /// `main_lost_after=<n>`.
     pub main_lost_after: Option<u32>,
+    /// `initramfs`: brought up in the initramfs, before the root filesystem is mounted
+    /// (`dmremap activate --initramfs`, docs/boot.md).
+    pub initramfs: bool,
+    /// `spare_missing=fail|readonly`: what `activate --initramfs` does when the spare is still
+    /// missing after `spare_timeout`.
+    pub spare_missing: SpareMissing,
+    /// `spare_timeout=<seconds>`: how long `activate --initramfs` waits for the devices.
+    pub spare_timeout: Option<u32>,
 }
+
+/// What to do at boot when the spare is missing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpareMissing {
+    /// The device is not brought up (the boot waits for its root, then stops, as for any
+    /// missing root device).
+    #[default]
+    Fail,
+    /// The main device alone, read-only, through dm-linear under the same name, with a
+    /// message saying so: blocks relocated to the spare read main's old copy.
+    ReadOnly,
+}
+
+/// Default and largest `spare_timeout` (seconds).
+pub const DEFAULT_SPARE_TIMEOUT: u32 = 30;
+pub const MAX_SPARE_TIMEOUT: u32 = 3600;
 
 /// One device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +121,7 @@ impl TabError {
             TabError::BadName => "invalid name (1 to 127 characters, no '/', not . or ..)",
             TabError::BadDevice => "a device must be an absolute path (the spare may also be UUID=<uuid>)",
             TabError::BadUuid => "UUID= needs the spare's 32 hex digits (dmremap inspect shows it)",
-            TabError::UnknownOption => "unknown option (block_size, read_retries, cache_size, no_proactive, main_id, alert_threshold, no_scan, scrub_speed_min, scrub_speed_max, main_lost_after, noauto)",
+            TabError::UnknownOption => "unknown option (block_size, read_retries, cache_size, no_proactive, main_id, alert_threshold, no_scan, scrub_speed_min, scrub_speed_max, main_lost_after, noauto, initramfs, spare_missing, spare_timeout)",
             TabError::DuplicateOption => "an option is given twice",
             TabError::BadValue => "an option has a bad or missing value",
         }
@@ -145,7 +169,7 @@ fn options(s: &str) -> Result<TabOptions, TabError> {
     if s == "-" || s.is_empty() {
         return Ok(o);
     }
-    let mut seen: [&str; 11] = [""; 11];
+    let mut seen: [&str; 14] = [""; 14];
     let mut n = 0;
     for opt in s.split(',') {
         let (key, val) = match opt.split_once('=') {
@@ -177,11 +201,17 @@ fn options(s: &str) -> Result<TabOptions, TabError> {
                 o.main_lost_after = Some(num().and_then(|v| if (1..=super::args::MAX_MAIN_LOST_AFTER).contains(&v) { Ok(v) } else { Err(TabError::BadValue) })?)
             }
             ("noauto", None) => o.noauto = true,
+            ("initramfs", None) => o.initramfs = true,
+            ("spare_missing", Some("fail")) => o.spare_missing = SpareMissing::Fail,
+            ("spare_missing", Some("readonly")) => o.spare_missing = SpareMissing::ReadOnly,
+            ("spare_timeout", _) => {
+                o.spare_timeout = Some(num().and_then(|v| if (1..=MAX_SPARE_TIMEOUT).contains(&v) { Ok(v) } else { Err(TabError::BadValue) })?)
+            }
             ("main_id", Some(v)) => o.main_id = Some(MainId::parse(v.as_bytes()).ok_or(TabError::BadValue)?),
-            ("no_proactive" | "noauto" | "no_scan" | "main_id", _) => return Err(TabError::BadValue),
+            ("no_proactive" | "noauto" | "no_scan" | "main_id" | "initramfs" | "spare_missing", _) => return Err(TabError::BadValue),
             _ => return Err(TabError::UnknownOption),
         }
-        // At most 11 distinct keys exist, so `seen` cannot overflow before a duplicate or an
+        // At most 14 distinct keys exist, so `seen` cannot overflow before a duplicate or an
         // unknown key is refused.
         if let Some(slot) = seen.get_mut(n) {
             *slot = key;
@@ -233,6 +263,10 @@ mod tests {
         assert_eq!(e.options.main_id, MainId::parse(b"WD-1"));
         let e = parse_line("g /dev/a /dev/b block_size=8192,cache_size=0,no_proactive").unwrap().unwrap();
         assert_eq!((e.options.block_size, e.options.cache_size, e.options.no_proactive), (Some(8192), Some(0), true));
+        let e = parse_line("root /dev/a /dev/b initramfs,spare_missing=readonly,spare_timeout=5").unwrap().unwrap();
+        assert_eq!((e.options.initramfs, e.options.spare_missing, e.options.spare_timeout), (true, SpareMissing::ReadOnly, Some(5)));
+        let e = parse_line("root /dev/a /dev/b spare_missing=fail").unwrap().unwrap();
+        assert_eq!((e.options.initramfs, e.options.spare_missing, e.options.spare_timeout), (false, SpareMissing::Fail, None));
         let e = parse_line("h /dev/a /dev/b main_lost_after=3").unwrap().unwrap();
         assert_eq!(e.options.main_lost_after, Some(3));
         let e = parse_line("h /dev/a /dev/b scrub_speed_max=200,scrub_speed_min=5").unwrap().unwrap();
@@ -269,6 +303,12 @@ mod tests {
             ("x /dev/a /dev/b scrub_speed_max=100001", BadValue),
             ("x /dev/a /dev/b scrub_speed_min=9,scrub_speed_max=8", BadValue),
             ("x /dev/a /dev/b scrub_speed_max", BadValue),
+            ("x /dev/a /dev/b initramfs=1", BadValue),
+            ("x /dev/a /dev/b spare_missing", BadValue),
+            ("x /dev/a /dev/b spare_missing=linear", BadValue),
+            ("x /dev/a /dev/b spare_timeout=0", BadValue),
+            ("x /dev/a /dev/b spare_timeout=3601", BadValue),
+            ("x /dev/a /dev/b initramfs,initramfs", DuplicateOption),
         ] {
             assert_eq!(parse_line(l), Err(e), "{l:?}");
         }

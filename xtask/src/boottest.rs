@@ -23,14 +23,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The guest's packages besides debootstrap's minbase.
-pub const IMAGE_PACKAGES: &[&str] = &["systemd", "systemd-sysv", "udev", "lvm2", "e2fsprogs", "kmod", "util-linux"];
+/// initramfs-tools (with busybox and zstd, which Debian installs as its recommends) for the
+/// root boot test's `update-initramfs`.
+pub const IMAGE_PACKAGES: &[&str] =
+    &["systemd", "systemd-sysv", "udev", "lvm2", "e2fsprogs", "kmod", "util-linux", "initramfs-tools", "busybox", "zstd"];
 
 /// Changes whenever [`image_root`]'s recipe changes, so the cache entry is remade.
 const RECIPE: &str = "1";
 
 /// Debian modules the guest needs (the rest it does not load): the disks, device-mapper,
 /// ext4.
-const MODULES: &[&str] = &["virtio_blk", "dm_mod", "ext4"];
+pub const MODULES: &[&str] = &["virtio_blk", "dm_mod", "ext4"];
 
 /// The filesystem's UUID (mkfs.ext4 -U in the setup boot; the fstab line names it).
 pub const FS_UUID: &str = "5f2c1e0a-6b9d-4c3e-9a41-d0c0ffee0019";
@@ -135,7 +138,7 @@ fn installed_root(paths: &Paths, base: &Path, boot: &Boot, debs: &[PathBuf]) -> 
     let hash = format!("{:x}", h.finalize());
     let dir = paths.cache.join(format!("bootimage-installed-{}", &hash[..16]));
     if dir.join(STAMP).exists() {
-        // Rewritten so its time says when it was last used (prune_installed).
+        // Rewritten so its time says when it was last used (prune_unused).
         std::fs::write(dir.join(STAMP), format!("{hash}\n"))?;
         step(format!("boot test: packages unchanged, installed image {} reused", dir.display()));
         return Ok(dir);
@@ -151,32 +154,8 @@ fn installed_root(paths: &Paths, base: &Path, boot: &Boot, debs: &[PathBuf]) -> 
     // Debian's modules the guest needs, where linux-modules-<release> puts them; the kernel
     // itself is booted from outside the image (QEMU's -kernel), so its 159 MB modules
     // package is not installed.
-    let mdir = tmp.join(format!("usr/lib/modules/{}", m.release));
-    for f in closure.iter().map(String::as_str).chain(extra.iter().copied()) {
-        let to = mdir.join(f);
-        std::fs::create_dir_all(to.parent().context("module path")?)?;
-        std::fs::copy(m.dir.join(f), &to).with_context(|| format!("copying {f}"))?;
-    }
-    let mut inside = Vec::new();
-    for d in debs {
-        let name = d.file_name().context("deb name")?.to_string_lossy().into_owned();
-        std::fs::copy(d, tmp.join("tmp").join(&name))?;
-        inside.push(format!("/tmp/{name}"));
-    }
-    // The module package depends on exactly linux-image-<release>, which is not installed
-    // (see above): that one dependency is ignored, every other one is checked.
-    let ignore = format!("--ignore-depends=linux-image-{}", m.release);
-    crate::env::run(
-        Command::new("chroot")
-            .arg(&tmp)
-            .args(["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"])
-            .args(["dpkg", "-i", &ignore])
-            .args(&inside),
-    )
-    .context("dpkg -i of the packages in the boot image failed; see its output above")?;
-    for p in &inside {
-        std::fs::remove_file(tmp.join(p.trim_start_matches('/')))?;
-    }
+    copy_modules(m, closure.iter().map(String::as_str).chain(extra.iter().copied()), &tmp)?;
+    dpkg_install(&tmp, debs, &m.release).context("dpkg -i of the packages in the boot image failed; see its output above")?;
     std::fs::write(tmp.join(STAMP), format!("{hash}\n"))?;
     if dir.exists() {
         // Made meanwhile by another process: the same contents.
@@ -184,23 +163,60 @@ fn installed_root(paths: &Paths, base: &Path, boot: &Boot, debs: &[PathBuf]) -> 
     } else {
         std::fs::rename(&tmp, &dir)?;
     }
-    prune_installed(paths, &dir);
+    prune_unused(paths, &dir, "bootimage-installed-", STAMP);
     Ok(dir)
 }
 
-/// Removes installed images (and half-made ones) not used for a day: each package change
-/// makes a new one of about 140 MB. A day, not "all but this one", because other worktrees
-/// share the cache and may be booting theirs.
-fn prune_installed(paths: &Paths, keep: &Path) {
+/// Copies `files` of Debian's modules (paths relative to its modules directory) into `root`,
+/// where linux-modules-<release> puts them.
+pub fn copy_modules<'a>(m: &crate::kernel::GuestModules, files: impl Iterator<Item = &'a str>, root: &Path) -> Result<()> {
+    let mdir = root.join(format!("usr/lib/modules/{}", m.release));
+    for f in files {
+        let to = mdir.join(f);
+        std::fs::create_dir_all(to.parent().context("module path")?)?;
+        std::fs::copy(m.dir.join(f), &to).with_context(|| format!("copying {f}"))?;
+    }
+    Ok(())
+}
+
+/// Runs a command in the image `root` (a chroot, with a clean environment).
+pub fn in_image(root: &Path) -> Command {
+    let mut c = Command::new("chroot");
+    c.arg(root).args(["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"]);
+    c
+}
+
+/// `dpkg -i` of `debs` in the image `root`, whose postinst scripts and triggers run as on a
+/// real system. The module package depends on exactly linux-image-<release>, which is not
+/// installed (the kernel is booted from outside the image): that one dependency is
+/// ignored, every other one is checked.
+pub fn dpkg_install(root: &Path, debs: &[PathBuf], release: &str) -> Result<()> {
+    let mut inside = Vec::new();
+    for d in debs {
+        let name = d.file_name().context("deb name")?.to_string_lossy().into_owned();
+        std::fs::copy(d, root.join("tmp").join(&name))?;
+        inside.push(format!("/tmp/{name}"));
+    }
+    crate::env::run(in_image(root).args(["dpkg", "-i", &format!("--ignore-depends=linux-image-{release}")]).args(&inside))?;
+    for p in &inside {
+        std::fs::remove_file(root.join(p.trim_start_matches('/')))?;
+    }
+    Ok(())
+}
+
+/// Removes the cache entries named `<prefix>...` (and half-made ones) other than `keep`
+/// not used for a day: each package change makes a new one of about 140 MB. A day, not "all
+/// but this one", because other worktrees share the cache and may be booting theirs. An
+/// entry's last use is the time of its `stamp` file (rewritten at each use); a half-made one
+/// has only the directory's.
+pub fn prune_unused(paths: &Paths, keep: &Path, prefix: &str, stamp: &str) {
     let Ok(entries) = std::fs::read_dir(&paths.cache) else { return };
     for e in entries.flatten() {
         let p = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if p == keep || !name.starts_with("bootimage-installed-") {
+        if p == keep || !e.file_name().to_string_lossy().starts_with(prefix) {
             continue;
         }
-        // The stamp's time is the last use; a half-made one has only the directory's.
-        let stamp = if p.join(STAMP).exists() { p.join(STAMP) } else { p.clone() };
+        let stamp = if p.join(stamp).exists() { p.join(stamp) } else { p.clone() };
         let age = std::fs::metadata(&stamp).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
         if age.is_some_and(|a| a.as_secs() > 86_400) {
             let _ = std::fs::remove_dir_all(&p);
@@ -257,7 +273,8 @@ pub fn run(paths: &Paths, boot: &Boot, module: &Path) -> Result<Vec<Phase>> {
     let out = paths.target().join("boot");
     step("boot test: building the packages");
     let (tool, modpkg) = crate::package::boot_debs(paths, module, &out.join("debs"))?;
-    let root = installed_root(paths, &base, boot, &[tool, modpkg])?;
+    let root = installed_root(paths, &base, boot, &[tool.clone(), modpkg.clone()])?;
+    let rootdisks = crate::rootboot::prepare(paths, &base, boot, &[tool, modpkg])?;
     step("boot test: building the guest root");
     let initrd = guest_cpio(paths, &root)?;
     let (main, spare) = (out.join("main.img"), out.join("spare.img"));
@@ -284,11 +301,16 @@ pub fn run(paths: &Paths, boot: &Boot, module: &Path) -> Result<Vec<Phase>> {
             // systemd's start and stop lines on the console: the shutdown is judged from it.
             append.push_str(" systemd.show_status=1");
         }
+        let mut these = disks.clone();
+        if name == "setup" {
+            // The root boot test's disks are prepared in the same boot.
+            these.extend(rootdisks.setup_args());
+        }
         let opts = VmOptions::new(boot.clone(), module.to_path_buf(), Vec::new(), Some(String::new()), 600)
             .initrd(initrd.clone())
             .label(Some("boot".into()))
             .append(append)
-            .qemu_args(&disks);
+            .qemu_args(&these);
         let result = vm::run(paths, &opts)?;
         let failed_setup = name == "setup" && result.status != 0;
         phases.push(Phase { name, result });
@@ -296,6 +318,7 @@ pub fn run(paths: &Paths, boot: &Boot, module: &Path) -> Result<Vec<Phase>> {
             bail!("the boot test's setup boot failed; console in target/vm/console.log");
         }
     }
+    phases.extend(crate::rootboot::run(paths, boot, module, &rootdisks)?);
     Ok(phases)
 }
 

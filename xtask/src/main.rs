@@ -17,6 +17,7 @@ mod profile;
 // The console protocol with the VM test runner, defined once in the tests crate.
 #[path = "../../tests/src/protocol.rs"]
 mod protocol;
+mod rootboot;
 mod setup;
 mod test;
 mod vm;

@@ -328,6 +328,9 @@ fn tool_deb(paths: &Paths, out: &Path) -> Result<PathBuf> {
         ("systemd/dmremap@.service", "usr/lib/systemd/system/dmremap@.service", 0o644),
         ("systemd/dmremap-generator", "usr/lib/systemd/system-generators/dmremap-generator", 0o755),
         ("systemd/dmremap-watch.service", "usr/lib/systemd/system/dmremap-watch.service", 0o644),
+        ("systemd/dmremap-exitrd.service", "usr/lib/systemd/system/dmremap-exitrd.service", 0o644),
+        ("initramfs/hook", "usr/share/initramfs-tools/hooks/dmremap", 0o755),
+        ("initramfs/local-top", "usr/share/initramfs-tools/scripts/local-top/dmremap", 0o755),
         ("systemd/dmremap-export.service", "usr/lib/systemd/system/dmremap-export.service", 0o644),
         ("systemd/dmremap-export.timer", "usr/lib/systemd/system/dmremap-export.timer", 0o644),
         // What the units' Documentation= lines point at.
@@ -341,6 +344,9 @@ fn tool_deb(paths: &Paths, out: &Path) -> Result<PathBuf> {
                     \tif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n\
                     \tif command -v udevadm >/dev/null; then udevadm control --reload-rules || true; fi\nfi\n";
     put(&tree, "DEBIAN/postinst", postinst.as_bytes(), 0o755)?;
+    // The initramfs carries the tool, its hook and boot script: install, upgrade and removal
+    // rebuild it (initramfs-tools' trigger runs `update-initramfs -u` once per dpkg run).
+    put(&tree, "DEBIAN/triggers", INITRAMFS_TRIGGER, 0o644)?;
     docs(
         paths,
         &tree,
@@ -357,6 +363,10 @@ fn tool_deb(paths: &Paths, out: &Path) -> Result<PathBuf> {
     );
     build_deb(paths, &tree, pkg, "amd64", &fields, out)
 }
+
+/// `DEBIAN/triggers` of a package whose files go into the initramfs: initramfs-tools runs
+/// `update-initramfs -u` after the package is installed, upgraded or removed (deb-triggers(5)).
+const INITRAMFS_TRIGGER: &[u8] = b"activate-noawait update-initramfs\n";
 
 /// The shared-library Depends of an executable, by dpkg-shlibdeps in the build root.
 fn shlib_depends(paths: &Paths, exe: &Path) -> Result<String> {
@@ -387,6 +397,8 @@ fn module_deb(paths: &Paths, ko: &Path, out: &Path) -> Result<PathBuf> {
     );
     put(&tree, "DEBIAN/postinst", postinst.as_bytes(), 0o755)?;
     put(&tree, "DEBIAN/postrm", postrm.as_bytes(), 0o755)?;
+    // The module is in the initramfs of a root on dm-remap.
+    put(&tree, "DEBIAN/triggers", INITRAMFS_TRIGGER, 0o644)?;
     let pin = crate::debian::PIN.version;
     let fields = format!(
         "Section: kernel\nPriority: optional\nDepends: linux-image-{rel} (= {pin})\nConflicts: dm-remap-dkms\nSuggests: dmremap\nDescription: dm-remap device-mapper target for Linux {rel}\n \
@@ -426,6 +438,9 @@ fn dkms_deb(paths: &Paths, src: &Path, out: &Path) -> Result<PathBuf> {
     put(&tree, "DEBIAN/postinst", postinst.as_bytes(), 0o755)?;
     put(&tree, "DEBIAN/prerm", prerm.as_bytes(), 0o755)?;
     put(&tree, "DEBIAN/postrm", postrm.as_bytes(), 0o755)?;
+    // The module DKMS builds goes into the initramfs of a root on dm-remap (a kernel
+    // installed later gets it from /etc/kernel/postinst.d: dkms runs before initramfs-tools).
+    put(&tree, "DEBIAN/triggers", INITRAMFS_TRIGGER, 0o644)?;
     let fields = format!(
         "Section: kernel\nPriority: optional\nDepends: {}, linux-source-{}\nRecommends: dmremap\nDescription: dm-remap device-mapper target, source for DKMS\n \
          The dm-remap kernel module (a device-mapper target written in Rust) as source,\n \
