@@ -160,6 +160,8 @@ fn line(name: &str, r: &Result<Status, Fail>, extra: &[String]) -> (Code, String
             );
             (code, format!("DMREMAP {}: {name} {text} | {perf}", code.word()))
         }
+        // The boot's read-only stand-in for a device whose spare is missing: no protection.
+        Err(_) if dm::is_standin(name) => (Code::Critical, format!("DMREMAP CRITICAL: {}", dm::standin_text(name))),
         Err(f) => (Code::Unknown, format!("DMREMAP UNKNOWN: {name}: {}", f.msg)),
     }
 }
@@ -170,7 +172,10 @@ pub fn check(name: Option<&str>) -> i32 {
     let names = match name {
         Some(n) => vec![n.to_string()],
         None => match dm::list() {
-            Ok(v) => v,
+            Ok(mut v) => {
+                v.extend(dm::standins());
+                v
+            }
             Err(f) => {
                 println!("DMREMAP UNKNOWN: {}", f.msg);
                 return Code::Unknown as i32;

@@ -29,10 +29,41 @@ pub fn create_with_uuid(n: &str, uuid: Option<&str>, len: u64, params: &str) -> 
     create_one(n, uuid, ("remap", len, params), DmOptions::default())
 }
 
+/// The DM UUID prefix of the read-only stand-in (`REMAPRO-<name>`): not `REMAP-`, so the
+/// rules and tools that act on remap devices leave it alone, but `dmremap` knows it.
+pub const STANDIN_UUID_PREFIX: &str = "REMAPRO-";
+
+/// What `status`, `check` and `message` say of the stand-in.
+pub fn standin_text(n: &str) -> String {
+    format!(
+        "{n} is the main device alone, read-only, through dm-linear: its spare was missing at boot (spare_missing=readonly); no remap is served and blocks relocated to the spare read the main device's old copy; attach the spare and reboot"
+    )
+}
+
 /// Creates `name` as a read-only dm-linear map of all of `main` (`sectors` long): the
 /// boot-time stand-in when the spare is missing (`spare_missing=readonly`).
 pub fn create_linear_ro(n: &str, main: &str, sectors: u64) -> Result<String, Fail> {
-    create_one(n, None, ("linear", sectors, &format!("{main} 0")), DmOptions::default().set_flags(devicemapper::DmFlags::DM_READONLY))
+    let uuid = format!("{STANDIN_UUID_PREFIX}{n}");
+    create_one(n, Some(&uuid), ("linear", sectors, &format!("{main} 0")), DmOptions::default().set_flags(devicemapper::DmFlags::DM_READONLY))
+}
+
+/// Whether dm device `n` is the stand-in [`create_linear_ro`] made: its DM UUID says so and
+/// its table is one linear target.
+pub fn is_standin(n: &str) -> bool {
+    let (Ok(dm), Ok(dn)) = (dm(), name(n)) else { return false };
+    let ours = dm
+        .device_info(&DevId::Name(dn))
+        .ok()
+        .and_then(|i| i.uuid().map(|u| u.to_string()))
+        .is_some_and(|u| u.starts_with(STANDIN_UUID_PREFIX));
+    ours && table(&dm, n, true).is_ok_and(|t| matches!(t.as_slice(), [(_, _, ty, _)] if ty == "linear"))
+}
+
+/// Every stand-in's name (`check --all` reports them).
+pub fn standins() -> Vec<String> {
+    let Ok(dm) = dm() else { return Vec::new() };
+    let devs = dm.list_devices().unwrap_or_default();
+    devs.into_iter().map(|(n, _, _)| n.to_string()).filter(|n| is_standin(n)).collect()
 }
 
 /// Creates `name` with one target (`(type, sectors, params)`), loaded with `load` options,
@@ -77,9 +108,11 @@ fn ensure_node(node: &str, major: u32, minor: u32) -> Result<(), Fail> {
         .map_err(|e| Fail::new(Kind::Io, format!("cannot create the device node {node}: {e}")))
 }
 
-/// Removes `name` and its node.
+/// Removes `name` (a dm-remap device, or the stand-in for one) and its node.
 pub fn remove(n: &str) -> Result<(), Fail> {
-    check_remap(n)?;
+    if !is_standin(n) {
+        check_remap(n)?;
+    }
     remove_any(n)
 }
 
@@ -112,7 +145,16 @@ fn check_remap(n: &str) -> Result<(), Fail> {
     let t = table(&dm, n, true)?;
     match t.as_slice() {
         [(_, _, ty, _)] if ty == "remap" => Ok(()),
-        _ => Err(Fail::new(Kind::NotRemap, format!("{n} is not a dm-remap device"))),
+        _ => Err(not_remap(n)),
+    }
+}
+
+/// Why `n` is not a dm-remap device: the stand-in is named as such.
+fn not_remap(n: &str) -> Fail {
+    if is_standin(n) {
+        Fail::new(Kind::NotRemap, standin_text(n))
+    } else {
+        Fail::new(Kind::NotRemap, format!("{n} is not a dm-remap device"))
     }
 }
 
@@ -122,7 +164,7 @@ pub fn status_line(n: &str) -> Result<String, Fail> {
     let t = table(&dm, n, false)?;
     match t.as_slice() {
         [(_, _, ty, params)] if ty == "remap" => Ok(params.clone()),
-        _ => Err(Fail::new(Kind::NotRemap, format!("{n} is not a dm-remap device"))),
+        _ => Err(not_remap(n)),
     }
 }
 
@@ -156,6 +198,13 @@ pub fn devno(n: &str) -> Result<String, Fail> {
     let info = dm.device_info(&DevId::Name(name(n)?)).map_err(|e| Fail::new(Kind::NotRemap, format!("no device-mapper device {n}: {e}")))?;
     let d = info.device();
     Ok(format!("{}:{}", d.major, d.minor))
+}
+
+/// Every dm device's name, whatever its target (the shutdown ramfs removes them all).
+pub fn list_all() -> Result<Vec<String>, Fail> {
+    let dm = dm()?;
+    let devs = dm.list_devices().map_err(|e| Fail::new(Kind::Dm, format!("cannot list devices: {e}")))?;
+    Ok(devs.into_iter().map(|(n, _, _)| n.to_string()).collect())
 }
 
 /// Every dm-remap device's name.

@@ -194,7 +194,7 @@ pub fn run(verb: &str) -> ! {
 /// once nothing holds it: the LVs on a remap device go in an earlier round). The names left.
 fn remove_all() -> Vec<String> {
     for _ in 0..16 {
-        let names = dm::list().unwrap_or_default();
+        let names = dm::list_all().unwrap_or_default();
         if names.is_empty() {
             return names;
         }
@@ -209,7 +209,7 @@ fn remove_all() -> Vec<String> {
             return names;
         }
     }
-    dm::list().unwrap_or_default()
+    dm::list_all().unwrap_or_default()
 }
 
 #[cfg(test)]

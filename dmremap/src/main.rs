@@ -41,6 +41,9 @@ pub const STATUS_SPARE_FULL: i32 = 8;
 pub const STATUS_DEGRADED: i32 = 9;
 /// `dmremap status` exit code when the main device is lost (the status is printed).
 pub const STATUS_MAIN_LOST: i32 = 10;
+/// `dmremap status` exit code for the read-only stand-in a boot made because the spare was
+/// missing (`spare_missing=readonly`; what it is is printed).
+pub const STATUS_SPARE_MISSING: i32 = 11;
 
 /// A failure: its kind and the sentence to print.
 #[derive(Debug)]
@@ -449,6 +452,10 @@ fn run(cli: Cli) -> Result<i32, Fail> {
             Ok(0)
         }
         Cmd::Status { name, json } => {
+            if dm::is_standin(&name) {
+                println!("{}", dm::standin_text(&name));
+                return Ok(STATUS_SPARE_MISSING);
+            }
             let s = status::parse(&dm::status_line(&name)?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
