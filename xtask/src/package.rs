@@ -22,7 +22,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The DKMS module name (`dkms.conf`'s PACKAGE_NAME, `/usr/src/<name>-<version>`).
 pub const DKMS_NAME: &str = "dm-remap";
 const MAINTAINER: &str = "dm-remap maintainers <maintainers@users.noreply.b-seed-dcb9fdc2.example>";
-/// Build-root packages `package` needs besides setup's: lintian (dpkg-dev is there already).
+/// Build-root packages `package` and the boot test's packages need besides setup's.
 const PACKAGE_TOOLS: &[&str] = &["lintian", "dpkg-dev"];
 
 /// Toolchain and kernel-build packages dm-remap-dkms depends on: what dkms-build and
@@ -86,6 +86,9 @@ static TOOL_DEB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 /// packaging test's own if it ran in this process), without the DKMS package and lintian
 /// (the packaging test runs those).
 pub fn boot_debs(paths: &Paths, ko: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
+    // dpkg-shlibdeps: the boot test alone (`--filter boot_systemd`) runs before, or without,
+    // the packaging test that would have installed it.
+    crate::setup::root_packages(paths, PACKAGE_TOOLS)?;
     std::fs::create_dir_all(out)?;
     let tool = match TOOL_DEB.get() {
         Some(t) => t.clone(),
