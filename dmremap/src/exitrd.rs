@@ -155,10 +155,14 @@ fn unescape(s: &str) -> String {
 /// Whatever fails is said and the machine still goes down: a shutdown must not hang.
 pub fn run(verb: &str) -> ! {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let mode = reboot_mode(verb);
+    watchdog(mode);
     println!("dmremap-exitrd: unmounting the old root, then removing the dm devices");
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for m in old_mounts(&info) {
-        if umount2(m.as_str(), MntFlags::empty()).is_err() {
+        if umount2(m.as_str(), MntFlags::empty()).is_ok() {
+            println!("dmremap-exitrd: unmounted {m}");
+        } else {
             // Still busy (a process systemd could not kill): read-only, then detached, so
             // the filesystem is clean and the device below can still go.
             let _ = mount(None::<&str>, m.as_str(), None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
@@ -169,6 +173,7 @@ pub fn run(verb: &str) -> ! {
         }
     }
     nix::unistd::sync();
+    println!("dmremap-exitrd: synced; removing the dm devices");
     let left = remove_all();
     if left.is_empty() {
         println!("dmremap-exitrd: all DM devices removed");
@@ -176,18 +181,42 @@ pub fn run(verb: &str) -> ! {
         println!("dmremap-exitrd: could not remove {}", left.join(" "));
     }
     nix::unistd::sync();
-    use nix::sys::reboot::{reboot, RebootMode};
-    let mode = match verb {
+    finish(mode)
+}
+
+/// How long the shutdown ramfs may take before its watchdog ends it anyway.
+const WATCHDOG_SECS: u64 = 90;
+
+fn reboot_mode(verb: &str) -> nix::sys::reboot::RebootMode {
+    use nix::sys::reboot::RebootMode;
+    match verb {
         "poweroff" => RebootMode::RB_POWER_OFF,
         "halt" => RebootMode::RB_HALT_SYSTEM,
         _ => RebootMode::RB_AUTOBOOT,
-    };
-    let e = reboot(mode);
-    println!("dmremap-exitrd: {verb} failed: {e:?}");
-    // PID 1 must not exit.
+    }
+}
+
+/// Reboots (or powers off); never returns: PID 1 must not exit.
+fn finish(mode: nix::sys::reboot::RebootMode) -> ! {
+    let e = nix::sys::reboot::reboot(mode);
+    println!("dmremap-exitrd: {mode:?} failed: {e:?}");
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
+}
+
+/// A shutdown must end: if the unmounts and removals are not done in [`WATCHDOG_SECS`]
+/// (a device that no longer answers), the blocked tasks are dumped to the console (sysrq
+/// `w`, for the bug report) and the machine goes down anyway, as systemd-shutdown's own
+/// watchdog would. What was not committed is recovered from the log at the next activation.
+fn watchdog(mode: nix::sys::reboot::RebootMode) {
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(WATCHDOG_SECS));
+        println!("dmremap-exitrd: not done after {WATCHDOG_SECS} s; blocked tasks follow, then {mode:?} anyway");
+        let _ = std::fs::write("/proc/sysrq-trigger", "w");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        finish(mode)
+    });
 }
 
 /// Removes dm devices until none is left or a round removes none (a device is removed only
@@ -200,9 +229,12 @@ fn remove_all() -> Vec<String> {
         }
         let mut removed = 0;
         for n in &names {
-            if dm::remove_any(n).is_ok() {
-                println!("dmremap-exitrd: removed {n}");
-                removed += 1;
+            match dm::remove_any(n) {
+                Ok(()) => {
+                    println!("dmremap-exitrd: removed {n}");
+                    removed += 1;
+                }
+                Err(f) => println!("dmremap-exitrd: not yet: {}", f.msg),
             }
         }
         if removed == 0 {
