@@ -173,6 +173,10 @@ pub fn run(verb: &str) -> ! {
         }
     }
     nix::unistd::sync();
+    // udevd is gone (systemd-shutdown killed every process), but its socket file came along
+    // with /run: the device-mapper library would take it for a running udevd and wait for
+    // one to acknowledge each removal, forever (seen: the first root boots hung here).
+    let _ = std::fs::remove_file("/run/udev/control");
     println!("dmremap-exitrd: synced; removing the dm devices");
     let left = remove_all();
     if left.is_empty() {
