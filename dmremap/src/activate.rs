@@ -248,7 +248,9 @@ fn activate_waiting(e: &TabEntry) -> Result<bool, Fail> {
 fn kmsg(level: u8, msg: &str) {
     if let Ok(mut f) = OpenOptions::new().write(true).open("/dev/kmsg") {
         use std::io::Write;
-        let _ = writeln!(f, "<{level}>dmremap: {msg}");
+        // One write() is one record: `writeln!` would write the prefix, the text and the
+        // newline as three (seen: the line never showed whole in dmesg or the journal).
+        let _ = f.write_all(format!("<{level}>dmremap: {msg}\n").as_bytes());
     }
 }
 

@@ -223,6 +223,12 @@ fn watchdog(mode: nix::sys::reboot::RebootMode) {
     });
 }
 
+/// Whether another block device is stacked on dm device `n` (sysfs `holders`).
+fn held(n: &str) -> bool {
+    let Some(k) = dm::devno(n).ok().and_then(|d| dm::kernel_name(&d)) else { return false };
+    std::fs::read_dir(format!("/sys/block/{k}/holders")).is_ok_and(|mut d| d.next().is_some())
+}
+
 /// Removes dm devices until none is left or a round removes none (a device is removed only
 /// once nothing holds it: the LVs on a remap device go in an earlier round). The names left.
 fn remove_all() -> Vec<String> {
@@ -232,13 +238,16 @@ fn remove_all() -> Vec<String> {
             return names;
         }
         let mut removed = 0;
-        for n in &names {
+        // Those nothing is stacked on first (an LV before the remap device under it).
+        let free: Vec<&String> = names.iter().filter(|n| !held(n)).collect();
+        let pick = if free.is_empty() { names.iter().collect() } else { free };
+        for n in pick {
             match dm::remove_any(n) {
                 Ok(()) => {
                     println!("dmremap-exitrd: removed {n}");
                     removed += 1;
                 }
-                Err(f) => println!("dmremap-exitrd: not yet: {}", f.msg),
+                Err(f) => println!("dmremap-exitrd: {}", f.msg),
             }
         }
         if removed == 0 {
