@@ -182,6 +182,14 @@ fn main() {
         println!("vmtest: cannot open /dev/kmsg: {e:#}");
         std::process::exit(1);
     }
+    // Drained all along, not only between tests, so that a test's burst of kernel lines
+    // (thousands of refused table lines) is read before the ring buffer wraps: a wrapped log
+    // fails the test (harness::KLOG_LOST). Another thread: the fault-injection tests' fail-nth
+    // countdown is per thread and never sees its reads.
+    std::thread::spawn(|| loop {
+        harness::klog_poll();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    });
     // Anything the boot itself logged is not a test's doing, but it is still a kernel bug.
     let boot_bugs: Vec<String> = harness::klog_take().into_iter().filter(|l| is_kernel_bug(l)).collect();
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);

@@ -351,7 +351,10 @@ fn run_once(paths: &Paths, opts: &VmOptions) -> Result<VmResult> {
     // no_timer_check: the boot-time check that timer interrupts arrive through the IO-APIC
     // fails when the host is busy (two TCG guests side by side, other jobs) and panics the
     // guest ("IO-APIC + timer doesn't work!"); virtual machines commonly skip it.
-    let mut append = String::from("console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check");
+    // log_buf_len: the tests judge every line the kernel logs during each test, and a test
+    // that makes it log thousands (generated table lines, injected allocation failures)
+    // overflowed the default 128 KiB ring buffer before the runner read it.
+    let mut append = String::from("console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check log_buf_len=4M");
     // Under TCG the guest's TSC is the host's, but the guest cannot calibrate it (no HPET or
     // PM timer without ACPI; the PIT check fails under load) and falls back to 4 ms jiffies.
     // Tell it the rate. (In icount mode the TSC counts virtual nanoseconds instead.)
