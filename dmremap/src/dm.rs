@@ -61,9 +61,7 @@ pub fn is_standin(n: &str) -> bool {
 
 /// Every stand-in's name (`check --all` reports them).
 pub fn standins() -> Vec<String> {
-    let Ok(dm) = dm() else { return Vec::new() };
-    let devs = dm.list_devices().unwrap_or_default();
-    devs.into_iter().map(|(n, _, _)| n.to_string()).filter(|n| is_standin(n)).collect()
+    list_all().unwrap_or_default().into_iter().filter(|n| is_standin(n)).collect()
 }
 
 /// Creates `name` with one target (`(type, sectors, params)`), loaded with `load` options,
@@ -142,11 +140,16 @@ fn table(dm: &DM, n: &str, table_flag: bool) -> Result<Vec<(u64, u64, String, St
 
 fn check_remap(n: &str) -> Result<(), Fail> {
     let dm = dm()?;
-    let t = table(&dm, n, true)?;
-    match t.as_slice() {
-        [(_, _, ty, _)] if ty == "remap" => Ok(()),
-        _ => Err(not_remap(n)),
+    if is_remap_table(&table(&dm, n, true)?) {
+        Ok(())
+    } else {
+        Err(not_remap(n))
     }
+}
+
+/// Whether a table is one `remap` target.
+fn is_remap_table(t: &[(u64, u64, String, String)]) -> bool {
+    matches!(t, [(_, _, ty, _)] if ty == "remap")
 }
 
 /// Why `n` is not a dm-remap device: the stand-in is named as such.
@@ -210,8 +213,7 @@ pub fn list_all() -> Result<Vec<String>, Fail> {
 /// Every dm-remap device's name.
 pub fn list() -> Result<Vec<String>, Fail> {
     let dm = dm()?;
-    let devs = dm.list_devices().map_err(|e| Fail::new(Kind::Dm, format!("cannot list devices: {e}")))?;
-    Ok(devs.into_iter().map(|(n, _, _)| n.to_string()).filter(|n| status_line(n).is_ok()).collect())
+    Ok(list_all()?.into_iter().filter(|n| table(&dm, n, true).is_ok_and(|t| is_remap_table(&t))).collect())
 }
 
 pub fn event_nr(dm: &DM, n: &str) -> Result<u32, Fail> {

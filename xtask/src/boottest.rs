@@ -135,36 +135,78 @@ fn installed_root(paths: &Paths, base: &Path, boot: &Boot, debs: &[PathBuf]) -> 
         h.update(f);
         h.update(std::fs::read(m.dir.join(f)).with_context(|| format!("reading {f}"))?);
     }
-    let hash = format!("{:x}", h.finalize());
-    let dir = paths.cache.join(format!("bootimage-installed-{}", &hash[..16]));
-    if dir.join(STAMP).exists() {
-        // Rewritten so its time says when it was last used (prune_unused).
-        std::fs::write(dir.join(STAMP), format!("{hash}\n"))?;
-        step(format!("boot test: packages unchanged, installed image {} reused", dir.display()));
-        return Ok(dir);
-    }
-    // Per process: other worktrees share the cache and may make the same entry at once.
-    let tmp = paths.cache.join(format!("bootimage-installed-{}.partial.{}", &hash[..16], std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    step(format!("boot test: installing the packages with dpkg into {}", tmp.display()));
-    crate::env::run(Command::new("cp").arg("-a").arg(base).arg(&tmp))?;
-    let _ = std::fs::remove_file(tmp.join(STAMP));
+    let tmp = match cached_copy(paths, base, "bootimage-installed-", STAMP, h, "boot test: installed image")? {
+        Cached::Reused(dir) => return Ok(dir),
+        Cached::Make(p) => p,
+    };
     // Debian's modules the guest needs, where linux-modules-<release> puts them; the kernel
     // itself is booted from outside the image (QEMU's -kernel), so its 159 MB modules
     // package is not installed.
     copy_modules(m, closure.iter().map(String::as_str).chain(extra.iter().copied()), &tmp)?;
     dpkg_install(&tmp, debs, &m.release).context("dpkg -i of the packages in the boot image failed; see its output above")?;
-    std::fs::write(tmp.join(STAMP), format!("{hash}\n"))?;
-    if dir.exists() {
-        // Made meanwhile by another process: the same contents.
-        std::fs::remove_dir_all(&tmp)?;
-    } else {
-        std::fs::rename(&tmp, &dir)?;
+    tmp.publish(paths)
+}
+
+/// What [`cached_copy`] found.
+pub enum Cached {
+    /// The entry exists (its stamp rewritten): use it.
+    Reused(PathBuf),
+    /// It must be made: fill the copy, then [`Partial::publish`] it.
+    Make(Partial),
+}
+
+/// A cache entry being made: a copy of the base image under a per-process name (other
+/// worktrees share the cache and may make the same entry at once).
+pub struct Partial {
+    tmp: PathBuf,
+    dir: PathBuf,
+    hash: String,
+    prefix: &'static str,
+    stamp: &'static str,
+}
+
+impl std::ops::Deref for Partial {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.tmp
     }
-    prune_unused(paths, &dir, "bootimage-installed-", STAMP);
-    Ok(dir)
+}
+
+/// The cache entry `<prefix><hash>` derived from the image `base` and the inputs hashed in
+/// `h`, whose `stamp` file marks it complete: reused if there, else a fresh copy of `base`
+/// (without the image's own stamp) to fill. `what` names it in the progress lines.
+pub fn cached_copy(paths: &Paths, base: &Path, prefix: &'static str, stamp: &'static str, h: Sha256, what: &str) -> Result<Cached> {
+    let hash = format!("{:x}", h.finalize());
+    let dir = paths.cache.join(format!("{prefix}{}", &hash[..16]));
+    if dir.join(stamp).exists() {
+        // Rewritten so its time says when it was last used (prune_unused).
+        std::fs::write(dir.join(stamp), format!("{hash}\n"))?;
+        step(format!("{what} {} reused", dir.display()));
+        return Ok(Cached::Reused(dir));
+    }
+    let tmp = paths.cache.join(format!("{prefix}{}.partial.{}", &hash[..16], std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    step(format!("{what}: making it in {}", tmp.display()));
+    crate::env::run(Command::new("cp").arg("-a").arg(base).arg(&tmp))?;
+    let _ = std::fs::remove_file(tmp.join(STAMP));
+    Ok(Cached::Make(Partial { tmp, dir, hash, prefix, stamp }))
+}
+
+impl Partial {
+    /// Marks the entry complete and moves it into place (unless another process made it
+    /// meanwhile: the same contents), then prunes entries of its kind unused for a day.
+    pub fn publish(self, paths: &Paths) -> Result<PathBuf> {
+        std::fs::write(self.tmp.join(self.stamp), format!("{}\n", self.hash))?;
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.tmp)?;
+        } else {
+            std::fs::rename(&self.tmp, &self.dir)?;
+        }
+        prune_unused(paths, &self.dir, self.prefix, self.stamp);
+        Ok(self.dir)
+    }
 }
 
 /// Copies `files` of Debian's modules (paths relative to its modules directory) into `root`,
@@ -209,7 +251,7 @@ pub fn dpkg_install(root: &Path, debs: &[PathBuf], release: &str) -> Result<()> 
 /// but this one", because other worktrees share the cache and may be booting theirs. An
 /// entry's last use is the time of its `stamp` file (rewritten at each use); a half-made one
 /// has only the directory's.
-pub fn prune_unused(paths: &Paths, keep: &Path, prefix: &str, stamp: &str) {
+fn prune_unused(paths: &Paths, keep: &Path, prefix: &str, stamp: &str) {
     let Ok(entries) = std::fs::read_dir(&paths.cache) else { return };
     for e in entries.flatten() {
         let p = e.path();

@@ -82,21 +82,11 @@ fn root_tree(paths: &Paths, base: &Path, boot: &Boot, debs: &[PathBuf]) -> Resul
         h.update(f);
         h.update(std::fs::read(m.dir.join(f))?);
     }
-    let hash = format!("{:x}", h.finalize());
-    let dir = paths.cache.join(format!("bootroot-{}", &hash[..16]));
-    if dir.join(STAMP).exists() {
-        // Rewritten so its time says when it was last used (boottest::prune_unused).
-        std::fs::write(dir.join(STAMP), format!("{hash}\n"))?;
-        step(format!("root boot test: root tree {} reused", dir.display()));
-        return Ok(dir);
-    }
-    let tmp = paths.cache.join(format!("bootroot-{}.partial.{}", &hash[..16], std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    step(format!("root boot test: making the root tree in {}", tmp.display()));
-    crate::env::run(Command::new("cp").arg("-a").arg(base).arg(&tmp))?;
-    let _ = std::fs::remove_file(tmp.join(".dm-remap-image"));
+    use crate::boottest::Cached;
+    let tmp = match crate::boottest::cached_copy(paths, base, "bootroot-", STAMP, h, "root boot test: root tree")? {
+        Cached::Reused(dir) => return Ok(dir),
+        Cached::Make(p) => p,
+    };
     let present: Vec<&str> = ["modules.order", "modules.builtin", "modules.builtin.modinfo"].into_iter().filter(|f| m.dir.join(f).exists()).collect();
     crate::boottest::copy_modules(m, closure.iter().map(String::as_str).chain(present), &tmp)?;
     std::fs::create_dir_all(tmp.join("boot"))?;
@@ -143,14 +133,7 @@ fn root_tree(paths: &Paths, base: &Path, boot: &Boot, debs: &[PathBuf]) -> Resul
         }
     }
     step("root boot test: the packages' trigger rebuilt the initramfs with dm-remap in it");
-    std::fs::write(tmp.join(STAMP), format!("{hash}\n"))?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    } else {
-        std::fs::rename(&tmp, &dir)?;
-    }
-    crate::boottest::prune_unused(paths, &dir, "bootroot-", STAMP);
-    Ok(dir)
+    tmp.publish(paths)
 }
 
 /// The disks of a run, made by [`prepare`]; the setup boot of the systemd boot test formats
